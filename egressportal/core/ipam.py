@@ -1,0 +1,99 @@
+"""Pure IPv4 arithmetic for pools and source CIDRs (no database, no Django).
+
+The product is IPv4-only for now: egress addresses are public IPv4 and the
+dataplane uses ipv4_addr maps. IPv6 input is rejected with a clear message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv4Address, IPv4Network
+
+__all__ = [
+    "IPAMError",
+    "parse_network",
+    "parse_address",
+    "network_bounds",
+    "usable_range",
+    "usable_count",
+    "iter_available",
+    "overlapping",
+]
+
+# Pools larger than this would make utilization and allocation scans costly and
+# are almost certainly a typo (nobody owns a /8 of egress addresses).
+MAX_POOL_PREFIXLEN = 16
+
+
+class IPAMError(ValueError):
+    """An address or network a person typed is not acceptable; the message says why."""
+
+
+def parse_network(value: object, *, what: str = "CIDR") -> IPv4Network:
+    """Parse a strict IPv4 network ("203.0.113.0/28"), with messages a person can act on."""
+    if not isinstance(value, str) or not value.strip():
+        raise IPAMError(f"Enter a {what} such as 203.0.113.0/28.")
+    text = value.strip()
+    if "/" not in text:
+        raise IPAMError(f"'{text}' has no prefix length; write it as a {what} such as {text}/32.")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        msg = str(exc)
+        if "has host bits set" in msg:
+            loose = ipaddress.ip_network(text, strict=False)
+            raise IPAMError(f"'{text}' has host bits set; did you mean {loose}?") from None
+        raise IPAMError(f"'{text}' is not a valid {what}.") from None
+    if net.version != 4:
+        raise IPAMError(f"'{text}' is IPv6; only IPv4 is supported for now.")
+    return net
+
+
+def parse_address(value: object, *, what: str = "IPv4 address") -> IPv4Address:
+    if not isinstance(value, str) or not value.strip():
+        raise IPAMError(f"Enter an {what} such as 203.0.113.10.")
+    text = value.strip()
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise IPAMError(f"'{text}' is not a valid {what}.") from None
+    if addr.version != 4:
+        raise IPAMError(f"'{text}' is IPv6; only IPv4 is supported for now.")
+    return addr
+
+
+def network_bounds(net: IPv4Network) -> tuple[int, int]:
+    """First and last address of a network as integers (for range constraints)."""
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def usable_range(net: IPv4Network) -> tuple[int, int]:
+    """The addresses a pool can hand out: all of /31 and /32, otherwise without
+    the network and broadcast addresses (a pool may be an on-link subnet)."""
+    first, last = network_bounds(net)
+    if net.prefixlen >= 31:
+        return first, last
+    return first + 1, last - 1
+
+
+def usable_count(net: IPv4Network, excluded: Iterable[IPv4Address] = ()) -> int:
+    first, last = usable_range(net)
+    skip = {int(a) for a in excluded if first <= int(a) <= last}
+    return last - first + 1 - len(skip)
+
+
+def iter_available(
+    net: IPv4Network, used: Iterable[int], excluded: Iterable[IPv4Address] = ()
+) -> Iterator[IPv4Address]:
+    """Free addresses of a pool in ascending order, given the integers in use."""
+    first, last = usable_range(net)
+    taken = set(used) | {int(a) for a in excluded}
+    for value in range(first, last + 1):
+        if value not in taken:
+            yield IPv4Address(value)
+
+
+def overlapping(candidate: IPv4Network, others: Iterable[IPv4Network]) -> list[IPv4Network]:
+    """The networks among ``others`` that share at least one address with ``candidate``."""
+    return [o for o in others if candidate.overlaps(o)]

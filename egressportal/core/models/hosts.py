@@ -1,0 +1,102 @@
+"""Hosts the workers configure over SSH: gateways (SNAT) and cluster nodes (steering)."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from ..validators import validate_interface_name, validate_ssh_host_key, validate_ssh_user
+from .network import Region
+
+__all__ = ["ManagedHost", "Gateway", "Node", "HealthStatus"]
+
+
+class HealthStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class ManagedHost(models.Model):
+    name = models.SlugField(max_length=63, unique=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT)
+    mgmt_address = models.GenericIPAddressField(
+        protocol="IPv4", verbose_name="management address", help_text="Where the workers reach sshd."
+    )
+    ssh_port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    ssh_user = models.CharField(max_length=32, default="root", validators=[validate_ssh_user])
+    host_key = models.TextField(
+        validators=[validate_ssh_host_key],
+        help_text="Pinned SSH host public key, e.g. the content of /etc/ssh/ssh_host_ed25519_key.pub.",
+    )
+    use_sudo = models.BooleanField(default=False, help_text="Run ip/nft through 'sudo -n'.")
+    transit_address = models.GenericIPAddressField(
+        protocol="IPv4", help_text="Address on the transit network between nodes and gateways."
+    )
+    enabled = models.BooleanField(default=True, help_text="Disabled hosts are neither configured nor probed.")
+
+    # Health, written by the workers.
+    health = models.CharField(max_length=10, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN)
+    health_message = models.TextField(blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_changed_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    health_failures = models.PositiveIntegerField(default=0)
+    health_successes = models.PositiveIntegerField(default=0)
+    # A host that presented a different key than the pinned one: a security event.
+    host_key_mismatch_at = models.DateTimeField(null=True, blank=True)
+    presented_host_key = models.TextField(blank=True)
+
+    # Reconcile bookkeeping, written by the workers.
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    last_reconcile_duration = models.FloatField(null=True, blank=True)
+    last_reconcile_error = models.TextField(blank=True)
+    reconcile_failures = models.PositiveIntegerField(default=0)
+    reconcile_count = models.PositiveIntegerField(default=0, help_text="Transactions applied to this host.")
+    # Coalescing: at most one queued reconcile per host; a lease (with expiry,
+    # so a killed worker cannot hold it forever) for at most one running.
+    reconcile_queued_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        return self._meta.model_name
+
+
+class Gateway(ManagedHost):
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="gateways")
+    public_interface = models.CharField(max_length=15, validators=[validate_interface_name])
+    slot = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(250)],
+        help_text="Routing table and fwmark slot on the nodes (unique within the region).",
+    )
+    draining = models.BooleanField(default=False, help_text="No new addresses; active roles move away.")
+
+    class Meta(ManagedHost.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["region", "slot"], name="gateway_unique_slot_per_region"),
+            models.UniqueConstraint(fields=["mgmt_address", "ssh_port"], name="gateway_unique_mgmt_endpoint"),
+            models.CheckConstraint(condition=Q(slot__gte=1, slot__lte=250), name="gateway_slot_range"),
+        ]
+
+
+class Node(ManagedHost):
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="nodes")
+    pod_cidrs = models.JSONField(default=list, blank=True, help_text="The node's pod subnets.")
+
+    class Meta(ManagedHost.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["mgmt_address", "ssh_port"], name="node_unique_mgmt_endpoint"),
+        ]

@@ -1,0 +1,84 @@
+"""Field validators shared by models, forms, serializers and services."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+
+from . import ipam
+
+INTERFACE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+APP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def validate_interface_name(value: str) -> None:
+    if not isinstance(value, str) or not INTERFACE_NAME_RE.match(value) or value in {".", ".."}:
+        raise ValidationError(
+            "Interface names are 1-15 characters of letters, digits, '_', '.' and '-'.",
+            code="invalid_interface",
+        )
+
+
+def validate_ssh_user(value: str) -> None:
+    if not isinstance(value, str) or not SSH_USER_RE.match(value):
+        raise ValidationError(
+            "SSH user names start with a lowercase letter or '_' and contain only a-z, 0-9, '_' and '-'.",
+            code="invalid_user",
+        )
+
+
+def validate_app_name(value: str) -> None:
+    if not isinstance(value, str) or not APP_NAME_RE.match(value):
+        raise ValidationError(
+            "App names are 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit.",
+            code="invalid_name",
+        )
+
+
+def validate_ipv4_cidr(value: str) -> None:
+    try:
+        ipam.parse_network(value)
+    except ipam.IPAMError as exc:
+        raise ValidationError(str(exc), code="invalid_cidr") from None
+
+
+def validate_ipv4_address(value: str) -> None:
+    try:
+        ipam.parse_address(value)
+    except ipam.IPAMError as exc:
+        raise ValidationError(str(exc), code="invalid_address") from None
+
+
+def validate_ssh_host_key(value: str) -> None:
+    """An OpenSSH public key line as printed by ``ssh-keyscan`` or found in ``/etc/ssh/ssh_host_*_key.pub``."""
+    from workers.ssh import parse_host_key
+
+    try:
+        parse_host_key(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_host_key") from None
+
+
+def normalize_cidr_list(values: object, *, what: str = "source CIDR") -> list[str]:
+    """Validate a list of CIDRs; returns them normalised and sorted, rejecting
+    duplicates and overlaps within the list itself."""
+    if isinstance(values, str):
+        values = [v for v in re.split(r"[\s,]+", values) if v]
+    if not isinstance(values, (list, tuple)):
+        raise ValidationError(f"Give the {what}s as a list.", code="invalid")
+    nets = []
+    errors = []
+    for raw in values:
+        try:
+            nets.append(ipam.parse_network(raw, what=what))
+        except ipam.IPAMError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ValidationError(errors, code="invalid_cidr")
+    nets.sort(key=lambda n: (int(n.network_address), n.prefixlen))
+    for a, b in zip(nets, nets[1:]):
+        if a.overlaps(b):
+            raise ValidationError(f"{a} and {b} overlap.", code="overlap")
+    return [str(n) for n in nets]
