@@ -1,0 +1,61 @@
+"""Dataplane of gateways and nodes: state model, validation, rendering (nft/ip) and parsing of host output."""
+
+from .model import (
+    MARK_MASK,
+    NFT_FAMILY,
+    NFT_TABLE,
+    RT_PROTO,
+    TABLE_BASE,
+    UNROUTED,
+    GatewayState,
+    NodeState,
+    slot_mark,
+    slot_table,
+)
+from .parse import (
+    DataplaneParseError,
+    gateway_read_commands,
+    is_missing_table_error,
+    node_read_commands,
+    parse_gateway,
+    parse_node,
+)
+from .render import (
+    Plan,
+    ip_batch_script,
+    plan_gateway,
+    plan_node,
+    render_gateway_ip,
+    render_gateway_nft,
+    render_node_ip,
+    render_node_nft,
+)
+from .validate import DataplaneValueError
+
+__all__ = [
+    "MARK_MASK",
+    "NFT_FAMILY",
+    "NFT_TABLE",
+    "RT_PROTO",
+    "TABLE_BASE",
+    "UNROUTED",
+    "DataplaneParseError",
+    "DataplaneValueError",
+    "GatewayState",
+    "NodeState",
+    "Plan",
+    "gateway_read_commands",
+    "ip_batch_script",
+    "is_missing_table_error",
+    "node_read_commands",
+    "parse_gateway",
+    "parse_node",
+    "plan_gateway",
+    "plan_node",
+    "render_gateway_ip",
+    "render_gateway_nft",
+    "render_node_ip",
+    "render_node_nft",
+    "slot_mark",
+    "slot_table",
+]

@@ -1,0 +1,189 @@
+"""Desired/actual dataplane state of a gateway or a node, and the product's conventions on a host.
+
+Instances validate and normalise themselves, so every ``GatewayState``/``NodeState`` that exists is safe to
+render. Equality of two states means "no change needed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
+from typing import Any, TypeVar
+
+from . import validate as v
+
+__all__ = [
+    "FrozenMap",
+    "GatewayState",
+    "MARK_MASK",
+    "NFT_FAMILY",
+    "NFT_TABLE",
+    "NodeState",
+    "RT_PROTO",
+    "TABLE_BASE",
+    "UNROUTED",
+    "slot_mark",
+    "slot_table",
+]
+
+NFT_FAMILY = "ip"
+NFT_TABLE = "egressportal"  # the ONLY nft table the product writes, on gateways and nodes alike
+TABLE_BASE = 7100  # slot N -> routing table and ip rule priority TABLE_BASE + N
+MARK_SHIFT = 16
+# Slot bits only: kube-proxy uses 0x4000/0x8000; staying inside 0x00ff0000 leaves other users' bits alone.
+MARK_MASK = 0x00FF0000
+RT_PROTO = 250  # tags our routes and rules so they can be listed and removed without touching others
+# In an *actual* NodeState: the slot's ip rule exists but its routing table has no default route. Never
+# valid in a desired state (plan_node refuses it).
+UNROUTED = IPv4Address(0)  # 0.0.0.0
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def slot_table(slot: int) -> int:
+    return TABLE_BASE + v.slot(slot)
+
+
+def slot_mark(slot: int) -> int:
+    return v.slot(slot) << MARK_SHIFT
+
+
+class FrozenMap(Mapping[K, V]):
+    """An immutable, hashable mapping with sorted iteration (deterministic rendering)."""
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        d = dict(pairs)
+        if len(d) != len(pairs):
+            raise v.DataplaneValueError("duplicate keys")
+        self._items: tuple[tuple[K, V], ...] = tuple(sorted(d.items(), key=lambda kv: kv[0]))  # type: ignore[arg-type, return-value]
+        self._dict = dict(self._items)
+
+    def __getitem__(self, key: K) -> V:
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self._dict == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._dict!r})"
+
+
+def _pairs(value: Any) -> Iterable[tuple[Any, Any]]:
+    return value.items() if isinstance(value, Mapping) else value
+
+
+def _networks(values: Iterable[Any]) -> frozenset[IPv4Network]:
+    # Interval sets reject overlapping elements; collapsing also makes "10.0.0.0/25 + 10.0.0.128/25" and
+    # "10.0.0.0/24" the same state, which is what the kernel sees.
+    return frozenset(collapse_addresses(v.ipv4_network(x) for x in values))
+
+
+def _disjoint_keys(nets: Iterable[IPv4Network], what: str) -> None:
+    ordered = sorted(nets)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.overlaps(b):
+            raise v.DataplaneValueError(f"overlapping {what}: {a} and {b}")
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    public_interface: str
+    addresses: frozenset[IPv4Address]  # egress IPs this gateway holds (as /32 on public_interface)
+    snat: Mapping[IPv4Network, IPv4Address]  # app source CIDR -> egress IP (SNAT on public_interface)
+    return_routes: Mapping[IPv4Network, IPv4Address]  # pod CIDR -> node transit address
+    # All pod CIDRs of the region: forwarded traffic from these out of public_interface WITHOUT a snat
+    # mapping is dropped, so a pod source address never leaks.
+    guarded_sources: frozenset[IPv4Network]
+
+    def __post_init__(self) -> None:
+        _set(self, "public_interface", v.interface_name(self.public_interface))
+        addresses = frozenset(v.ipv4_address(a) for a in self.addresses)
+        snat = FrozenMap((v.ipv4_network(k), v.ipv4_address(x)) for k, x in _pairs(self.snat))
+        _disjoint_keys(snat, "SNAT source CIDRs")
+        for source, target in snat.items():
+            if target not in addresses:
+                raise v.DataplaneValueError(
+                    f"SNAT {source} -> {target}: {target} is not one of this gateway's addresses"
+                )
+        routes = FrozenMap(
+            (v.ipv4_network(k), v.ipv4_address(x)) for k, x in _pairs(self.return_routes)
+        )
+        _set(self, "addresses", addresses)
+        _set(self, "snat", snat)
+        _set(self, "return_routes", routes)
+        _set(self, "guarded_sources", _networks(self.guarded_sources))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        public_interface: str,
+        addresses: Iterable[str | IPv4Address] = (),
+        snat: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
+        return_routes: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
+        guarded_sources: Iterable[str | IPv4Network] = (),
+    ) -> GatewayState:
+        """Validate and normalise (strict networks, sorted immutable maps) from plain values."""
+        return cls(
+            public_interface=public_interface,
+            addresses=frozenset(addresses),  # type: ignore[arg-type]
+            snat=snat,  # type: ignore[arg-type]
+            return_routes=return_routes,  # type: ignore[arg-type]
+            guarded_sources=frozenset(guarded_sources),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class NodeState:
+    steering: Mapping[IPv4Network, int]  # app source CIDR -> gateway slot (1..250)
+    gateways: Mapping[int, IPv4Address]  # gateway slot -> gateway transit address
+    internal: frozenset[IPv4Network]  # destinations never steered (pod CIDRs, transit net, mgmt net)
+
+    def __post_init__(self) -> None:
+        steering = FrozenMap((v.ipv4_network(k), v.slot(s)) for k, s in _pairs(self.steering))
+        _disjoint_keys(steering, "steered source CIDRs")
+        gateways = FrozenMap((v.slot(s), v.ipv4_address(a)) for s, a in _pairs(self.gateways))
+        for source, s in steering.items():
+            # A mark whose table has no rule falls through to the main table: the app would silently
+            # leave from the node's own IP.
+            if s not in gateways:
+                raise v.DataplaneValueError(f"steering {source} -> slot {s}: slot has no gateway")
+        _set(self, "steering", steering)
+        _set(self, "gateways", gateways)
+        _set(self, "internal", _networks(self.internal))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        steering: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
+        gateways: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
+        internal: Iterable[str | IPv4Network] = (),
+    ) -> NodeState:
+        return cls(
+            steering=steering,  # type: ignore[arg-type]
+            gateways=gateways,  # type: ignore[arg-type]
+            internal=frozenset(internal),  # type: ignore[arg-type]
+        )

@@ -1,0 +1,399 @@
+"""Turn what a host reports (``nft -j``, ``ip -j``) back into a GatewayState/NodeState.
+
+The parsed state is the host's *effective* behaviour: a map whose chain rule was edited or deleted does not
+steer or SNAT anything, so it parses as empty and the next plan rewrites the table. Anything that is not
+the JSON shape nft/iproute2 produce raises DataplaneParseError, never a KeyError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network, summarize_address_range
+from typing import Any
+
+from . import validate as v
+from .model import (
+    MARK_MASK,
+    NFT_FAMILY,
+    NFT_TABLE,
+    RT_PROTO,
+    TABLE_BASE,
+    UNROUTED,
+    GatewayState,
+    NodeState,
+    slot_mark,
+)
+from .render import KEEP_MASK
+
+__all__ = [
+    "DataplaneParseError",
+    "gateway_read_commands",
+    "is_missing_table_error",
+    "node_read_commands",
+    "parse_gateway",
+    "parse_node",
+]
+
+NFT_READ_ARGV = ["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]
+
+
+class DataplaneParseError(v.DataplaneValueError):
+    """A host reported something that is not valid nft/ip JSON of the expected shape."""
+
+
+def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
+    """argv per input of parse_gateway. Run "nft" with check=False: see is_missing_table_error."""
+    iface = v.interface_name(public_interface)
+    return {
+        "nft": list(NFT_READ_ARGV),
+        # -N: numeric protocol/table ids, independent of the host's /etc/iproute2 name files.
+        "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", iface],
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", str(RT_PROTO)],
+    }
+
+
+def node_read_commands() -> dict[str, list[str]]:
+    """argv per input of parse_node; "routes" output is passed as ``route_json_by_table`` directly."""
+    return {
+        "nft": list(NFT_READ_ARGV),
+        "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
+    }
+
+
+def is_missing_table_error(stderr: str) -> bool:
+    """True when ``nft list table`` failed only because our table does not exist (nothing applied yet)."""
+    return "No such file or directory" in stderr
+
+
+# --- JSON helpers -------------------------------------------------------------------------------------
+
+
+def _load(text: str | None, what: str) -> Any:
+    try:
+        return json.loads(text) if text and text.strip() else None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DataplaneParseError(f"{what}: not JSON: {exc}") from None
+
+
+def _default(doc: Any) -> Any:
+    # Empty output means "nothing"; an empty object or a number is garbage and must not pass as "nothing".
+    return [] if doc is None else doc
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataplaneParseError(f"{what}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise DataplaneParseError(f"{what}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _checked(fn: Any, value: Any, what: str) -> Any:
+    try:
+        return fn(value)
+    except v.DataplaneValueError as exc:
+        raise DataplaneParseError(f"{what}: {exc}") from None
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return value if isinstance(value, int) else int(str(value), 0)
+    except ValueError:
+        raise DataplaneParseError(f"{what}: not an integer: {value!r}") from None
+
+
+# --- nft ----------------------------------------------------------------------------------------------
+
+
+class _Table:
+    def __init__(self, nft_json: str | None) -> None:
+        self.sets: dict[str, dict[str, Any]] = {}
+        self.chains: dict[str, dict[str, Any]] = {}
+        self.rules: dict[str, list[list[Any]]] = {}
+        self.exists = False
+        doc = _load(nft_json, "nft output")
+        if doc is None:
+            return
+        for item in _list(_obj(doc, "nft output").get("nftables"), "nft output.nftables"):
+            (kind, body), *extra = _obj(item, "nft object").items() or [(None, None)]
+            if extra or kind is None:
+                raise DataplaneParseError(f"nft object with unexpected keys: {sorted(item)}")
+            if kind == "metainfo":
+                continue
+            body = _obj(body, f"nft {kind}")
+            if body.get("family") != NFT_FAMILY or body.get("table", body.get("name")) != NFT_TABLE:
+                raise DataplaneParseError(f"nft {kind} outside table {NFT_FAMILY} {NFT_TABLE}")
+            if kind == "table":
+                self.exists = True
+            elif kind in ("set", "map"):
+                self.sets[str(body.get("name"))] = {**body, "_kind": kind}
+            elif kind == "chain":
+                self.chains[str(body.get("name"))] = body
+            elif kind == "rule":
+                expr = _list(body.get("expr"), "nft rule.expr")
+                self.rules.setdefault(str(body.get("chain")), []).append(expr)
+            # Other objects (counters, flowtables) are not ours to interpret; the chain checks below
+            # decide whether the table still does what we rendered.
+
+    def only_rule(self, chain: str, hook: dict[str, Any] | None) -> list[Any] | None:
+        body = self.chains.get(chain)
+        if body is None:
+            return None
+        got_hook = {k: body.get(k) for k in ("type", "hook", "prio", "policy") if k in body}
+        if got_hook != (hook or {}):
+            return None
+        rules = self.rules.get(chain, [])
+        return rules[0] if len(rules) == 1 else None
+
+    def elements(self, name: str, kind: str, key_type: str, data_type: str | None) -> list[Any] | None:
+        body = self.sets.get(name)
+        if body is None or body["_kind"] != kind or body.get("type") != key_type:
+            return None
+        if kind == "map" and body.get("map") != data_type:
+            return None
+        return _list(body.get("elem", []), f"nft {name}.elem")
+
+
+def _unwrap(elem: Any) -> Any:
+    # Elements with timeouts/counters come as {"elem": {"val": ..., ...}}.
+    if isinstance(elem, dict) and "elem" in elem:
+        return _obj(elem["elem"], "nft elem").get("val")
+    return elem
+
+
+def _nets(elem: Any, what: str) -> list[IPv4Network]:
+    elem = _unwrap(elem)
+    if isinstance(elem, str):
+        return [_checked(v.ipv4_network, elem, what)]
+    if isinstance(elem, dict) and "prefix" in elem:
+        p = _obj(elem["prefix"], what)
+        addr = p.get("addr")
+        length = _int(p.get("len"), what)
+        return [_checked(v.ipv4_network, f"{addr}/{length}", what)]
+    if isinstance(elem, dict) and "range" in elem:
+        bounds = _list(elem["range"], what)
+        if len(bounds) != 2:
+            raise DataplaneParseError(f"{what}: bad range {bounds!r}")
+        lo, hi = (_checked(v.ipv4_address, b, what) for b in bounds)
+        if lo > hi:
+            raise DataplaneParseError(f"{what}: bad range {bounds!r}")
+        # An exact CIDR gives one network; any other range is the list of CIDRs it covers.
+        return list(summarize_address_range(lo, hi))
+    raise DataplaneParseError(f"{what}: unexpected element {elem!r}")
+
+
+def _set_nets(table: _Table, name: str) -> frozenset[IPv4Network] | None:
+    elems = table.elements(name, "set", "ipv4_addr", None)
+    if elems is None:
+        return None
+    return frozenset(n for e in elems for n in _nets(e, f"nft set {name}"))
+
+
+def _map_pairs(table: _Table, name: str, data_type: str) -> list[tuple[IPv4Network, Any]] | None:
+    elems = table.elements(name, "map", "ipv4_addr", data_type)
+    if elems is None:
+        return None
+    pairs = []
+    for e in elems:
+        pair = _list(_unwrap(e), f"nft map {name} element")
+        if len(pair) != 2:
+            raise DataplaneParseError(f"nft map {name}: bad element {e!r}")
+        pairs += [(n, pair[1]) for n in _nets(pair[0], f"nft map {name} key")]
+    return pairs
+
+
+def _saddr(field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": "ip", "field": field}}
+
+
+def _match(op: str, left: dict[str, Any], right: Any) -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _oif(iface: str) -> dict[str, Any]:
+    return _match("==", {"meta": {"key": "oifname"}}, iface)
+
+
+# Chain headers and rules exactly as nft 1.0.x lists what render.py writes.
+_POSTROUTING_HOOK = {"type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}
+_FORWARD_HOOK = {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}
+_PREROUTING_HOOK = {"type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}
+
+
+def _snat_rule(iface: str) -> list[Any]:
+    return [_oif(iface), {"snat": {"addr": {"map": {"key": _saddr("saddr"), "data": "@snat_by_source"}}}}]
+
+
+def _guard_rule(iface: str) -> list[Any]:
+    return [
+        _oif(iface),
+        _match("==", _saddr("saddr"), "@guarded_sources"),
+        _match("!=", _saddr("saddr"), "@mapped_sources"),
+        {"drop": None},
+    ]
+
+
+_STEER_RULE = [
+    _match("!=", _saddr("daddr"), "@internal"),
+    {"vmap": {"key": _saddr("saddr"), "data": "@mark_by_source"}},
+]
+
+
+def _slot_chain_ok(table: _Table, slot: int) -> bool:
+    rule = table.only_rule(f"mark_slot_{slot}", None)
+    if rule is None or len(rule) != 1:
+        return False
+    try:
+        mangle = rule[0]["mangle"]
+        if mangle["key"] != {"meta": {"key": "mark"}}:
+            return False
+        (and_expr, or_value) = mangle["value"]["|"]
+        (mark_expr, and_value) = and_expr["&"]
+        if mark_expr != {"meta": {"key": "mark"}}:
+            return False
+    except (KeyError, TypeError, ValueError):
+        return False
+    and_value, or_value = _int(and_value, "mark mask"), _int(or_value, "mark value")
+    # nft folds "& 0xff00ffff | 0x10000" into "& 0xff01ffff | 0x10000"; compare what the rule does.
+    want = slot_mark(slot)
+    return or_value == want and (and_value | or_value) == (KEEP_MASK | want)
+
+
+# --- gateway ------------------------------------------------------------------------------------------
+
+
+def _gateway_addresses(addr_json: str, iface: str) -> set[IPv4Address]:
+    links = _list(_default(_load(addr_json, "ip addr output")), "ip addr output")
+    found: set[IPv4Address] = set()
+    for link in links:
+        link = _obj(link, "ip addr link")
+        if link.get("ifname") != iface:
+            continue
+        for info in _list(link.get("addr_info", []), "ip addr addr_info"):
+            info = _obj(info, "ip addr addr_info")
+            if info.get("family") == "inet" and _int(info.get("prefixlen"), "prefixlen") == 32:
+                found.add(_checked(v.ipv4_address, info.get("local"), "ip addr local"))
+    return found
+
+
+def _routes(route_json: str | None, what: str) -> list[dict[str, Any]]:
+    return [_obj(r, what) for r in _list(_default(_load(route_json, what)), what)]
+
+
+def parse_gateway(
+    nft_json: str | None, addr_json: str, route_json: str, public_interface: str
+) -> GatewayState:
+    iface = v.interface_name(public_interface)
+    table = _Table(nft_json)
+    snat_pairs = _map_pairs(table, "snat_by_source", "ipv4_addr") or []
+    snat = {k: _checked(v.ipv4_address, x, "nft map snat_by_source value") for k, x in snat_pairs}
+    owned = _set_nets(table, "egress_addresses") or frozenset()
+    guarded = _set_nets(table, "guarded_sources") or frozenset()
+    mapped = _set_nets(table, "mapped_sources") or frozenset()
+    snat_ok = table.only_rule("postrouting", _POSTROUTING_HOOK) == _snat_rule(iface)
+    guard_ok = table.only_rule("forward", _FORWARD_HOOK) == _guard_rule(iface)
+    if not snat_ok:
+        snat = {}
+    # The guard is only as good as its rule and its copy of the map keys; if either is off, report it
+    # as absent so a desired guard forces a rewrite (never report a leak as guarded).
+    if not (snat_ok and guard_ok and mapped == frozenset(snat)):
+        guarded = frozenset()
+    on_iface = _gateway_addresses(addr_json, iface)
+    addresses = {n.network_address for n in owned if n.prefixlen == 32} & on_iface
+    routes: dict[IPv4Network, IPv4Address] = {}
+    for r in _routes(route_json, "ip route output"):
+        if r.get("dst") in (None, "default") or "gateway" not in r:
+            continue  # not a shape we write (multipath, blackhole, default): not ours to manage
+        if str(r.get("table", "254")) not in ("254", "main"):
+            continue
+        dst = _checked(v.ipv4_network, r["dst"], "ip route dst")
+        routes.setdefault(dst, _checked(v.ipv4_address, r["gateway"], "ip route gateway"))
+    try:
+        return GatewayState.build(
+            public_interface=iface,
+            addresses=addresses | set(snat.values()) & addresses,
+            # SNAT to an address the host does not hold does not work: report only working entries.
+            snat={k: x for k, x in snat.items() if x in addresses},
+            return_routes=routes,
+            guarded_sources=guarded,
+        )
+    except v.DataplaneValueError as exc:
+        raise DataplaneParseError(f"gateway state: {exc}") from None
+
+
+# --- node ---------------------------------------------------------------------------------------------
+
+
+def _rule_slot(rule: dict[str, Any]) -> int | None:
+    """The slot of one of our canonical ip rules, else None (not ours, or not a shape we write)."""
+    if str(rule.get("protocol")) != str(RT_PROTO):
+        return None
+    if set(rule) - {"priority", "src", "fwmark", "fwmask", "table", "protocol"} or rule.get("src") != "all":
+        return None
+    prio = _int(rule.get("priority"), "rule priority")
+    slot = prio - TABLE_BASE
+    if not 1 <= slot <= v.MAX_SLOT:
+        return None
+    if (
+        _int(rule.get("table"), "rule table") != prio
+        or _int(rule.get("fwmark"), "rule fwmark") != slot_mark(slot)
+        or _int(rule.get("fwmask"), "rule fwmask") != MARK_MASK
+    ):
+        return None
+    return slot
+
+
+def parse_node(
+    nft_json: str | None, rule_json: str, route_json_by_table: Mapping[int, str] | str
+) -> NodeState:
+    """``route_json_by_table``: ``{table: ip -j route show table N}``, or one ``table all`` output."""
+    table = _Table(nft_json)
+    steering: dict[IPv4Network, int] = {}
+    if table.only_rule("prerouting", _PREROUTING_HOOK) == _STEER_RULE:
+        for net, verdict in _map_pairs(table, "mark_by_source", "verdict") or []:
+            target = verdict.get("goto", {}).get("target") if isinstance(verdict, dict) else None
+            prefix = "mark_slot_"
+            if not (isinstance(target, str) and target.startswith(prefix) and target[len(prefix):].isdigit()):
+                continue  # a verdict we never write: the source is not steered by us
+            slot = int(target[len(prefix):])
+            if 1 <= slot <= v.MAX_SLOT and _slot_chain_ok(table, slot):
+                steering[net] = slot
+    internal = _set_nets(table, "internal") or frozenset()
+
+    rule_slots = set()
+    for r in _list(_default(_load(rule_json, "ip rule output")), "ip rule output"):
+        slot = _rule_slot(_obj(r, "ip rule"))
+        if slot is not None:
+            rule_slots.add(slot)
+
+    sources = [(None, route_json_by_table)] if isinstance(route_json_by_table, str) else list(
+        route_json_by_table.items()
+    )
+    via_by_slot: dict[int, IPv4Address] = {}
+    for key, text in sources:
+        for r in _routes(text, "ip route output"):
+            if r.get("dst") != "default" or "gateway" not in r or r.get("type", "unicast") != "unicast":
+                continue
+            if "table" not in r and key is None:
+                continue  # main table in a "table all" listing
+            slot = _int(r.get("table", key), "route table") - TABLE_BASE
+            if 1 <= slot <= v.MAX_SLOT:
+                via_by_slot.setdefault(slot, _checked(v.ipv4_address, r["gateway"], "ip route gateway"))
+
+    # A rule without a route is reported as UNROUTED (so the plan re-adds the route, not the rule,
+    # which would fail with "File exists"); a route without its rule steers nothing and is left out.
+    gateways = {s: via_by_slot.get(s, UNROUTED) for s in rule_slots}
+    # Marked traffic whose slot has no rule falls through to the main table: not steered, in effect.
+    steering = {k: s for k, s in steering.items() if s in gateways}
+    try:
+        return NodeState.build(steering=steering, gateways=gateways, internal=internal)
+    except v.DataplaneValueError as exc:
+        raise DataplaneParseError(f"node state: {exc}") from None

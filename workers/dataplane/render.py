@@ -1,0 +1,325 @@
+"""The one place that renders dataplane configuration: nft scripts, ``ip`` commands and apply plans."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+
+from . import validate as v
+from .model import (
+    MARK_MASK,
+    NFT_FAMILY,
+    NFT_TABLE,
+    RT_PROTO,
+    UNROUTED,
+    GatewayState,
+    NodeState,
+    slot_mark,
+    slot_table,
+)
+
+__all__ = [
+    "NFT_APPLY_ARGV",
+    "IP_BATCH_ARGV",
+    "Plan",
+    "ip_batch_script",
+    "plan_gateway",
+    "plan_node",
+    "render_gateway_ip",
+    "render_gateway_nft",
+    "render_node_ip",
+    "render_node_nft",
+]
+
+NFT_APPLY_ARGV = ["nft", "-f", "-"]
+# No -force: the batch stops at the first failing line, so a failed "make" never proceeds to "break".
+IP_BATCH_ARGV = ["ip", "-batch", "-"]
+
+# srcnat - 10: run before other postrouting nat chains (e.g. a masquerade for the node network) so ours wins.
+SNAT_PRIORITY = "srcnat - 10"
+KEEP_MASK = 0xFFFFFFFF & ~MARK_MASK
+
+_TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:/-]+")
+
+
+def _net(n: IPv4Network) -> str:
+    return v.ipv4_network(n).with_prefixlen
+
+
+def _addr(a: IPv4Address) -> str:
+    return str(v.ipv4_address(a))
+
+
+def _elements(items: Sequence[str], indent: str) -> list[str]:
+    # nft rejects "elements = { }"; an empty set simply has no elements line.
+    if not items:
+        return []
+    body = f",\n{indent}             ".join(items)
+    return [f"{indent}elements = {{ {body} }}"]
+
+
+def _set_block(kind: str, name: str, type_line: str, interval: bool, items: Sequence[str]) -> list[str]:
+    lines = [f"  {kind} {name} {{", f"    type {type_line}"]
+    if interval:
+        lines.append("    flags interval")
+    lines += _elements(items, "    ")
+    lines.append("  }")
+    return lines
+
+
+def _replace_table(body: list[str]) -> str:
+    # "add an empty table, delete it, define it" is one nft transaction that works whether or not the
+    # table exists, and leaves no window with a half-written or missing table.
+    return "\n".join(
+        [f"table {_TABLE} {{}}", f"delete table {_TABLE}", f"table {_TABLE} {{", *body, "}", ""]
+    )
+
+
+def render_gateway_nft(state: GatewayState) -> str:
+    iface = v.interface_name(state.public_interface)
+    snat_keys = [_net(k) for k in state.snat]
+    body: list[str] = []
+    body += _set_block(
+        "map",
+        "snat_by_source",
+        "ipv4_addr : ipv4_addr",
+        True,
+        [f"{_net(k)} : {_addr(x)}" for k, x in state.snat.items()],
+    )
+    # Same keys as the map: lets the forward chain ask "has a mapping?" with a plain set lookup.
+    body += _set_block("set", "mapped_sources", "ipv4_addr", True, snat_keys)
+    # Records which addresses on the interface are ours, so a reconcile can read back what it added.
+    body += _set_block(
+        "set", "egress_addresses", "ipv4_addr", False, [_addr(a) for a in sorted(state.addresses)]
+    )
+    body += _set_block(
+        "set", "guarded_sources", "ipv4_addr", True, [_net(n) for n in sorted(state.guarded_sources)]
+    )
+    body += [
+        "  chain postrouting {",
+        f"    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;",
+        f'    oifname "{iface}" snat ip to ip saddr map @snat_by_source',
+        "  }",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+        # Forward runs before postrouting, so saddr is still the pod address: an unmapped pod source
+        # would otherwise leave with its own address.
+        f'    oifname "{iface}" ip saddr @guarded_sources ip saddr != @mapped_sources drop',
+        "  }",
+    ]
+    return _replace_table(body)
+
+
+def render_node_nft(state: NodeState) -> str:
+    # nft (1.0.6 at least) cannot OR a map lookup into a masked mark ("Right hand side of binary operation
+    # must be constant"). Rather than overwrite the whole mark (clobbering kube-proxy/CNI bits), the map
+    # is a verdict map to one tiny chain per slot that sets only our bits: still one O(1) lookup per
+    # packet, whatever the number of apps.
+    # Chains only for slots in use, so adding a standby gateway touches ip rules/routes but not nft.
+    slots = sorted(set(state.steering.values()))
+    body: list[str] = []
+    body += _set_block(
+        "map",
+        "mark_by_source",
+        "ipv4_addr : verdict",
+        True,
+        [f"{_net(k)} : goto mark_slot_{v.slot(s)}" for k, s in state.steering.items()],
+    )
+    body += _set_block("set", "internal", "ipv4_addr", True, [_net(n) for n in sorted(state.internal)])
+    for s in slots:
+        body += [
+            f"  chain mark_slot_{v.slot(s)} {{",
+            f"    meta mark set meta mark & 0x{KEEP_MASK:08x} | 0x{slot_mark(s):08x}",
+            "  }",
+        ]
+    body += [
+        "  chain prerouting {",
+        # mangle: before the routing decision that the ip rules act on.
+        "    type filter hook prerouting priority mangle; policy accept;",
+        "    ip daddr != @internal ip saddr vmap @mark_by_source",
+        "  }",
+    ]
+    return _replace_table(body)
+
+
+def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
+    """Lines for ``ip -batch -``; accepts argv lists with or without the leading ``ip``."""
+    lines = []
+    for cmd in cmds:
+        argv = list(cmd[1:] if cmd and cmd[0] == "ip" else cmd)
+        for token in argv:
+            # ip -batch splits on whitespace; every rendered token is validated, this is the backstop.
+            if not _SAFE_TOKEN.fullmatch(token):
+                raise v.DataplaneValueError(f"unsafe token in ip command: {token!r}")
+        lines.append(" ".join(argv))
+    return "".join(line + "\n" for line in lines)
+
+
+def _gateway_ip(
+    actual: GatewayState | None, desired: GatewayState
+) -> tuple[list[list[str]], list[list[str]]]:
+    iface = v.interface_name(desired.public_interface)
+    have_addrs = actual.addresses if actual else frozenset()
+    have_routes = actual.return_routes if actual else {}
+    pre: list[list[str]] = []
+    post: list[list[str]] = []
+    for a in sorted(desired.addresses - have_addrs):
+        pre.append(["ip", "addr", "replace", f"{_addr(a)}/32", "dev", iface])
+    for net, via in desired.return_routes.items():
+        if have_routes.get(net) != via:
+            pre.append(["ip", "route", "replace", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
+    for net, via in have_routes.items():
+        if net not in desired.return_routes:
+            post.append(["ip", "route", "del", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
+    old_iface = actual.public_interface if actual else iface
+    for a in sorted(have_addrs - desired.addresses):
+        post.append(["ip", "addr", "del", f"{_addr(a)}/32", "dev", old_iface])
+    return pre, post
+
+
+def render_gateway_ip(actual: GatewayState | None, desired: GatewayState) -> list[list[str]]:
+    pre, post = _gateway_ip(actual, desired)
+    return pre + post
+
+
+def _rule(verb: str, s: int) -> list[str]:
+    table = str(slot_table(s))
+    return [
+        "ip", "rule", verb, "fwmark", f"0x{slot_mark(s):x}/0x{MARK_MASK:x}",
+        "lookup", table, "priority", table, "protocol", str(RT_PROTO),
+    ]  # fmt: skip
+
+
+def _node_ip(
+    actual: NodeState | None, desired: NodeState
+) -> tuple[list[list[str]], list[list[str]]]:
+    if UNROUTED in desired.gateways.values():
+        raise v.DataplaneValueError(f"{UNROUTED} is not a valid gateway transit address")
+    have = actual.gateways if actual else {}
+    pre: list[list[str]] = []
+    post: list[list[str]] = []
+    for s, via in desired.gateways.items():
+        table = str(slot_table(s))
+        if have.get(s) != via:
+            # Route before rule: a rule pointing at an empty table would fall through to the main table.
+            pre.append([
+                "ip", "route", "replace", "default", "via", _addr(via),
+                "table", table, "proto", str(RT_PROTO),
+            ])  # fmt: skip
+        if s not in have:
+            pre.append(_rule("add", s))
+    for s, via in have.items():
+        if s not in desired.gateways:
+            post.append(_rule("del", s))
+            if via != UNROUTED:
+                post.append([
+                    "ip", "route", "del", "default", "via", _addr(via),
+                    "table", str(slot_table(s)), "proto", str(RT_PROTO),
+                ])  # fmt: skip
+    return pre, post
+
+
+def render_node_ip(actual: NodeState | None, desired: NodeState) -> list[list[str]]:
+    pre, post = _node_ip(actual, desired)
+    return pre + post
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run on one host, in order: ``pre_ip`` (make), ``nft`` (one atomic switch), ``post_ip`` (break).
+
+    ``pre_ip``/``post_ip`` are ``ip -batch`` lines; ``nft`` is an ``nft -f -`` script or None when the
+    host's table already matches.
+    """
+
+    pre_ip: list[str] = field(default_factory=list)
+    nft: str | None = None
+    post_ip: list[str] = field(default_factory=list)
+    changes: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.pre_ip and self.nft is None and not self.post_ip
+
+    def summary(self) -> str:
+        return ", ".join(self.changes) if self.changes else "no changes"
+
+    def steps(self) -> list[tuple[list[str], str]]:
+        """(argv, stdin) pairs to run in order; stop at the first failure."""
+        out: list[tuple[list[str], str]] = []
+        if self.pre_ip:
+            out.append((list(IP_BATCH_ARGV), "".join(f"{line}\n" for line in self.pre_ip)))
+        if self.nft is not None:
+            out.append((list(NFT_APPLY_ARGV), self.nft))
+        if self.post_ip:
+            out.append((list(IP_BATCH_ARGV), "".join(f"{line}\n" for line in self.post_ip)))
+        return out
+
+
+def _lines(cmds: list[list[str]]) -> list[str]:
+    return ip_batch_script(cmds).splitlines()
+
+
+def _count(n: int, noun: str, sign: str) -> list[str]:
+    return [f"{sign}{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"] if n else []
+
+
+def _map_change(name: str, old: int, new: int, changed: bool) -> list[str]:
+    if not changed:
+        return []
+    return [f"{name} {old}->{new} entries" if old != new else f"{name} {new} entries changed"]
+
+
+def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
+    pre, post = _gateway_ip(actual, desired)
+    stale = (actual.addresses - desired.addresses) if actual else frozenset()
+    nft_view = replace(actual, return_routes={}) if actual else None
+    # Until post_ip removes them, stale addresses stay recorded as ours; otherwise a failed post step
+    # would orphan them (no longer in egress_addresses, so never recognised or removed again).
+    want_nft = replace(desired, return_routes={}, addresses=desired.addresses | stale)
+    nft = None if nft_view == want_nft else render_gateway_nft(want_nft)
+    have_routes = actual.return_routes if actual else {}
+    have_addrs = actual.addresses if actual else frozenset()
+    have_snat = actual.snat if actual else {}
+    changes = [
+        *_count(len(desired.addresses - have_addrs), "address", "+"),
+        *_count(len(have_addrs - desired.addresses), "address", "-"),
+        *_map_change("snat", len(have_snat), len(desired.snat), have_snat != desired.snat),
+        *_count(sum(1 for k in desired.return_routes if k not in have_routes), "route", "+"),
+        *_count(
+            sum(1 for k, x in desired.return_routes.items() if k in have_routes and have_routes[k] != x),
+            "route", "~",
+        ),
+        *_count(sum(1 for k in have_routes if k not in desired.return_routes), "route", "-"),
+    ]
+    if actual is None or actual.guarded_sources != desired.guarded_sources:
+        changes.append(f"guarded sources {len(desired.guarded_sources)}")
+    if nft is not None and not changes:
+        changes.append("nft table rewritten")
+    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes))
+
+
+def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:
+    pre, post = _node_ip(actual, desired)
+    nft_view = (actual.steering, actual.internal) if actual else None
+    want = (desired.steering, desired.internal)
+    nft = None if nft_view == want else render_node_nft(desired)
+    have_gw = actual.gateways if actual else {}
+    have_steer = actual.steering if actual else {}
+    changes = [
+        *_count(sum(1 for s in desired.gateways if s not in have_gw), "gateway", "+"),
+        *_count(
+            sum(1 for s, x in desired.gateways.items() if s in have_gw and have_gw[s] != x),
+            "gateway", "~",
+        ),
+        *_count(sum(1 for s in have_gw if s not in desired.gateways), "gateway", "-"),
+        *_map_change("steering", len(have_steer), len(desired.steering), have_steer != desired.steering),
+    ]
+    if actual is None or actual.internal != desired.internal:
+        changes.append(f"internal {len(desired.internal)}")
+    if nft is not None and not changes:
+        changes.append("nft table rewritten")
+    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes))
