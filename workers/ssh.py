@@ -338,8 +338,10 @@ class SSHSession:
                 progressed = True
             if size > MAX_OUTPUT_BYTES:
                 raise SSHError(f"remote output exceeds {MAX_OUTPUT_BYTES} bytes", kind="protocol")
-            # exit-status arrives after all data on the channel, so nothing is left unread here.
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # OpenSSH sends exit-status when the process exits, possibly before output still waiting for
+            # our window: only EOF says all output has arrived.
+            finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+            if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
                 return chan.recv_exit_status(), b"".join(out), b"".join(err)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
