@@ -36,6 +36,10 @@ def parse_network(value: object, *, what: str = "CIDR") -> IPv4Network:
         raise IPAMError(f"Enter a {what} such as 203.0.113.0/28.")
     text = value.strip()
     if "/" not in text:
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise IPAMError(f"'{text}' is not a valid {what}.") from None
         raise IPAMError(f"'{text}' has no prefix length; write it as a {what} such as {text}/32.")
     try:
         net = ipaddress.ip_network(text, strict=True)

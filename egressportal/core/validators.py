@@ -78,7 +78,7 @@ def normalize_cidr_list(values: object, *, what: str = "source CIDR") -> list[st
     if errors:
         raise ValidationError(errors, code="invalid_cidr")
     nets.sort(key=lambda n: (int(n.network_address), n.prefixlen))
-    for a, b in zip(nets, nets[1:]):
+    for a, b in zip(nets, nets[1:], strict=False):
         if a.overlaps(b):
             raise ValidationError(f"{a} and {b} overlap.", code="overlap")
     return [str(n) for n in nets]

@@ -15,10 +15,10 @@ class EventLevel(models.TextChoices):
 
 
 class EventQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # noqa: ANN003, ANN201
+    def update(self, **kwargs):
         raise TypeError("Events are append-only.")
 
-    def delete(self):  # noqa: ANN201
+    def delete(self):
         raise TypeError("Events are append-only.")
 
 
@@ -54,5 +54,5 @@ class Event(models.Model):
             raise TypeError("Events are append-only.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def delete(self, *args, **kwargs):
         raise TypeError("Events are append-only.")

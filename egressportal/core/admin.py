@@ -1,0 +1,296 @@
+"""The admin site for platform admins: pools with utilization, hosts with
+health, apps with their addresses, and the read-only event log. Writes that
+carry business rules go through the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from . import selectors, services
+from .errors import DomainError
+from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Region
+
+
+def _report(request: HttpRequest, exc: Exception) -> None:
+    if isinstance(exc, ValidationError):
+        text = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()) if hasattr(
+            exc, "error_dict"
+        ) else " ".join(exc.messages)
+    else:
+        text = str(exc)
+    messages.error(request, text)
+
+
+@admin.register(Region)
+class RegionAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+
+
+class IPPoolForm(forms.ModelForm):
+    excluded_text = forms.CharField(
+        label="Excluded addresses",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One address per line (or comma-separated); never handed out.",
+    )
+
+    class Meta:
+        model = IPPool
+        fields = ["region", "name", "cidr", "description"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["excluded_text"].initial = "\n".join(self.instance.excluded)
+            self.fields["cidr"].disabled = True
+            self.fields["cidr"].help_text = "A pool keeps its CIDR for life: its addresses may be allow-listed."
+            self.fields["region"].disabled = True
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        raw = data.get("excluded_text") or ""
+        data["excluded"] = [a for a in raw.replace(",", " ").split() if a]
+        return data
+
+    def _post_clean(self) -> None:
+        # Model validation happens in the service (overlap, exclusions).
+        pass
+
+
+@admin.register(IPPool)
+class IPPoolAdmin(admin.ModelAdmin):
+    form = IPPoolForm
+    list_display = ["name", "cidr", "region", "size", "assigned", "quarantined", "free", "utilization"]
+    list_filter = ["region"]
+    search_fields = ["name", "cidr"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IPPool]:
+        return selectors.pool_list()
+
+    @admin.display(description="size")
+    def size(self, obj: IPPool) -> int:
+        return obj.size
+
+    @admin.display(description="assigned", ordering="n_assigned")
+    def assigned(self, obj: IPPool) -> int:
+        return obj.n_assigned
+
+    @admin.display(description="quarantined", ordering="n_quarantined")
+    def quarantined(self, obj: IPPool) -> int:
+        return obj.n_quarantined
+
+    @admin.display(description="free")
+    def free(self, obj: IPPool) -> int:
+        return selectors.pool_utilization(obj).free
+
+    @admin.display(description="used")
+    def utilization(self, obj: IPPool) -> str:
+        pct = selectors.pool_utilization(obj).percent_used
+        level = "high" if pct >= 90 else "medium" if pct >= 70 else "low"
+        return format_html(
+            '<meter min="0" max="100" low="70" high="90" optimum="0" value="{}" title="{}%"></meter> '
+            '<span class="util-{}">{}%</span>',
+            f"{pct:.0f}",
+            f"{pct:.0f}",
+            level,
+            f"{pct:.0f}",
+        )
+
+    def save_model(self, request: HttpRequest, obj: IPPool, form: IPPoolForm, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            services.pool_update(
+                pool=obj, excluded=data["excluded"], description=data.get("description", ""), actor=request.user
+            )
+        else:
+            created = services.pool_create(
+                region=data["region"],
+                name=data["name"],
+                cidr=data["cidr"],
+                excluded=data["excluded"],
+                description=data.get("description", ""),
+                actor=request.user,
+            )
+            obj.pk = created.pk
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().changeform_view(request, *args, **kwargs)
+        except (ValidationError, DomainError) as exc:
+            _report(request, exc)
+            from django.http import HttpResponseRedirect
+
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_model(self, request: HttpRequest, obj: IPPool) -> None:
+        services.pool_delete(pool=obj, actor=request.user)
+
+
+def _health_badge(obj: Any) -> str:
+    colour = {"healthy": "#1a7f37", "unhealthy": "#cf222e"}.get(obj.health, "#6e7781")
+    mismatch = " ⚠ host key mismatch" if obj.host_key_mismatch_at else ""
+    return format_html('<strong style="color:{}">{}</strong>{}', colour, obj.get_health_display(), mismatch)
+
+
+class HostAdminMixin:
+    list_filter = ["region", "health", "enabled"]
+    search_fields = ["name", "mgmt_address", "transit_address"]
+    readonly_fields = [
+        "health",
+        "health_message",
+        "health_checked_at",
+        "last_seen_at",
+        "host_key_mismatch_at",
+        "presented_host_key",
+        "last_reconciled_at",
+        "last_reconcile_duration",
+        "last_reconcile_error",
+        "reconcile_count",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["resync", "accept_presented_key"]
+
+    @admin.display(description="health")
+    def health_badge(self, obj: Any) -> str:
+        return _health_badge(obj)
+
+    @admin.action(description="Re-sync selected hosts now")
+    def resync(self, request: HttpRequest, queryset: QuerySet) -> None:
+        kind = "gateway" if queryset.model is Gateway else "node"
+        sent = services.reconcile_dispatch([(kind, pk) for pk in queryset.values_list("pk", flat=True)], force=True)
+        messages.info(request, f"Re-sync requested for {queryset.count()} host(s) ({sent} queued).")
+
+    @admin.action(description="Accept the host key each selected host presented (audited)")
+    def accept_presented_key(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for host in queryset:
+            try:
+                services.host_accept_presented_key(host=host, actor=request.user)
+                messages.success(request, f"{host.name}: new host key pinned.")
+            except ValidationError as exc:
+                messages.error(request, f"{host.name}: {' '.join(exc.messages)}")
+
+
+@admin.register(Gateway)
+class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "name", "region", "mgmt_address", "public_interface", "slot", "health_badge", "draining",
+        "enabled", "last_reconciled_at",
+    ]
+    list_filter = ["region", "health", "enabled", "draining"]
+
+
+@admin.register(Node)
+class NodeAdmin(HostAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "region", "mgmt_address", "transit_address", "health_badge", "enabled", "last_reconciled_at"]
+
+
+class AppSourceCIDRInline(admin.TabularInline):
+    model = AppSourceCIDR
+    extra = 0
+    can_delete = False
+    readonly_fields = ["cidr"]
+    fields = ["cidr"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class EgressIPInline(admin.TabularInline):
+    model = EgressIP
+    fk_name = "app"
+    extra = 0
+    can_delete = False
+    fields = ["address", "gateway", "role", "status", "programmed", "assigned_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(App)
+class AppAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "region", "egress_type", "egress_status", "addresses", "egress_updated_at"]
+    list_filter = ["region", "egress_type", "egress_status"]
+    search_fields = ["name", "owner__username", "source_cidrs__cidr", "egress_ips__address"]
+    list_select_related = ["owner", "region"]
+    inlines = [AppSourceCIDRInline, EgressIPInline]
+    readonly_fields = [
+        "owner", "region", "egress_type", "egress_status", "egress_message", "egress_updated_at",
+        "egress_requested_at", "egress_generation", "delete_requested", "created_at", "updated_at",
+    ]
+    fields = ["name", *readonly_fields]
+    actions = ["enable_dedicated", "disable_dedicated"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
+        return super().get_queryset(request).prefetch_related("egress_ips").distinct()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # apps are created by their owners (portal/API) or the platform
+
+    @admin.display(description="egress IPs")
+    def addresses(self, obj: App) -> str:
+        return ", ".join(f"{ip.address} ({ip.role})" for ip in obj.egress_ips.all() if ip.app_id)
+
+    def save_model(self, request: HttpRequest, obj: App, form: Any, change: bool) -> None:
+        services.app_update(app=obj, name=obj.name, actor=request.user)
+
+    @admin.action(description="Enable dedicated egress")
+    def enable_dedicated(self, request: HttpRequest, queryset: QuerySet[App]) -> None:
+        self._toggle(request, queryset, "dedicated")
+
+    @admin.action(description="Disable dedicated egress (back to shared)")
+    def disable_dedicated(self, request: HttpRequest, queryset: QuerySet[App]) -> None:
+        self._toggle(request, queryset, "shared")
+
+    def _toggle(self, request: HttpRequest, queryset: QuerySet[App], egress_type: str) -> None:
+        changed = 0
+        for app in queryset:
+            try:
+                _, did = services.egress_set(app=app, egress_type=egress_type, actor=request.user)
+                changed += did
+            except (ValidationError, DomainError) as exc:
+                messages.error(request, f"{app.name}: {getattr(exc, 'message', exc)}")
+        messages.info(request, f"{changed} app(s) changed.")
+
+
+@admin.register(EgressIP)
+class EgressIPAdmin(admin.ModelAdmin):
+    list_display = ["address", "pool", "status", "app", "gateway", "role", "programmed", "released_at", "last_owner"]
+    list_filter = ["status", "role", "programmed", "pool", "gateway"]
+    search_fields = ["address", "app__name", "last_owner__username"]
+    list_select_related = ["pool", "app", "gateway", "last_owner"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # allocation goes through the services
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "level", "kind", "actor_name", "subject", "message"]
+    list_filter = ["level", "kind", "created_at"]
+    search_fields = ["message", "subject", "actor_name", "kind"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,38 @@
+"""Business logic: every write goes through a function here (HackSoft style)."""
+
+from .apps import (
+    app_create,
+    app_delete,
+    app_hosts_mark_pending,
+    app_update,
+    egress_disable,
+    egress_enable,
+    egress_set,
+)
+from .events import event_record
+from .hosts import gateway_create, host_accept_presented_key, host_update, node_create
+from .network import egress_ips_allocate, egress_ips_release, pool_create, pool_delete, pool_update, region_create
+from .reconcile import reconcile_dispatch, reconcile_request
+
+__all__ = [
+    "app_create",
+    "app_delete",
+    "app_hosts_mark_pending",
+    "app_update",
+    "egress_disable",
+    "egress_enable",
+    "egress_ips_allocate",
+    "egress_ips_release",
+    "egress_set",
+    "event_record",
+    "gateway_create",
+    "host_accept_presented_key",
+    "host_update",
+    "node_create",
+    "pool_create",
+    "pool_delete",
+    "pool_update",
+    "reconcile_dispatch",
+    "reconcile_request",
+    "region_create",
+]

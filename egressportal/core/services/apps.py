@@ -1,0 +1,239 @@
+"""Apps and their egress desired state: the writes behind the portal, the API
+and the admin. Each write records an event and asks the workers to reconcile
+the hosts concerned once the transaction commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import ipam
+from ..errors import ConflictError
+from ..models import App, AppSourceCIDR, EgressIP, EgressStatus, EgressType, HostSync, Node, Region
+from ..validators import normalize_cidr_list, validate_app_name
+from .events import event_record
+from .network import egress_ips_allocate
+from .reconcile import reconcile_request
+
+__all__ = [
+    "app_create",
+    "app_update",
+    "app_delete",
+    "egress_enable",
+    "egress_disable",
+    "egress_set",
+    "app_hosts_mark_pending",
+]
+
+
+def _set_source_cidrs(app: App, cidrs: list[str]) -> None:
+    """Replace the app's source CIDRs; raises ValidationError on overlap with any other app."""
+    for cidr in cidrs:
+        first, last = ipam.network_bounds(ipam.parse_network(cidr))
+        clash = AppSourceCIDR.objects.filter(first_int__lte=last, last_int__gte=first).exclude(app=app).first()
+        if clash is not None:
+            # Never name another tenant's app: say only that the range is taken.
+            raise ValidationError({"source_cidrs": f"{cidr} overlaps a source CIDR already used by another app."})
+    AppSourceCIDR.objects.filter(app=app).exclude(cidr__in=cidrs).delete()
+    existing = set(AppSourceCIDR.objects.filter(app=app).values_list("cidr", flat=True))
+    try:
+        with transaction.atomic():
+            for cidr in cidrs:
+                if cidr not in existing:
+                    AppSourceCIDR(app=app, cidr=cidr).save()
+    except IntegrityError:
+        raise ValidationError({"source_cidrs": "One of these CIDRs is already used by another app."}) from None
+
+
+def app_create(
+    *, owner: Any, region: Region, name: str, source_cidrs: Sequence[str] = (), actor: Any = None
+) -> App:
+    cidrs = normalize_cidr_list(list(source_cidrs))
+    validate_app_name(name)
+    with transaction.atomic():
+        if App.objects.filter(owner=owner, name=name).exists():
+            raise ValidationError({"name": f"You already have an app named {name}."})
+        app = App(owner=owner, region=region, name=name)
+        app.full_clean()
+        app.save()
+        _set_source_cidrs(app, cidrs)
+        event_record(
+            kind="app.created",
+            message=f"App {name} created in {region.slug}.",
+            actor=actor or owner,
+            app=app,
+            data={"after": {"region": region.slug, "source_cidrs": cidrs}},
+        )
+    return app
+
+
+def app_hosts_mark_pending(app: App, *, gateways: Sequence[Any] = (), nodes: Sequence[Any] = ()) -> None:
+    """Record that these hosts owe ``app`` a reconcile (idempotent)."""
+    HostSync.objects.bulk_create(
+        [HostSync(app=app, gateway_id=getattr(g, "pk", g)) for g in gateways]
+        + [HostSync(app=app, node_id=getattr(n, "pk", n)) for n in nodes],
+        ignore_conflicts=True,
+    )
+
+
+def _app_gateway_ids(app: App) -> list[int]:
+    return list(EgressIP.objects.filter(app=app).exclude(gateway=None).values_list("gateway_id", flat=True))
+
+
+def _region_node_ids(app: App) -> list[int]:
+    return list(Node.objects.filter(region_id=app.region_id, enabled=True).values_list("pk", flat=True))
+
+
+def _bump(app: App, *, status: str, message: str, now: Any) -> None:
+    app.egress_status = status
+    app.egress_message = message
+    app.egress_updated_at = now
+    app.egress_requested_at = now
+    app.egress_generation = F("egress_generation") + 1
+    app.save(
+        update_fields=[
+            "egress_type", "egress_status", "egress_message", "egress_updated_at",
+            "egress_requested_at", "egress_generation", "updated_at",
+        ]
+    )
+    app.refresh_from_db(fields=["egress_generation"])
+
+
+def app_update(
+    *, app: App, name: str | None = None, source_cidrs: Sequence[str] | None = None, actor: Any = None
+) -> App:
+    with transaction.atomic():
+        app = App.objects.select_for_update().get(pk=app.pk)
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        if name is not None and name != app.name:
+            validate_app_name(name)
+            if App.objects.filter(owner=app.owner_id, name=name).exclude(pk=app.pk).exists():
+                raise ValidationError({"name": f"You already have an app named {name}."})
+            before["name"], after["name"] = app.name, name
+            app.name = name
+            app.save(update_fields=["name", "updated_at"])
+        if source_cidrs is not None:
+            cidrs = normalize_cidr_list(list(source_cidrs))
+            old = sorted(app.source_cidrs.values_list("cidr", flat=True))
+            if cidrs != normalize_cidr_list(old):
+                if app.is_dedicated and not cidrs:
+                    raise ValidationError(
+                        {"source_cidrs": "An app with dedicated egress needs at least one source CIDR."}
+                    )
+                _set_source_cidrs(app, cidrs)
+                before["source_cidrs"], after["source_cidrs"] = old, cidrs
+                if app.egress_ips.exists():
+                    now = timezone.now()
+                    status = EgressStatus.ASSIGNING if app.is_dedicated else app.egress_status
+                    message = "Applying new source CIDRs." if app.is_dedicated else app.egress_message
+                    _bump(app, status=status, message=message, now=now)
+                    gateways, nodes = _app_gateway_ids(app), _region_node_ids(app)
+                    app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
+                    # Gateways learn the new sources first, then they trigger the nodes.
+                    reconcile_request(gateways=gateways)
+        if after:
+            event_record(
+                kind="app.updated",
+                message=f"App {app.name} updated: {', '.join(sorted(after))}.",
+                actor=actor,
+                app=app,
+                data={"before": before, "after": after},
+            )
+    return app
+
+
+def app_delete(*, app: App, actor: Any = None) -> bool:
+    """Delete an app. With dedicated egress, egress is first disabled and the
+    app disappears once its addresses are off every host; returns True when
+    it was deleted at once, False when deletion is pending."""
+    with transaction.atomic():
+        app = App.objects.select_for_update().get(pk=app.pk)
+        if not app.egress_ips.exists() and not app.host_syncs.exists():
+            name = app.name
+            event_record(kind="app.deleted", message=f"App {name} deleted.", actor=actor, app=app, subject=name)
+            app.delete()
+            return True
+        app.delete_requested = True
+        app.save(update_fields=["delete_requested", "updated_at"])
+        if app.egress_type == EgressType.DEDICATED:
+            _disable(app, actor=actor, reason="App deletion requested.")
+        event_record(
+            kind="app.delete_requested",
+            message=f"App {app.name} will be deleted once its egress addresses are released.",
+            actor=actor,
+            app=app,
+        )
+    return False
+
+
+def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
+    """Ask for dedicated egress. Returns (app, changed). Allocation happens here,
+    so an exhausted pool or a region without gateways is refused before anything
+    half-happens (PoolExhausted / NoGatewaysAvailable, nothing is written)."""
+    with transaction.atomic():
+        app = App.objects.select_for_update(of=("self",)).select_related("region").get(pk=app.pk)
+        if app.delete_requested:
+            raise ConflictError("This app is being deleted.")
+        if app.is_dedicated and app.egress_status != EgressStatus.FAILED:
+            return app, False
+        if not app.source_cidrs.exists():
+            raise ConflictError("This app has no source CIDRs yet, so there is no traffic to route; deploy it first.")
+        ips = egress_ips_allocate(app=app)
+        now = timezone.now()
+        app.egress_type = EgressType.DEDICATED
+        _bump(app, status=EgressStatus.ASSIGNING, message="Configuring gateways.", now=now)
+        gateways = [ip.gateway_id for ip in ips]
+        app_hosts_mark_pending(app, gateways=gateways, nodes=_region_node_ids(app))
+        event_record(
+            kind="egress.enable_requested",
+            message="Dedicated egress requested: " + ", ".join(ip.address for ip in ips) + ".",
+            actor=actor,
+            app=app,
+            data={"addresses": [ip.address for ip in ips], "generation": app.egress_generation},
+        )
+        # Make before break: gateways first; they trigger the nodes when done.
+        reconcile_request(gateways=gateways)
+    return app, True
+
+
+def _disable(app: App, *, actor: Any, reason: str) -> None:
+    now = timezone.now()
+    app.egress_type = EgressType.SHARED
+    has_ips = app.egress_ips.exists()
+    _bump(
+        app,
+        status=EgressStatus.RELEASING if has_ips else EgressStatus.DISABLED,
+        message="Removing steering from nodes." if has_ips else "",
+        now=now,
+    )
+    gateways, nodes = _app_gateway_ids(app), _region_node_ids(app)
+    if has_ips:
+        app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
+    event_record(kind="egress.disable_requested", message=reason, actor=actor, app=app)
+    # Break in reverse: nodes stop steering first; they trigger the gateways.
+    reconcile_request(nodes=nodes if has_ips else [])
+
+
+def egress_disable(*, app: App, actor: Any = None) -> tuple[App, bool]:
+    """Go back to shared egress. Returns (app, changed)."""
+    with transaction.atomic():
+        app = App.objects.select_for_update().get(pk=app.pk)
+        if app.egress_type == EgressType.SHARED and app.egress_status != EgressStatus.FAILED:
+            return app, False
+        _disable(app, actor=actor, reason="Shared egress requested.")
+    return app, True
+
+
+def egress_set(*, app: App, egress_type: str, actor: Any = None) -> tuple[App, bool]:
+    if egress_type == EgressType.DEDICATED:
+        return egress_enable(app=app, actor=actor)
+    if egress_type == EgressType.SHARED:
+        return egress_disable(app=app, actor=actor)
+    raise ValidationError({"type": f"Unknown egress type {egress_type!r}; use 'dedicated' or 'shared'."})
+

@@ -1,0 +1,164 @@
+"""Gateways and nodes: registration, changes, host-key acceptance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from ..models import Gateway, Node, Region
+from ..validators import normalize_cidr_list
+from .events import event_record
+from .reconcile import reconcile_request
+
+__all__ = ["gateway_create", "node_create", "host_update", "host_accept_presented_key", "HOST_EDITABLE_FIELDS"]
+
+HOST_EDITABLE_FIELDS = {
+    "mgmt_address",
+    "ssh_port",
+    "ssh_user",
+    "host_key",
+    "use_sudo",
+    "transit_address",
+    "enabled",
+    "public_interface",
+    "pod_cidrs",
+    "draining",
+}
+
+
+def _normalize_host_key(value: str) -> str:
+    return " ".join(value.split()[:2]) if isinstance(value, str) else value
+
+
+def _next_slot(region: Region) -> int:
+    used = set(Gateway.objects.filter(region=region).values_list("slot", flat=True))
+    for slot in range(1, 251):
+        if slot not in used:
+            return slot
+    raise ValidationError({"slot": f"Region {region.slug} already has 250 gateways."})
+
+
+def gateway_create(
+    *,
+    region: Region,
+    name: str,
+    mgmt_address: str,
+    host_key: str,
+    transit_address: str,
+    public_interface: str,
+    ssh_port: int = 22,
+    ssh_user: str = "root",
+    use_sudo: bool = False,
+    slot: int | None = None,
+    actor: Any = None,
+) -> Gateway:
+    with transaction.atomic():
+        gateway = Gateway(
+            region=region,
+            name=name,
+            mgmt_address=mgmt_address,
+            ssh_port=ssh_port,
+            ssh_user=ssh_user,
+            host_key=_normalize_host_key(host_key),
+            use_sudo=use_sudo,
+            transit_address=transit_address,
+            public_interface=public_interface,
+            slot=slot or _next_slot(region),
+        )
+        gateway.full_clean()
+        gateway.save()
+        event_record(
+            kind="gateway.created",
+            message=f"Gateway {gateway.name} added to {region.slug} (slot {gateway.slot}).",
+            actor=actor,
+            gateway=gateway,
+        )
+        # Nodes need a route table towards the new gateway; the gateway itself
+        # starts from a clean product table.
+        reconcile_request(gateways=[gateway], nodes=Node.objects.filter(region=region, enabled=True))
+    return gateway
+
+
+def node_create(
+    *,
+    region: Region,
+    name: str,
+    mgmt_address: str,
+    host_key: str,
+    transit_address: str,
+    pod_cidrs: Sequence[str] = (),
+    ssh_port: int = 22,
+    ssh_user: str = "root",
+    use_sudo: bool = False,
+    actor: Any = None,
+) -> Node:
+    with transaction.atomic():
+        node = Node(
+            region=region,
+            name=name,
+            mgmt_address=mgmt_address,
+            ssh_port=ssh_port,
+            ssh_user=ssh_user,
+            host_key=_normalize_host_key(host_key),
+            use_sudo=use_sudo,
+            transit_address=transit_address,
+            pod_cidrs=normalize_cidr_list(list(pod_cidrs), what="pod CIDR"),
+        )
+        node.full_clean()
+        node.save()
+        event_record(kind="node.created", message=f"Node {node.name} added to {region.slug}.", actor=actor, node=node)
+        # Gateways route replies back to the new node's pods.
+        reconcile_request(nodes=[node], gateways=Gateway.objects.filter(region=region, enabled=True))
+    return node
+
+
+def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Gateway | Node:
+    unknown = set(fields) - HOST_EDITABLE_FIELDS
+    if isinstance(host, Node):
+        unknown |= set(fields) & {"public_interface", "draining"}
+    else:
+        unknown |= set(fields) & {"pod_cidrs"}
+    if unknown:
+        raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
+    if "host_key" in fields:
+        fields["host_key"] = _normalize_host_key(fields["host_key"])
+    if "pod_cidrs" in fields:
+        fields["pod_cidrs"] = normalize_cidr_list(fields["pod_cidrs"], what="pod CIDR")
+    before = {k: getattr(host, k) for k in fields}
+    changed = {k: v for k, v in fields.items() if before[k] != v}
+    if not changed:
+        return host
+    with transaction.atomic():
+        for key, value in changed.items():
+            setattr(host, key, value)
+        if "host_key" in changed:
+            host.host_key_mismatch_at = None
+            host.presented_host_key = ""
+        host.full_clean()
+        host.save()
+        kind = "gateway" if isinstance(host, Gateway) else "node"
+        event_record(
+            kind=f"{kind}.updated",
+            message=f"{kind.capitalize()} {host.name} updated: {', '.join(sorted(changed))}.",
+            actor=actor,
+            gateway=host if kind == "gateway" else None,
+            node=host if kind == "node" else None,
+            data={"before": {k: before[k] for k in changed}, "after": changed},
+        )
+        region_gateways = Gateway.objects.filter(region=host.region, enabled=True)
+        region_nodes = Node.objects.filter(region=host.region, enabled=True)
+        if kind == "gateway":
+            reconcile_request(gateways=[host], nodes=region_nodes)
+        else:
+            reconcile_request(nodes=[host], gateways=region_gateways)
+    return host
+
+
+def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | Node:
+    """Pin the key a host presented after a mismatch: an explicit, audited staff decision."""
+    if not host.presented_host_key:
+        raise ValidationError("This host has not presented a different key.")
+    return host_update(host=host, host_key=host.presented_host_key, actor=actor)

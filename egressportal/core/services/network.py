@@ -1,0 +1,342 @@
+"""Regions, pools and the allocation of egress addresses.
+
+Allocation is safe under concurrency: each pool's row is locked (SELECT ...
+FOR UPDATE) while an address is chosen from it, so two allocations from one
+pool queue up while allocations from other pools run in parallel; the unique
+constraint on the address is the last guard, and a lost race is retried.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from .. import ipam
+from ..errors import ConflictError, NoGatewaysAvailable, PoolExhausted
+from ..models import (
+    App,
+    EgressIP,
+    EgressIPRole,
+    EgressIPStatus,
+    Gateway,
+    HealthStatus,
+    IPPool,
+    Region,
+)
+from .events import event_record
+
+__all__ = [
+    "region_create",
+    "pool_create",
+    "pool_update",
+    "pool_delete",
+    "egress_ips_allocate",
+    "egress_ips_release",
+    "quarantine_cutoff",
+]
+
+ALLOCATION_ATTEMPTS = 5
+
+
+def region_create(*, slug: str, name: str = "", description: str = "", actor: Any = None) -> Region:
+    region = Region(slug=slug, name=name or slug, description=description)
+    region.full_clean()
+    region.save()
+    event_record(kind="region.created", message=f"Region {region.slug} created.", actor=actor, subject=region.slug)
+    return region
+
+
+def _clean_excluded(net: ipam.IPv4Network, excluded: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    errors: list[str] = []
+    for raw in excluded:
+        try:
+            addr = ipam.parse_address(raw)
+        except ipam.IPAMError as exc:
+            errors.append(str(exc))
+            continue
+        if addr not in net:
+            errors.append(f"{addr} is not inside {net}.")
+        elif str(addr) not in out:
+            out.append(str(addr))
+    if errors:
+        raise ValidationError({"excluded": errors})
+    return sorted(out, key=lambda a: int(ipam.parse_address(a)))
+
+
+def _check_pool_overlap(net: ipam.IPv4Network, *, exclude_pk: int | None = None) -> None:
+    first, last = ipam.network_bounds(net)
+    clash = IPPool.objects.filter(first_int__lte=last, last_int__gte=first)
+    if exclude_pk:
+        clash = clash.exclude(pk=exclude_pk)
+    other = clash.first()
+    if other is not None:
+        raise ValidationError({"cidr": f"{net} overlaps pool {other.name} ({other.cidr}); pools never overlap."})
+
+
+def pool_create(
+    *,
+    region: Region,
+    name: str,
+    cidr: str,
+    excluded: Sequence[str] = (),
+    description: str = "",
+    actor: Any = None,
+) -> IPPool:
+    try:
+        net = ipam.parse_network(cidr, what="pool CIDR")
+    except ipam.IPAMError as exc:
+        raise ValidationError({"cidr": str(exc)}) from None
+    if net.prefixlen < ipam.MAX_POOL_PREFIXLEN:
+        raise ValidationError({"cidr": f"Pools can be at most a /{ipam.MAX_POOL_PREFIXLEN}; split {net} into smaller pools."})
+    pool = IPPool(region=region, name=name, cidr=str(net), excluded=_clean_excluded(net, excluded), description=description)
+    pool.first_int, pool.last_int = ipam.network_bounds(net)
+    pool.full_clean()
+    try:
+        with transaction.atomic():
+            _check_pool_overlap(net)
+            pool.save()
+    except IntegrityError:
+        # The exclusion constraint caught a concurrent overlapping insert.
+        raise ValidationError({"cidr": f"{net} overlaps another pool; pools never overlap."}) from None
+    event_record(
+        kind="pool.created",
+        message=f"Pool {pool.name} ({pool.cidr}) created in {region.slug}.",
+        actor=actor,
+        subject=pool.name,
+        data={"after": {"cidr": pool.cidr, "excluded": pool.excluded, "region": region.slug}},
+    )
+    return pool
+
+
+def pool_update(
+    *, pool: IPPool, excluded: Sequence[str] | None = None, description: str | None = None, actor: Any = None
+) -> IPPool:
+    """Pools keep their CIDR for life (addresses may be allow-listed by third
+    parties); what can change is the exclusion list and the description."""
+    before = {"excluded": list(pool.excluded), "description": pool.description}
+    if excluded is not None:
+        new_excluded = _clean_excluded(pool.network, excluded)
+        in_use = set(
+            EgressIP.objects.filter(pool=pool, address__in=new_excluded)
+            .exclude(status=EgressIPStatus.FREE)
+            .values_list("address", flat=True)
+        )
+        if in_use:
+            raise ValidationError({"excluded": f"In use, release first: {', '.join(sorted(in_use))}."})
+        pool.excluded = new_excluded
+    if description is not None:
+        pool.description = description
+    pool.full_clean()
+    pool.save()
+    event_record(
+        kind="pool.updated",
+        message=f"Pool {pool.name} updated.",
+        actor=actor,
+        subject=pool.name,
+        data={"before": before, "after": {"excluded": pool.excluded, "description": pool.description}},
+    )
+    return pool
+
+
+def pool_delete(*, pool: IPPool, actor: Any = None) -> None:
+    if pool.addresses.exclude(status=EgressIPStatus.FREE).exists():
+        raise ConflictError(f"Pool {pool.name} still has assigned or quarantined addresses.")
+    name, cidr = pool.name, pool.cidr
+    with transaction.atomic():
+        pool.addresses.all().delete()
+        pool.delete()
+    event_record(kind="pool.deleted", message=f"Pool {name} ({cidr}) deleted.", actor=actor, subject=name)
+
+
+def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
+    return (now or timezone.now()) - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
+
+
+_HEALTH_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.UNKNOWN: 1, HealthStatus.UNHEALTHY: 2}
+
+
+def _candidate_gateways(region: Region) -> list[Gateway]:
+    """Gateways that may take new addresses, best first: healthy before
+    unknown before unhealthy, then the least loaded (this is what rebalances
+    new allocations onto a freshly added gateway)."""
+    gateways = list(
+        Gateway.objects.filter(region=region, enabled=True, draining=False).annotate(
+            load=Count("egress_ips", filter=Q(egress_ips__status=EgressIPStatus.ASSIGNED))
+        )
+    )
+    gateways.sort(key=lambda g: (_HEALTH_RANK.get(g.health, 1), g.load, g.slot))
+    return gateways
+
+
+def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | None:
+    """Pick and claim one address of ``pool`` for ``app``; the caller holds the pool lock.
+
+    Order of preference: an address this app (then this owner) held before, so
+    allow-lists keep working; then a never-used address; then a free one; then
+    the one whose quarantine ended longest ago. Another tenant's address in
+    quarantine is never handed out."""
+    rows = EgressIP.objects.filter(pool=pool)
+    own = (
+        rows.filter(status=EgressIPStatus.QUARANTINED)
+        .filter(Q(last_app=app) | Q(last_owner=app.owner_id))
+        .order_by("released_at")
+    )
+    same_app = own.filter(last_app=app).first()
+    if same_app is not None:
+        return same_app
+    same_owner = own.first()
+    if same_owner is not None:
+        return same_owner
+
+    net = pool.network
+    excluded = {int(a) for a in pool.excluded_addresses}
+    first, last = ipam.usable_range(net)
+    top = rows.aggregate(top=Max("address_int"))["top"]
+    candidate = first if top is None else top + 1
+    while candidate <= last and candidate in excluded:
+        candidate += 1
+    if candidate <= last:
+        return EgressIP(pool=pool, address=str(ipam.IPv4Address(candidate)))
+    # The top of the range is taken: look for a gap below it.
+    used = set(rows.values_list("address_int", flat=True))
+    for addr in ipam.iter_available(net, used, pool.excluded_addresses):
+        return EgressIP(pool=pool, address=str(addr))
+
+    free = rows.filter(status=EgressIPStatus.FREE).first()
+    if free is not None:
+        return free
+    return rows.filter(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now)).order_by("released_at").first()
+
+
+def _lock_pool(pool: IPPool) -> None:
+    """The per-pool lock: concurrent allocations from this pool wait here,
+    allocations from other pools do not."""
+    IPPool.objects.select_for_update().filter(pk=pool.pk).values_list("pk", flat=True).first()
+
+
+def _allocate_one(*, app: App, gateway: Gateway, role: str, pools: list[IPPool], now: dt.datetime) -> EgressIP | None:
+    for pool in pools:
+        _lock_pool(pool)
+        ip = _take_address(app=app, pool=pool, now=now)
+        if ip is None:
+            continue
+        fields = {
+            "status": EgressIPStatus.ASSIGNED,
+            "app": app,
+            "gateway": gateway,
+            "role": role,
+            "programmed": False,
+            "assigned_at": now,
+            "released_at": None,
+            "last_app": app,
+            "last_owner_id": app.owner_id,
+        }
+        if ip.pk is None:
+            for key, value in fields.items():
+                setattr(ip, key, value)
+            ip.save()  # the unique constraint on the address is the last guard
+            return ip
+        # Re-using a row: claim it only if nobody else did since we read it.
+        claimed = EgressIP.objects.filter(pk=ip.pk, app__isnull=True, status=ip.status).update(**fields)
+        if not claimed:
+            raise IntegrityError(f"lost the race for {ip.address}")
+        ip.refresh_from_db()
+        return ip
+    return None
+
+
+def _exhausted_message(region: Region, wanted: int) -> str:
+    pools = list(IPPool.objects.filter(region=region))
+    if not pools:
+        return f"Region {region.slug} has no IP pool yet; ask a platform admin to add one."
+    counts = EgressIP.objects.filter(pool__in=pools).aggregate(
+        assigned=Count("id", filter=Q(status=EgressIPStatus.ASSIGNED)),
+        quarantined=Count("id", filter=Q(status=EgressIPStatus.QUARANTINED)),
+    )
+    size = sum(p.size for p in pools)
+    return (
+        f"Not enough free egress addresses in region {region.slug}: {wanted} needed, "
+        f"{size} in {len(pools)} pool(s), {counts['assigned']} assigned, {counts['quarantined']} in quarantine. "
+        "Ask a platform admin to add a pool."
+    )
+
+
+def egress_ips_allocate(*, app: App, count: int | None = None, now: dt.datetime | None = None) -> list[EgressIP]:
+    """Give ``app`` up to ``count`` addresses (default EGRESS_IPS_PER_APP), each
+    on a different gateway of its region; keeps what it already holds.
+
+    All or nothing: raises PoolExhausted (nothing allocated) when the pools
+    cannot satisfy the request, NoGatewaysAvailable when the region has none."""
+    wanted = count if count is not None else settings.EGRESS_IPS_PER_APP
+    if wanted < 1:
+        raise ValueError("count must be at least 1")
+    now = now or timezone.now()
+    for attempt in range(ALLOCATION_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _allocate(app=app, wanted=wanted, now=now)
+        except IntegrityError:
+            # Another transaction took the same address between our read and
+            # write (possible only where row locks are unavailable): retry.
+            if attempt == ALLOCATION_ATTEMPTS - 1:
+                raise ConflictError("Egress addresses are being allocated concurrently; try again.") from None
+            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311 - jitter
+    raise AssertionError("unreachable")
+
+
+def _allocate(*, app: App, wanted: int, now: dt.datetime) -> list[EgressIP]:
+    held = list(EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway"))
+    gateways = _candidate_gateways(app.region)
+    if not gateways and not held:
+        raise NoGatewaysAvailable(
+            f"Region {app.region.slug} has no gateway that can take new addresses; ask a platform admin to add one."
+        )
+    target = min(wanted, len({ip.gateway_id for ip in held} | {g.pk for g in gateways}))
+    used_gateways = {ip.gateway_id for ip in held}
+    free_gateways = [g for g in gateways if g.pk not in used_gateways]
+    pools = list(IPPool.objects.filter(region=app.region).order_by("pk"))
+    has_active = any(ip.role == EgressIPRole.ACTIVE for ip in held)
+    new: list[EgressIP] = []
+    for gateway in free_gateways[: max(0, target - len(held))]:
+        role = EgressIPRole.STANDBY if has_active else EgressIPRole.ACTIVE
+        ip = _allocate_one(app=app, gateway=gateway, role=role, pools=pools, now=now)
+        if ip is None:
+            raise PoolExhausted(_exhausted_message(app.region, target - len(held)))
+        has_active = True
+        new.append(ip)
+    if not held and not new:
+        raise NoGatewaysAvailable(f"Region {app.region.slug} has no gateway that can take new addresses.")
+    return held + new
+
+
+def egress_ips_release(*, app: App, now: dt.datetime | None = None) -> list[str]:
+    """Put every address of ``app`` into quarantine. The addresses must already
+    be off the gateways (the reconciler calls this after removing them)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ips = list(EgressIP.objects.select_for_update().filter(app=app))
+        for ip in ips:
+            ip.status = EgressIPStatus.QUARANTINED
+            ip.released_at = now
+            ip.last_app = app
+            ip.last_owner_id = app.owner_id
+            ip.app = None
+            ip.gateway = None
+            ip.role = ""
+            ip.programmed = False
+            ip.save(
+                update_fields=[
+                    "status", "released_at", "last_app", "last_owner", "app", "gateway", "role", "programmed"
+                ]
+            )
+    return [ip.address for ip in ips]

@@ -1,0 +1,66 @@
+"""Asking the workers to reconcile hosts, with coalescing.
+
+A host has at most one reconcile message waiting in the broker: a request
+while one waits is absorbed by it (the waiting task reads the newest desired
+state when it starts). 1,000 toggles in a burst thus become a handful of
+transactions per host. The marker is cleared when the task starts; a marker
+older than EGRESS_COALESCE_STALE_SECONDS is ignored, so a message lost with
+Redis never blocks a host for long (the sweep also re-requests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Gateway, Node
+
+__all__ = ["reconcile_request", "reconcile_dispatch", "RECONCILE_TASK"]
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_TASK = "workers.tasks.reconcile_host"
+
+
+def _stale_after() -> dt.timedelta:
+    return dt.timedelta(seconds=getattr(settings, "EGRESS_COALESCE_STALE_SECONDS", 30))
+
+
+def reconcile_request(*, gateways: Iterable[Gateway | int] = (), nodes: Iterable[Node | int] = ()) -> None:
+    """Reconcile these hosts once the current transaction commits (never before:
+    a worker must find the data it is asked to apply)."""
+    targets = [("gateway", getattr(g, "pk", g)) for g in gateways] + [("node", getattr(n, "pk", n)) for n in nodes]
+    if not targets:
+        return
+    transaction.on_commit(lambda: reconcile_dispatch(targets))
+
+
+def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = False) -> int:
+    """Send reconcile messages now; returns how many were sent."""
+    mode = getattr(settings, "EGRESS_RECONCILE_DISPATCH", "celery")
+    if mode == "none":
+        return 0
+    from workers.celery import app as celery_app
+
+    sent = 0
+    now = timezone.now()
+    for kind, pk in dict.fromkeys(targets):
+        model = Gateway if kind == "gateway" else Node
+        claim = model.objects.filter(pk=pk)
+        if not force:
+            claim = claim.filter(Q(reconcile_queued_at__isnull=True) | Q(reconcile_queued_at__lt=now - _stale_after()))
+        if not claim.update(reconcile_queued_at=now):
+            continue  # a waiting message will pick this change up
+        try:
+            celery_app.send_task(RECONCILE_TASK, args=[kind, pk])
+            sent += 1
+        except Exception as exc:  # broker down: the sweep will re-request
+            model.objects.filter(pk=pk).update(reconcile_queued_at=None)
+            logger.warning("could not enqueue reconcile of %s %s: %s", kind, pk, exc)
+    return sent

@@ -1,0 +1,24 @@
+"""Test settings: the production settings module with test-friendly defaults.
+
+The database comes from DATABASE_URL like everywhere else (PostgreSQL in CI,
+SQLite works too); worker processes started by tests use this module as well.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("API_THROTTLE_USER", "100000/min")
+os.environ.setdefault("API_THROTTLE_ANON", "100000/min")
+
+from egressportal.settings import *  # noqa: F403
+
+# Only tests that start a worker send messages to the broker.
+EGRESS_RECONCILE_DISPATCH = os.environ.get("EGRESS_RECONCILE_DISPATCH", "none")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+WHITENOISE_USE_FINDERS = True

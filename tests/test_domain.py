@@ -1,0 +1,293 @@
+"""Services and selectors of the domain: validation, allocation, quarantine,
+state transitions. Runs on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from egressportal.core import selectors, services
+from egressportal.core.errors import ConflictError, NoGatewaysAvailable, PoolExhausted
+from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync, IPPool
+
+pytestmark = pytest.mark.django_db
+
+
+class TestPools:
+    @pytest.mark.parametrize(
+        ("cidr", "fragment"),
+        [
+            ("203.0.113.0", "no prefix length"),
+            ("203.0.113.7/24", "host bits set"),
+            ("2001:db8::/64", "IPv6"),
+            ("garbage", "not a valid"),
+            ("10.0.0.0/8", "at most a /16"),
+        ],
+    )
+    def test_bad_cidr(self, region, cidr, fragment):
+        with pytest.raises(ValidationError) as err:
+            services.pool_create(region=region, name="p", cidr=cidr)
+        assert fragment in str(err.value.message_dict["cidr"])
+        assert not IPPool.objects.exists()
+
+    def test_pools_never_overlap(self, region):
+        services.pool_create(region=region, name="a", cidr="203.0.113.0/25")
+        for cidr in ["203.0.113.0/24", "203.0.113.64/26", "203.0.113.127/32"]:
+            with pytest.raises(ValidationError, match="overlaps pool a"):
+                services.pool_create(region=region, name="b", cidr=cidr)
+        services.pool_create(region=region, name="c", cidr="203.0.113.128/25")
+        assert IPPool.objects.count() == 2
+
+    @pytest.mark.postgres
+    def test_database_refuses_overlap_even_without_the_service(self, region):
+        services.pool_create(region=region, name="a", cidr="203.0.113.0/25")
+        pool = IPPool(region=region, name="raw", cidr="203.0.113.64/26")
+        with pytest.raises(IntegrityError), transaction.atomic():
+            pool.save()
+
+    def test_excluded_addresses_validated_and_never_allocated(self, region, make_gateway, make_app, alice):
+        with pytest.raises(ValidationError, match="not inside"):
+            services.pool_create(region=region, name="p", cidr="203.0.113.0/30", excluded=["198.51.100.1"])
+        pool = services.pool_create(region=region, name="p", cidr="203.0.113.0/30", excluded=["203.0.113.1"])
+        assert pool.size == 1
+        make_gateway()
+        app = make_app(alice)
+        ips = services.egress_ips_allocate(app=app, count=1)
+        assert [ip.address for ip in ips] == ["203.0.113.2"]
+
+    def test_utilization(self, infra, make_app, alice):
+        pool = infra["pool"]
+        app = make_app(alice)
+        services.egress_enable(app=app, actor=alice)
+        util = selectors.pool_utilization(selectors.pool_list().get(pk=pool.pk))
+        assert (util.size, util.assigned, util.quarantined, util.free) == (14, 2, 0, 12)
+        services.egress_ips_release(app=app)
+        util = selectors.pool_utilization(pool)
+        assert (util.assigned, util.quarantined, util.free) == (0, 2, 12)
+
+
+class TestApps:
+    def test_source_cidrs_validated(self, region, alice):
+        with pytest.raises(ValidationError, match="host bits"):
+            services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.5/28"])
+        with pytest.raises(ValidationError, match="overlap"):
+            services.app_create(
+                owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24", "198.18.64.16/28"]
+            )
+        with pytest.raises(ValidationError, match="App names"):
+            services.app_create(owner=alice, region=region, name="Bad Name; rm", source_cidrs=[])
+        assert not App.objects.exists()
+
+    def test_source_cidrs_of_different_apps_never_overlap(self, region, alice, bob):
+        services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24"])
+        with pytest.raises(ValidationError) as err:
+            services.app_create(owner=bob, region=region, name="b", source_cidrs=["198.18.64.16/28"])
+        # Another tenant's app is never named.
+        assert "another app" in str(err.value) and "'a'" not in str(err.value)
+        assert App.objects.count() == 1
+
+    @pytest.mark.postgres
+    def test_database_refuses_source_overlap_even_without_the_service(self, region, alice, bob):
+        from egressportal.core.models import AppSourceCIDR
+
+        a = services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24"])
+        with pytest.raises(IntegrityError), transaction.atomic():
+            AppSourceCIDR(app=a, cidr="198.18.64.128/25").save()
+
+    def test_move_updates_cidrs_and_marks_hosts(self, infra, make_app, alice):
+        app = make_app(alice, cidrs=["198.18.64.16/28"])
+        services.egress_enable(app=app, actor=alice)
+        HostSync.objects.all().delete()
+        services.app_update(app=app, source_cidrs=["198.18.65.16/28"], actor=alice)
+        app.refresh_from_db()
+        assert list(app.source_cidrs.values_list("cidr", flat=True)) == ["198.18.65.16/28"]
+        assert app.egress_status == EgressStatus.ASSIGNING
+        assert HostSync.objects.filter(app=app).count() == 4  # 2 gateways + 2 nodes
+
+
+class TestEgress:
+    def test_enable_allocates_one_address_per_gateway(self, infra, make_app, alice):
+        app = make_app(alice)
+        app, changed = services.egress_enable(app=app, actor=alice)
+        assert changed and app.egress_status == EgressStatus.ASSIGNING
+        ips = list(EgressIP.objects.filter(app=app))
+        assert len(ips) == 2
+        assert {ip.gateway_id for ip in ips} == {g.pk for g in infra["gateways"]}
+        assert sorted(ip.role for ip in ips) == ["active", "standby"]
+        assert HostSync.objects.filter(app=app).count() == 4
+        assert Event.objects.filter(app=app, kind="egress.enable_requested").exists()
+        # Idempotent: a second enable changes nothing.
+        _, changed = services.egress_enable(app=app, actor=alice)
+        assert not changed and EgressIP.objects.filter(app=app).count() == 2
+
+    def test_fewer_gateways_means_fewer_addresses(self, region, make_gateway, make_app, alice):
+        make_gateway()
+        services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
+        app, _ = services.egress_enable(app=make_app(alice), actor=alice)
+        assert EgressIP.objects.filter(app=app).count() == 1
+
+    def test_region_without_gateways(self, region, make_app, alice):
+        services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
+        app = make_app(alice)
+        with pytest.raises(NoGatewaysAvailable, match="no gateway"):
+            services.egress_enable(app=app, actor=alice)
+        app.refresh_from_db()
+        assert app.egress_type == "shared" and not EgressIP.objects.exists()
+
+    def test_no_source_cidrs_is_a_conflict(self, infra, make_app, alice):
+        app = make_app(alice, cidrs=[])
+        with pytest.raises(ConflictError, match="no source CIDRs"):
+            services.egress_enable(app=app, actor=alice)
+
+    def test_nine_asked_eight_free_allocates_nothing(self, region, make_gateway, make_app, alice, settings):
+        for _ in range(9):
+            make_gateway()
+        services.pool_create(region=region, name="p", cidr="203.0.113.0/29", excluded=["203.0.113.1"])
+        # /29 has 6 usable, minus 1 excluded = 5; add a second pool of 3 usable (a /30 has 2).
+        services.pool_create(region=region, name="q", cidr="203.0.113.8/30")
+        services.pool_create(region=region, name="r", cidr="203.0.113.12/31")
+        # Free: 5 + 2 + 2 - 1 = 8 after one address is taken below.
+        first = make_app(alice)
+        services.egress_ips_allocate(app=first, count=1)
+        assert EgressIP.objects.count() == 1
+        settings.EGRESS_IPS_PER_APP = 9
+        app = make_app(alice)
+        with pytest.raises(PoolExhausted, match="9 needed"):
+            services.egress_enable(app=app, actor=alice)
+        app.refresh_from_db()
+        assert app.egress_type == "shared" and app.egress_status == EgressStatus.DISABLED
+        assert EgressIP.objects.count() == 1  # nothing half-allocated
+        assert not HostSync.objects.filter(app=app).exists()
+        settings.EGRESS_IPS_PER_APP = 8
+        services.egress_enable(app=app, actor=alice)
+        assert EgressIP.objects.filter(app=app).count() == 8
+
+    def test_disable_marks_nodes_first_and_release_quarantines(self, infra, make_app, alice):
+        app = make_app(alice)
+        services.egress_enable(app=app, actor=alice)
+        HostSync.objects.all().delete()
+        app, changed = services.egress_disable(app=app, actor=alice)
+        assert changed and app.egress_status == EgressStatus.RELEASING and app.egress_type == "shared"
+        assert HostSync.objects.filter(app=app).count() == 4
+        released = services.egress_ips_release(app=app)
+        assert len(released) == 2
+        assert set(EgressIP.objects.values_list("status", flat=True)) == {"quarantined"}
+        assert set(EgressIP.objects.values_list("last_owner", flat=True)) == {alice.pk}
+
+    def test_quarantine_returns_addresses_only_to_their_last_owner(self, infra, make_app, alice, bob, settings):
+        infra["pool"].delete()
+        services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
+        a = make_app(alice)
+        services.egress_enable(app=a, actor=alice)
+        held = set(EgressIP.objects.filter(app=a).values_list("address", flat=True))
+        services.egress_ips_release(app=a)
+        # Bob cannot get them while they are in quarantine...
+        b = make_app(bob)
+        with pytest.raises(PoolExhausted):
+            services.egress_enable(app=b, actor=bob)
+        # ...but Alice gets the very same addresses back (her allow-lists still work).
+        a2 = make_app(alice)
+        services.egress_enable(app=a2, actor=alice)
+        assert set(EgressIP.objects.filter(app=a2).values_list("address", flat=True)) == held
+        services.egress_ips_release(app=a2)
+        # Once the quarantine has passed, anyone may have them.
+        EgressIP.objects.update(released_at=timezone.now() - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS + 1))
+        services.egress_enable(app=b, actor=bob)
+        assert set(EgressIP.objects.filter(app=b).values_list("address", flat=True)) == held
+
+    def test_delete_with_dedicated_egress_waits_for_release(self, infra, make_app, alice):
+        app = make_app(alice)
+        assert services.app_delete(app=make_app(alice), actor=alice) is True
+        services.egress_enable(app=app, actor=alice)
+        assert services.app_delete(app=app, actor=alice) is False
+        app.refresh_from_db()
+        assert app.delete_requested and app.egress_status == EgressStatus.RELEASING
+        with pytest.raises(ConflictError):
+            services.egress_enable(app=app, actor=alice)
+
+    def test_unknown_type(self, infra, make_app, alice):
+        with pytest.raises(ValidationError, match="Unknown egress type"):
+            services.egress_set(app=make_app(alice), egress_type="bogus; drop table", actor=alice)
+
+
+class TestHosts:
+    @pytest.mark.parametrize(
+        ("field", "value", "fragment"),
+        [
+            ("public_interface", "eth0; reboot", "Interface names"),
+            ("public_interface", "a" * 16, "Interface names"),
+            ("public_interface", "$(id)", "Interface names"),
+            ("host_key", "ssh-ed25519 not-base64!!", ""),
+            ("host_key", "hello", ""),
+            ("mgmt_address", "2001:db8::1", ""),
+            ("transit_address", "300.1.1.1", ""),
+        ],
+    )
+    def test_hostile_or_malformed_gateway_fields(self, region, field, value, fragment):
+        from tests.conftest import TEST_HOST_KEY
+
+        kwargs = dict(
+            region=region,
+            name="gw",
+            mgmt_address="198.18.0.11",
+            host_key=TEST_HOST_KEY,
+            transit_address="198.18.100.11",
+            public_interface="eth0",
+        )
+        kwargs[field] = value
+        with pytest.raises(ValidationError) as err:
+            services.gateway_create(**kwargs)
+        assert field in err.value.message_dict
+        assert fragment in " ".join(err.value.message_dict[field])
+
+    def test_gateway_slots_are_unique_per_region(self, make_gateway):
+        slots = [make_gateway().slot for _ in range(3)]
+        assert slots == [1, 2, 3]
+
+    def test_host_update_audits_before_and_after(self, make_gateway, staff):
+        gw = make_gateway()
+        services.host_update(host=gw, public_interface="pub0", actor=staff)
+        ev = Event.objects.get(kind="gateway.updated")
+        assert ev.data == {"before": {"public_interface": "eth0"}, "after": {"public_interface": "pub0"}}
+        assert ev.actor == staff
+
+
+class TestEvents:
+    def test_events_are_append_only(self, infra, make_app, alice):
+        app = make_app(alice)
+        ev = Event.objects.filter(app=app).first()
+        ev.message = "rewritten"
+        with pytest.raises(TypeError):
+            ev.save()
+        with pytest.raises(TypeError):
+            ev.delete()
+        with pytest.raises(TypeError):
+            Event.objects.filter(app=app).update(message="x")
+
+    def test_secrets_are_scrubbed(self, alice):
+        ev = services.event_record(kind="x", message="m", actor=alice, data={"password": "hunter2", "n": {"token": "t"}})
+        assert ev.data == {"password": "********", "n": {"token": "********"}}
+
+
+class TestSelectors:
+    def test_tenant_scoping(self, infra, make_app, alice, bob, staff):
+        a = make_app(alice)
+        b = make_app(bob)
+        assert list(selectors.app_list(user=alice)) == [a]
+        assert set(selectors.app_list(user=staff)) == {a, b}
+        with pytest.raises(App.DoesNotExist):
+            selectors.app_get(user=alice, pk=b.pk)
+        with pytest.raises(App.DoesNotExist):
+            selectors.app_get(user=alice, pk="1 OR 1=1")
+
+    def test_region_capacity_explains_problems(self, region, make_gateway):
+        cap = selectors.region_capacity(region)
+        assert "no egress gateway" in cap.problem()
+        make_gateway()
+        assert "run out" in selectors.region_capacity(region).problem()
+        services.pool_create(region=region, name="p", cidr="203.0.113.0/30")
+        assert selectors.region_capacity(region).problem() is None
