@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "egressportal.core",
+    "egressportal.api",
+    "egressportal.portal",
 ]
 
 MIDDLEWARE = [
