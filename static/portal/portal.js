@@ -1,0 +1,75 @@
+/* Egress Portal: small progressive enhancements. No inline script anywhere
+   (a strict CSP comes later): behaviour hangs off data- attributes. */
+(function () {
+  "use strict";
+
+  var COPY_SELECTOR = "[data-copy], [data-copy-target]";
+
+  // Copy buttons are useless without JavaScript, so they start hidden.
+  function reveal(root) {
+    if (!root || !root.querySelectorAll) return;
+    if (root.matches && root.matches(COPY_SELECTOR)) root.hidden = false;
+    root.querySelectorAll(COPY_SELECTOR).forEach(function (button) { button.hidden = false; });
+  }
+
+  function copyWithSelection(text) {
+    // Fallback for pages served over plain http, where navigator.clipboard is missing.
+    var buffer = document.createElement("textarea");
+    buffer.value = text;
+    buffer.setAttribute("readonly", "");
+    buffer.className = "copy-buffer";
+    document.body.appendChild(buffer);
+    buffer.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(buffer);
+    return ok;
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).then(function () { return true; }, function () {
+        return copyWithSelection(text);
+      });
+    }
+    return Promise.resolve(copyWithSelection(text));
+  }
+
+  function announce(text) {
+    var status = document.getElementById("copy-status");
+    if (!status) return;
+    status.textContent = "";
+    window.setTimeout(function () { status.textContent = text; }, 50);
+  }
+
+  function feedback(button, ok) {
+    var label = button.querySelector(".copy__label");
+    if (!label) return;
+    window.clearTimeout(button._copyTimer);
+    label.textContent = ok ? "Copied" : "Copy failed";
+    button.classList.toggle("is-copied", ok);
+    button._copyTimer = window.setTimeout(function () {
+      label.textContent = "Copy";
+      button.classList.remove("is-copied");
+    }, 1600);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest(COPY_SELECTOR);
+    if (!button) return;
+    var text = button.getAttribute("data-copy");
+    if (text === null) {
+      var source = document.getElementById(button.getAttribute("data-copy-target"));
+      text = source ? source.textContent.trim() : "";
+    }
+    if (!text) return;
+    copyText(text).then(function (ok) {
+      feedback(button, ok);
+      announce(ok ? "Copied to the clipboard." : "Could not copy; select the text and copy it by hand.");
+    });
+  });
+
+  reveal(document.body);
+  // htmx fires htmx:load for every piece of content it swaps in.
+  document.addEventListener("htmx:load", function (event) { reveal(event.target); });
+})();
