@@ -10,8 +10,17 @@ from .apps import (
     egress_set,
 )
 from .events import event_record
-from .hosts import gateway_create, host_accept_presented_key, host_update, node_create
-from .network import egress_ips_allocate, egress_ips_release, pool_create, pool_delete, pool_update, region_create
+from .hosts import gateway_create, host_accept_presented_key, host_delete, host_update, node_create
+from .network import (
+    egress_ips_allocate,
+    egress_ips_release,
+    pool_create,
+    pool_delete,
+    pool_update,
+    region_create,
+    region_delete,
+    region_update,
+)
 from .reconcile import reconcile_dispatch, reconcile_request
 
 __all__ = [
@@ -27,6 +36,7 @@ __all__ = [
     "event_record",
     "gateway_create",
     "host_accept_presented_key",
+    "host_delete",
     "host_update",
     "node_create",
     "pool_create",
@@ -35,4 +45,6 @@ __all__ = [
     "reconcile_dispatch",
     "reconcile_request",
     "region_create",
+    "region_delete",
+    "region_update",
 ]

@@ -8,12 +8,20 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from ..models import Gateway, Node, Region
+from ..errors import ConflictError
+from ..models import EgressIP, Gateway, Node, Region
 from ..validators import normalize_cidr_list
 from .events import event_record
 from .reconcile import reconcile_request
 
-__all__ = ["gateway_create", "node_create", "host_update", "host_accept_presented_key", "HOST_EDITABLE_FIELDS"]
+__all__ = [
+    "gateway_create",
+    "node_create",
+    "host_update",
+    "host_delete",
+    "host_accept_presented_key",
+    "HOST_EDITABLE_FIELDS",
+]
 
 HOST_EDITABLE_FIELDS = {
     "mgmt_address",
@@ -162,3 +170,23 @@ def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | 
     if not host.presented_host_key:
         raise ValidationError("This host has not presented a different key.")
     return host_update(host=host, host_key=host.presented_host_key, actor=actor)
+
+
+def host_delete(*, host: Gateway | Node, actor: Any = None) -> None:
+    """Remove a host. A gateway that still holds egress addresses cannot go:
+    drain it first so its addresses move to other gateways."""
+    kind = "gateway" if isinstance(host, Gateway) else "node"
+    with transaction.atomic():
+        if kind == "gateway" and EgressIP.objects.filter(gateway=host).exists():
+            raise ConflictError(
+                f"Gateway {host.name} still holds egress addresses; drain it and wait until they have moved."
+            )
+        region, name = host.region, host.name
+        event_record(kind=f"{kind}.deleted", message=f"{kind.capitalize()} {name} removed from {region.slug}.",
+                     actor=actor, subject=name)
+        host.delete()
+        # The other side forgets the host: nodes drop its route table, gateways the routes to its pods.
+        if kind == "gateway":
+            reconcile_request(nodes=Node.objects.filter(region=region, enabled=True))
+        else:
+            reconcile_request(gateways=Gateway.objects.filter(region=region, enabled=True))

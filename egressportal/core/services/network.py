@@ -36,6 +36,8 @@ from .events import event_record
 
 __all__ = [
     "region_create",
+    "region_update",
+    "region_delete",
     "pool_create",
     "pool_update",
     "pool_delete",
@@ -53,6 +55,47 @@ def region_create(*, slug: str, name: str = "", description: str = "", actor: An
     region.save()
     event_record(kind="region.created", message=f"Region {region.slug} created.", actor=actor, subject=region.slug)
     return region
+
+
+def region_update(*, region: Region, name: str | None = None, description: str | None = None, actor: Any = None) -> Region:
+    """The slug is the region's identity (the API and other rows refer to it); name and description may change."""
+    before = {"name": region.name, "description": region.description}
+    if name is not None:
+        region.name = name
+    if description is not None:
+        region.description = description
+    after = {"name": region.name, "description": region.description}
+    if after == before:
+        return region
+    region.full_clean()
+    region.save(update_fields=["name", "description"])
+    event_record(
+        kind="region.updated",
+        message=f"Region {region.slug} updated.",
+        actor=actor,
+        subject=region.slug,
+        data={"before": before, "after": after},
+    )
+    return region
+
+
+def region_delete(*, region: Region, actor: Any = None) -> None:
+    """Only an empty region can go: apps, pools, gateways and nodes refer to it."""
+    in_use = [
+        what
+        for what, qs in (
+            ("apps", region.apps),
+            ("pools", region.pools),
+            ("gateways", region.gateways),
+            ("nodes", region.nodes),
+        )
+        if qs.exists()
+    ]
+    if in_use:
+        raise ConflictError(f"Region {region.slug} still has {', '.join(in_use)}; remove them first.")
+    slug = region.slug
+    region.delete()
+    event_record(kind="region.deleted", message=f"Region {slug} deleted.", actor=actor, subject=slug)
 
 
 def _clean_excluded(net: ipam.IPv4Network, excluded: Iterable[str]) -> list[str]:

@@ -1,0 +1,79 @@
+"""Filtering and ordering for list endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import OrderingFilter
+
+from egressportal.core.models import App, EgressStatus, Gateway, IPPool, Node
+
+__all__ = ["AppFilterSet", "HostFilterSet", "PoolFilterSet", "WhitelistOrderingFilter"]
+
+
+class AppFilterSet(django_filters.FilterSet):
+    region = django_filters.CharFilter(field_name="region__slug", help_text="Region slug.")
+    status = django_filters.ChoiceFilter(
+        field_name="egress_status", choices=EgressStatus.choices, help_text="Egress status."
+    )
+    name = django_filters.CharFilter(field_name="name", help_text="Exact app name.")
+
+    class Meta:
+        model = App
+        fields = ["region", "status", "name"]
+
+
+class PoolFilterSet(django_filters.FilterSet):
+    region = django_filters.CharFilter(field_name="region__slug", help_text="Region slug.")
+
+    class Meta:
+        model = IPPool
+        fields = ["region"]
+
+
+class HostFilterSet(django_filters.FilterSet):
+    region = django_filters.CharFilter(field_name="region__slug", help_text="Region slug.")
+
+    class Meta:
+        fields = ["region", "enabled", "health"]
+
+
+def host_filterset(model: type[Gateway] | type[Node]) -> type[django_filters.FilterSet]:
+    meta = type("Meta", (HostFilterSet.Meta,), {"model": model})
+    return type(f"{model.__name__}FilterSet", (HostFilterSet,), {"Meta": meta})
+
+
+class WhitelistOrderingFilter(OrderingFilter):
+    """``?ordering=name,-created_at``: only the names in the view's
+    ``ordering_fields`` mapping (public name -> model path); ties broken by
+    primary key so pages are stable."""
+
+    def get_valid_fields(self, queryset: QuerySet, view: Any, context: Any = None) -> list[tuple[str, str]]:
+        return [(name, name) for name in getattr(view, "ordering_fields", {})]
+
+    def get_ordering(self, request: Any, queryset: QuerySet, view: Any) -> list[str] | None:
+        raw = request.query_params.get(self.ordering_param)
+        if not raw:
+            return self.get_default_ordering(view)
+        allowed: dict[str, str] = getattr(view, "ordering_fields", {})
+        ordering = []
+        for term in (t.strip() for t in raw.split(",")):
+            if not term:
+                continue
+            name = term.removeprefix("-")
+            if name not in allowed:
+                raise ValidationError(
+                    {self.ordering_param: [f"Cannot order by '{name[:40]}'; use one of: {', '.join(allowed)}."]}
+                )
+            ordering.append(("-" if term.startswith("-") else "") + allowed[name])
+        return [*ordering, "pk"] if ordering else self.get_default_ordering(view)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        params = super().get_schema_operation_parameters(view)
+        names = ", ".join(getattr(view, "ordering_fields", {}))
+        for param in params:
+            param["description"] = f"Comma-separated fields to order by, '-' for descending: {names}."
+        return params

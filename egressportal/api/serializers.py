@@ -1,0 +1,370 @@
+"""Serializers: validate input shapes and turn rows into JSON. Writes go
+through egressportal.core.services; domain rules live there, not here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from egressportal.core import ipam, selectors, services
+from egressportal.core.models import (
+    App,
+    EgressIPRole,
+    EgressStatus,
+    EgressType,
+    Event,
+    EventLevel,
+    Gateway,
+    IPPool,
+    Node,
+    Region,
+)
+from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS
+from egressportal.core.validators import normalize_cidr_list, validate_app_name
+
+__all__ = [
+    "AppSerializer",
+    "EgressRequestSerializer",
+    "EgressSerializer",
+    "EventSerializer",
+    "GatewaySerializer",
+    "NodeSerializer",
+    "PoolSerializer",
+    "RegionSerializer",
+]
+
+
+def _actor(serializer: serializers.Serializer) -> Any:
+    request = serializer.context.get("request")
+    return getattr(request, "user", None)
+
+
+def _cidr_list(value: list[str], *, what: str) -> list[str]:
+    try:
+        return normalize_cidr_list(value, what=what)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(list(exc.messages)) from None
+
+
+def _refuse_changes(instance: Any, data: dict[str, Any], fields: dict[str, str]) -> None:
+    """Fields that are an object's identity: accepted when unchanged, refused otherwise."""
+    errors = {}
+    for field, why in fields.items():
+        if field in data and data[field] != getattr(instance, field):
+            errors[field] = [why]
+    if errors:
+        raise serializers.ValidationError(errors)
+
+
+class RegionField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("queryset", Region.objects.all())
+        kwargs.setdefault("help_text", "Region slug, e.g. 'ams3'.")
+        super().__init__(slug_field="slug", **kwargs)
+        self.error_messages["does_not_exist"] = "There is no region '{value}'."
+
+
+# Egress ---------------------------------------------------------------------------------------------------------
+
+
+class EgressIPSerializer(serializers.Serializer):
+    address = serializers.IPAddressField(protocol="IPv4", read_only=True)
+    gateway = serializers.CharField(read_only=True, allow_null=True, help_text="Name of the gateway holding it.")
+    role = serializers.ChoiceField(choices=EgressIPRole.choices, read_only=True)
+    status = serializers.ChoiceField(
+        choices=[("live", "Live"), ("pending", "Pending")],
+        read_only=True,
+        help_text="live: configured on its gateway; pending: being configured.",
+    )
+
+
+class EgressSerializer(serializers.Serializer):
+    """The egress object of an app (built by selectors.egress_summary)."""
+
+    type = serializers.ChoiceField(choices=EgressType.choices, read_only=True)
+    status = serializers.ChoiceField(choices=EgressStatus.choices, read_only=True)
+    ips = EgressIPSerializer(many=True, read_only=True)
+    message = serializers.CharField(read_only=True, allow_blank=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class EgressRequestSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(
+        choices=EgressType.choices,
+        help_text="dedicated: the app's traffic leaves from its own IPs; shared: from the node's IP.",
+        error_messages={"invalid_choice": "'{input}' is not an egress type; use 'dedicated' or 'shared'."},
+    )
+
+
+# Apps -----------------------------------------------------------------------------------------------------------
+
+
+class SourceCIDRsField(serializers.ListField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.CharField(max_length=64), **kwargs)
+
+    def to_representation(self, data: Any) -> list[str]:
+        if hasattr(data, "all"):  # the related manager (prefetched by the selectors)
+            return [row.cidr for row in data.all()]
+        return super().to_representation(data)
+
+
+class AppSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(
+        max_length=63,
+        validators=[validate_app_name],
+        help_text="Lowercase letters, digits and '-'; unique per owner.",
+    )
+    region = RegionField(help_text="Region slug; cannot change after creation.")
+    source_cidrs = SourceCIDRsField(
+        required=False,
+        help_text="IPv4 CIDRs the app's instances send from; never overlapping another app's.",
+    )
+    owner = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=get_user_model().objects.all(),
+        required=False,
+        help_text="Owner's username. Only staff may set it (at creation); it defaults to you.",
+    )
+    egress = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+
+    @extend_schema_field(EgressSerializer)
+    def get_egress(self, app: App) -> dict[str, Any]:
+        return EgressSerializer(selectors.egress_summary(app)).data
+
+    def validate_source_cidrs(self, value: list[str]) -> list[str]:
+        return _cidr_list(value, what="source CIDR")
+
+    def validate_owner(self, value: Any) -> Any:
+        user = _actor(self)
+        if value is not None and value != user and not getattr(user, "is_staff", False):
+            raise serializers.ValidationError("Only platform staff can set the owner of an app; leave it out.")
+        return value
+
+    def create(self, validated_data: dict[str, Any]) -> App:
+        actor = _actor(self)
+        return services.app_create(
+            owner=validated_data.get("owner") or actor,
+            region=validated_data["region"],
+            name=validated_data["name"],
+            source_cidrs=validated_data.get("source_cidrs", []),
+            actor=actor,
+        )
+
+    def update(self, instance: App, validated_data: dict[str, Any]) -> App:
+        _refuse_changes(
+            instance,
+            validated_data,
+            {
+                "region": "An app's region cannot change; create a new app in the other region.",
+                "owner": "An app's owner cannot change after creation.",
+            },
+        )
+        return services.app_update(
+            app=instance,
+            name=validated_data.get("name"),
+            source_cidrs=validated_data.get("source_cidrs"),
+            actor=_actor(self),
+        )
+
+
+class EventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name", read_only=True, help_text="A user name, 'worker' or 'system'.")
+    gateway = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    node = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    level = serializers.ChoiceField(choices=EventLevel.choices, read_only=True)
+    data = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ["id", "created_at", "kind", "level", "message", "actor", "gateway", "node", "data"]
+        read_only_fields = fields
+
+
+# Staff: regions and pools ---------------------------------------------------------------------------------------
+
+
+class RegionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Region
+        fields = ["slug", "name", "description", "created_at"]
+        read_only_fields = ["created_at"]
+        extra_kwargs = {
+            "name": {"required": False, "allow_blank": True, "help_text": "Display name; defaults to the slug."},
+            "description": {"required": False},
+        }
+
+    def create(self, validated_data: dict[str, Any]) -> Region:
+        return services.region_create(
+            slug=validated_data["slug"],
+            name=validated_data.get("name", ""),
+            description=validated_data.get("description", ""),
+            actor=_actor(self),
+        )
+
+    def update(self, instance: Region, validated_data: dict[str, Any]) -> Region:
+        _refuse_changes(instance, validated_data, {"slug": "A region's slug cannot change; other objects refer to it."})
+        return services.region_update(
+            region=instance,
+            name=validated_data.get("name") or None,
+            description=validated_data.get("description"),
+            actor=_actor(self),
+        )
+
+
+class UtilizationSerializer(serializers.Serializer):
+    size = serializers.IntegerField(help_text="Addresses the pool can hand out.")
+    assigned = serializers.IntegerField()
+    quarantined = serializers.IntegerField(help_text="Released recently; not handed to another tenant yet.")
+    free = serializers.IntegerField()
+    percent_used = serializers.FloatField()
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    region = RegionField(help_text="Region slug; cannot change after creation.")
+    excluded = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text="Addresses inside the CIDR that are never handed out.",
+    )
+    utilization = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IPPool
+        fields = ["id", "name", "region", "cidr", "excluded", "description", "utilization", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        extra_kwargs = {"cidr": {"help_text": "IPv4 network, e.g. 203.0.113.0/28; cannot change after creation."}}
+
+    @extend_schema_field(UtilizationSerializer)
+    def get_utilization(self, pool: IPPool) -> dict[str, Any]:
+        u = selectors.pool_utilization(pool)
+        return {
+            "size": u.size,
+            "assigned": u.assigned,
+            "quarantined": u.quarantined,
+            "free": u.free,
+            "percent_used": round(u.percent_used, 2),
+        }
+
+    def create(self, validated_data: dict[str, Any]) -> IPPool:
+        return services.pool_create(
+            region=validated_data["region"],
+            name=validated_data["name"],
+            cidr=validated_data["cidr"],
+            excluded=validated_data.get("excluded", []),
+            description=validated_data.get("description", ""),
+            actor=_actor(self),
+        )
+
+    def update(self, instance: IPPool, validated_data: dict[str, Any]) -> IPPool:
+        if "cidr" in validated_data:
+            try:
+                same = str(instance.network) == str(ipam.parse_network(validated_data["cidr"]))
+            except ValueError:
+                same = False
+            if not same:
+                raise serializers.ValidationError(
+                    {"cidr": ["A pool's CIDR cannot change (its addresses may be allow-listed); create a new pool."]}
+                )
+        _refuse_changes(
+            instance,
+            validated_data,
+            {
+                "name": "A pool's name cannot change.",
+                "region": "A pool's region cannot change; create a new pool in the other region.",
+            },
+        )
+        return services.pool_update(
+            pool=instance,
+            excluded=validated_data.get("excluded"),
+            description=validated_data.get("description"),
+            actor=_actor(self),
+        )
+
+
+# Staff: gateways and nodes --------------------------------------------------------------------------------------
+
+HEALTH_FIELDS = [
+    "health",
+    "health_message",
+    "health_checked_at",
+    "last_seen_at",
+    "host_key_mismatch_at",
+    "presented_host_key",
+    "last_reconciled_at",
+    "last_reconcile_error",
+]
+HOST_FIELDS = [
+    "id",
+    "name",
+    "region",
+    "mgmt_address",
+    "ssh_port",
+    "ssh_user",
+    "host_key",
+    "use_sudo",
+    "transit_address",
+    "enabled",
+]
+
+
+class _HostSerializer(serializers.ModelSerializer):
+    region = RegionField(help_text="Region slug; cannot change after creation.")
+
+    class Meta:
+        # Uniqueness across fields is checked by the services (full_clean), in one place.
+        validators: list = []
+        read_only_fields = ["id", *HEALTH_FIELDS, "created_at", "updated_at"]
+
+    def update(self, instance: Gateway | Node, validated_data: dict[str, Any]) -> Gateway | Node:
+        _refuse_changes(
+            instance,
+            validated_data,
+            {
+                "name": "A host's name cannot change; add a new host instead.",
+                "region": "A host's region cannot change; add a new host in the other region.",
+            },
+        )
+        fields = {k: v for k, v in validated_data.items() if k in HOST_EDITABLE_FIELDS}
+        return services.host_update(host=instance, actor=_actor(self), **fields)
+
+
+class GatewaySerializer(_HostSerializer):
+    class Meta(_HostSerializer.Meta):
+        model = Gateway
+        fields = [*HOST_FIELDS, "public_interface", "slot", "draining", *HEALTH_FIELDS, "created_at", "updated_at"]
+        read_only_fields = [*_HostSerializer.Meta.read_only_fields, "slot"]
+
+    def create(self, validated_data: dict[str, Any]) -> Gateway:
+        validated_data.pop("draining", None)
+        enabled = validated_data.pop("enabled", True)
+        gateway = services.gateway_create(actor=_actor(self), **validated_data)
+        if not enabled:
+            gateway = services.host_update(host=gateway, enabled=False, actor=_actor(self))
+        return gateway
+
+
+class NodeSerializer(_HostSerializer):
+    pod_cidrs = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, help_text="The node's pod subnets (IPv4 CIDRs)."
+    )
+
+    class Meta(_HostSerializer.Meta):
+        model = Node
+        fields = [*HOST_FIELDS, "pod_cidrs", *HEALTH_FIELDS, "created_at", "updated_at"]
+
+    def validate_pod_cidrs(self, value: list[str]) -> list[str]:
+        return _cidr_list(value, what="pod CIDR")
+
+    def create(self, validated_data: dict[str, Any]) -> Node:
+        enabled = validated_data.pop("enabled", True)
+        node = services.node_create(actor=_actor(self), **validated_data)
+        if not enabled:
+            node = services.host_update(host=node, enabled=False, actor=_actor(self))
+        return node

@@ -1,0 +1,260 @@
+"""REST API v1: thin views over egressportal.core.selectors (reads, tenant
+scoping) and egressportal.core.services (every write)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
+from rest_framework.filters import SearchFilter
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from egressportal.core import selectors, services
+from egressportal.core.models import App, Gateway, Node, Region
+
+from . import serializers as s
+from .exceptions import api_exception_handler
+from .filters import AppFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
+from .pagination import ApiPagination
+from .parsers import ApiJSONParser, find_unstorable_text
+from .schema import ApiAutoSchema, ErrorSerializer
+from .throttling import AnonThrottle, UserThrottle
+
+__all__ = ["AppViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
+
+CONFLICT = OpenApiResponse(ErrorSerializer, description="The current state does not allow this.")
+
+
+class ApiViewMixin:
+    """What every API view shares: auth, throttles, parsing, pagination, one error shape."""
+
+    schema = ApiAutoSchema()
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [AnonThrottle, UserThrottle]
+    parser_classes = [ApiJSONParser, FormParser, MultiPartParser]
+    pagination_class = ApiPagination
+    filter_backends = [DjangoFilterBackend, SearchFilter, WhitelistOrderingFilter]
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+    def perform_authentication(self, request: Request) -> None:
+        # Throttle right after authentication, before permissions, so anonymous
+        # callers and guessed tokens (then anonymous) count against the anon rate.
+        try:
+            request.user  # noqa: B018 - authenticates
+        except AuthenticationFailed:
+            self.check_throttles(request)
+            raise
+        self.check_throttles(request)
+
+    def check_throttles(self, request: Request) -> None:
+        if getattr(self, "_throttles_checked", False):
+            return
+        self._throttles_checked = True
+        super().check_throttles(request)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles first
+        # Text no database column can hold (NUL, lone surrogates) is refused
+        # here, before a validator or a lookup hands it to the database.
+        if find_unstorable_text(kwargs):
+            raise NotFound()
+        for source in (request.query_params, request.data if request.method not in ("GET", "HEAD", "OPTIONS") else {}):
+            found = find_unstorable_text(source)
+            if found:
+                field, problem = found
+                raise ValidationError({field: [f"This value {problem}."]})
+
+
+# Apps -----------------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your apps (staff: all apps)"),
+    create=extend_schema(summary="Create an app", responses={201: s.AppSerializer}),
+    retrieve=extend_schema(summary="Get an app"),
+    partial_update=extend_schema(summary="Change an app's name or source CIDRs"),
+    destroy=extend_schema(
+        summary="Delete an app",
+        description="204 when the app is gone; 202 with the app when deletion waits for its egress IPs to be released.",
+        responses={204: OpenApiResponse(description="Deleted."), 202: s.AppSerializer, 409: CONFLICT},
+    ),
+)
+class AppViewSet(
+    ApiViewMixin,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Apps: yours (staff: everyone's). Another user's app answers 404, exactly like a missing one."""
+
+    serializer_class = s.AppSerializer
+    filterset_class = AppFilterSet
+    search_fields = ["name"]
+    ordering_fields = {
+        "name": "name",
+        "created_at": "created_at",
+        "id": "id",
+        "region": "region__slug",
+        "status": "egress_status",
+    }
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return App.objects.none()
+        return selectors.app_list(user=self.request.user)
+
+    def get_object(self) -> App:
+        # Someone else's app and a missing app are the same 404 (never a 403).
+        return selectors.app_get(user=self.request.user, pk=self.kwargs["pk"])
+
+    def _fresh(self, app: App) -> App:
+        """Reload through the selector so the answer shows committed state with its prefetches."""
+        return selectors.app_get(user=self.request.user, pk=app.pk)
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        app = self._fresh(serializer.save())
+        return Response(self.get_serializer(app).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        app = self._fresh(serializer.save())
+        return Response(self.get_serializer(app).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        app = self.get_object()
+        if services.app_delete(app=app, actor=request.user):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self.get_serializer(self._fresh(app)).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(methods=["GET"], summary="Get an app's egress", responses={200: s.EgressSerializer})
+    @extend_schema(
+        methods=["PUT"],
+        summary="Set an app's egress type (idempotent)",
+        description=(
+            "202 with the egress object when the change started and work is pending (status assigning or "
+            "releasing); 200 when nothing had to change. 409 when the region's pools are exhausted "
+            "(code pool_exhausted), it has no gateways (no_gateways) or the app cannot change now (conflict); "
+            "nothing is allocated then."
+        ),
+        request=s.EgressRequestSerializer,
+        responses={200: s.EgressSerializer, 202: s.EgressSerializer, 409: CONFLICT},
+    )
+    @action(detail=True, methods=["get", "put"], url_path="egress", filter_backends=[], pagination_class=None)
+    def egress(self, request: Request, pk: str | None = None) -> Response:
+        app = self.get_object()
+        if request.method == "GET":
+            return Response(s.EgressSerializer(selectors.egress_summary(app)).data)
+        body = s.EgressRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        app, changed = services.egress_set(app=app, egress_type=body.validated_data["type"], actor=request.user)
+        app = self._fresh(app)
+        code = status.HTTP_202_ACCEPTED if changed and app.is_pending else status.HTTP_200_OK
+        return Response(s.EgressSerializer(selectors.egress_summary(app)).data, status=code)
+
+    @extend_schema(summary="An app's event timeline, newest first", responses={200: s.EventSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="events", filter_backends=[])
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        app = self.get_object()
+        page = self.paginate_queryset(selectors.app_events(app=app))
+        return self.get_paginated_response(s.EventSerializer(page, many=True).data)
+
+
+# Staff: regions, pools, gateways, nodes -------------------------------------------------------------------------
+
+
+class StaffViewSet(ApiViewMixin, viewsets.ModelViewSet):
+    """Platform administration; staff only."""
+
+    permission_classes = [IsAdminUser]
+    search_fields = ["name"]
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "request": self.request}
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class RegionViewSet(StaffViewSet):
+    """Regions (staff only). A region can be deleted only when nothing refers to it (409 otherwise)."""
+
+    serializer_class = s.RegionSerializer
+    queryset = Region.objects.all()
+    lookup_field = "slug"
+    search_fields = ["slug", "name"]
+    ordering_fields = {"slug": "slug", "name": "name", "created_at": "created_at"}
+
+    def perform_destroy(self, instance: Region) -> None:
+        services.region_delete(region=instance, actor=self.request.user)
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class PoolViewSet(StaffViewSet):
+    """IP pools (staff only). The CIDR is fixed at creation; a pool can be deleted only when none of its
+    addresses is assigned or in quarantine (409 otherwise)."""
+
+    serializer_class = s.PoolSerializer
+    filterset_class = PoolFilterSet
+    ordering_fields = {"name": "name", "cidr": "first_int", "region": "region__slug", "created_at": "created_at"}
+
+    def get_queryset(self) -> Any:
+        return selectors.pool_list()
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.save()
+        serializer.instance = self.get_queryset().get(pk=serializer.instance.pk)
+
+    def perform_update(self, serializer: Any) -> None:
+        serializer.save()
+        serializer.instance = self.get_queryset().get(pk=serializer.instance.pk)
+
+    def perform_destroy(self, instance: Any) -> None:
+        services.pool_delete(pool=instance, actor=self.request.user)
+
+
+class _HostViewSet(StaffViewSet):
+    ordering_fields = {"name": "name", "region": "region__slug", "health": "health", "created_at": "created_at"}
+
+    def perform_destroy(self, instance: Gateway | Node) -> None:
+        services.host_delete(host=instance, actor=self.request.user)
+
+    @extend_schema(
+        summary="Pin the host key the host presented after a mismatch",
+        description="An audited staff decision: the key in presented_host_key becomes the pinned host_key. "
+        "400 when the host has not presented a different key.",
+        request=None,
+    )
+    @action(detail=True, methods=["post"], url_path="accept-host-key", filter_backends=[])
+    def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
+        host = services.host_accept_presented_key(host=self.get_object(), actor=request.user)
+        return Response(self.get_serializer(host).data)
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class GatewayViewSet(_HostViewSet):
+    """Gateways (staff only). Health fields are written by the workers; the slot is chosen automatically.
+    A gateway holding egress addresses cannot be deleted (409): drain it first."""
+
+    serializer_class = s.GatewaySerializer
+    queryset = Gateway.objects.select_related("region")
+    filterset_class = host_filterset(Gateway)
+    ordering_fields = {**_HostViewSet.ordering_fields, "slot": "slot"}
+
+
+class NodeViewSet(_HostViewSet):
+    """Cluster nodes (staff only). Health fields are written by the workers."""
+
+    serializer_class = s.NodeSerializer
+    queryset = Node.objects.select_related("region")
+    filterset_class = host_filterset(Node)
