@@ -175,6 +175,13 @@ SPECTACULAR_SETTINGS = {
 # Broker: Redis carries messages only; the database is the source of truth.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -199,6 +206,13 @@ EGRESS_HEALTH_SECONDS = env.float("EGRESS_HEALTH_SECONDS", default=1.0)
 EGRESS_HEALTH_FAILURE_THRESHOLD = env.int("EGRESS_HEALTH_FAILURE_THRESHOLD", default=2)
 EGRESS_SSH_CONNECT_TIMEOUT = env.float("EGRESS_SSH_CONNECT_TIMEOUT", default=3.0)
 EGRESS_SSH_COMMAND_TIMEOUT = env.float("EGRESS_SSH_COMMAND_TIMEOUT", default=60.0)
+# A reconcile holds its host's lease this long (renewed before applying); a
+# killed worker's lease expires after it.
+EGRESS_LEASE_SECONDS = env.float("EGRESS_LEASE_SECONDS", default=20.0)
+# A queued-reconcile marker older than this no longer absorbs new requests
+# (its message may have been lost with the broker).
+EGRESS_COALESCE_STALE_SECONDS = env.float("EGRESS_COALESCE_STALE_SECONDS", default=30.0)
+EGRESS_RECONCILE_DISPATCH = env.str("EGRESS_RECONCILE_DISPATCH", default="celery")
 
 LOGGING = {
     "version": 1,

@@ -11,7 +11,7 @@ from django.db import connection
 from egressportal.core import services
 from egressportal.core.models import Region
 
-pytest_plugins = (
+pytest_plugins = ["tests.integration.worker_fixtures"] + (
     ["tests.integration.lab_fixtures"] if (Path(__file__).parent / "integration" / "lab_fixtures.py").exists() else []
 )
 

@@ -158,8 +158,10 @@ def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
 def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: str) -> ReconcileResult:
     started = time.monotonic()
     is_gateway = isinstance(host, Gateway)
-    plan = gateway_desired(host) if is_gateway else node_desired(host)
+    plan: Any = None
     try:
+        # Hostile or broken values in the database fail here, before any connection.
+        plan = gateway_desired(host) if is_gateway else node_desired(host)
         session = host_session(host)
         actual = host_read_actual(session, host)
         change = dp.plan_gateway(actual, plan.state) if is_gateway else dp.plan_node(actual, plan.state)
@@ -173,16 +175,20 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
                 recheck = dp.plan_gateway(after, plan.state) if is_gateway else dp.plan_node(after, plan.state)
                 raise dp.DataplaneValueError(f"host does not hold the applied state: {recheck.summary()}")
     except HostKeyMismatch as exc:
-        _record_key_mismatch(host, exc, plan.apps)
+        _record_key_mismatch(host, exc, plan.apps if plan else _pending_apps(host))
         raise
     except (SSHError, dp.DataplaneValueError, OSError) as exc:
-        _record_failure(host, exc, plan.apps, time.monotonic() - started)
+        _record_failure(host, exc, plan.apps if plan else _pending_apps(host), time.monotonic() - started)
         raise
     duration = time.monotonic() - started
     settled = _record_success(host, plan, change, duration)
     return ReconcileResult(
         host=host.name, changed=not change.is_empty, summary=change.summary(), duration=duration, settled_apps=settled
     )
+
+
+def _pending_apps(host: Gateway | Node) -> set[int]:
+    return set(HostSync.objects.filter(**_host_kw(host)).values_list("app_id", flat=True))
 
 
 def _host_kw(host: Gateway | Node) -> dict[str, Any]:
