@@ -91,7 +91,7 @@ class WorkerProcess:
         ]
         if beat:
             argv += ["--beat", "--schedule", str(self.log.with_suffix(".beat"))]
-        self.logfile = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.logfile = open(self.log, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env=self.env, stdout=self.logfile, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -171,9 +171,10 @@ def start_worker(lab_world, lab, redis_server, settings, tmp_path) -> Iterator[C
         w.stop()
     logs = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
     logs.mkdir(exist_ok=True)
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0].replace("/", "_").replace(":", "_")
     for w in workers:
         if w.log.exists():
-            shutil.copy(w.log, logs / f"{os.environ.get('PYTEST_CURRENT_TEST', 'test').split(' ')[0].replace('/', '_').replace(':', '_')}-{w.name}.log")
+            shutil.copy(w.log, logs / f"{test_id}-{w.name}.log")
 
 
 @pytest.fixture
