@@ -31,7 +31,6 @@ from .forms import AppSearchForm, EgressToggleForm
 
 APPS_PER_PAGE = 25
 EVENTS_PER_PAGE = 20
-LATEST_EVENTS = 3
 # Poll delays in seconds by attempt: quick while a toggle usually lands
 # (about a second), then backing off so a long retry costs little.
 POLL_DELAYS = (1, 2, 3, 4, 5)
@@ -113,7 +112,7 @@ def _attempt(request: HttpRequest) -> int:
         return 0
 
 
-def _panel_context(app: App, *, attempt: int = 0, error: str | None = None) -> dict[str, Any]:
+def _panel_context(app: App, *, attempt: int = 0, error: str | None = None, oob: bool = False) -> dict[str, Any]:
     egress = selectors.egress_summary(app)
     ips = egress["ips"]
     wanted = settings.EGRESS_IPS_PER_APP
@@ -141,8 +140,9 @@ def _panel_context(app: App, *, attempt: int = 0, error: str | None = None) -> d
         "enable_problem": _enable_problem(app, held=len(ips)) if shared else None,
         "quarantine_days": settings.EGRESS_QUARANTINE_DAYS,
         "snippets": allowlist_snippets(app_name=app.name, addresses=[ip["address"] for ip in ips]),
-        "latest_events": list(selectors.app_events(app=app, limit=LATEST_EVENTS)),
+        "events_page": Paginator(selectors.app_events(app=app), EVENTS_PER_PAGE).get_page(1),
         "error": error,
+        "oob_timeline": oob,
     }
 
 
@@ -174,9 +174,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app_or_404(request, pk)
-    events = Paginator(selectors.app_events(app=app), EVENTS_PER_PAGE).get_page(1)
     context = _panel_context(app)
-    context.update({"events_page": events, "source_cidrs": [c.cidr for c in app.source_cidrs.all()]})
+    context["source_cidrs"] = [c.cidr for c in app.source_cidrs.all()]
     return render(request, "portal/app_detail.html", context)
 
 
@@ -199,7 +198,7 @@ def app_egress(request: HttpRequest, pk: int) -> HttpResponse:
             error = " ".join(exc.messages)
     if request.htmx:
         app = _app_or_404(request, pk)
-        return render(request, "portal/_egress_panel.html", _panel_context(app, error=error))
+        return render(request, "portal/_egress_panel.html", _panel_context(app, error=error, oob=True))
     if error:
         messages.error(request, error)
     elif not changed:
@@ -219,7 +218,7 @@ def app_egress_panel(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app_or_404(request, pk)
     if not request.htmx:
         return redirect("portal:app_detail", pk=pk)
-    return render(request, "portal/_egress_panel.html", _panel_context(app, attempt=_attempt(request)))
+    return render(request, "portal/_egress_panel.html", _panel_context(app, attempt=_attempt(request), oob=True))
 
 
 @portal_login_required

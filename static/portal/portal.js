@@ -28,9 +28,12 @@
 
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
-      return navigator.clipboard.writeText(text).then(function () { return true; }, function () {
-        return copyWithSelection(text);
-      });
+      // Some browsers leave writeText pending behind a permission prompt: do not wait forever.
+      var timeout = new Promise(function (resolve) { window.setTimeout(function () { resolve("timeout"); }, 800); });
+      return Promise.race([navigator.clipboard.writeText(text).then(function () { return true; }), timeout]).then(
+        function (result) { return result === true ? true : copyWithSelection(text); },
+        function () { return copyWithSelection(text); }
+      );
     }
     return Promise.resolve(copyWithSelection(text));
   }
