@@ -375,3 +375,23 @@ class TestPageHygiene:
             assert not re.search(r"\son[a-z]+=", html)
             assert " style=" not in html and "<style" not in html
             assert "//cdn" not in html and "unpkg.com" not in html
+
+
+class TestAdmin:
+    def test_admin_index_shows_the_egress_overview(self, staff, alice, infra, make_app):
+        app = make_app(alice)
+        services.egress_enable(app=app, actor=alice)
+        App.objects.filter(pk=app.pk).update(egress_status=EgressStatus.FAILED)
+        client = _client(staff)
+        page = client.get(reverse("admin:index")).content.decode()
+        assert "Egress at a glance" in page
+        assert "pool-a" in page and "14%" in page and "12 of 14" in page  # 2 of 14 assigned
+        assert "gw-a" in page and "Unknown" in page
+        assert f'href="{reverse("portal:dashboard")}"' in page
+        link = re.search(r'href="([^"]*egress_status__in=[^"]*)"', page).group(1)
+        response = client.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200 and app.name in response.content.decode()
+
+    def test_admin_is_for_staff_only(self, alice):
+        response = _client(alice).get(reverse("admin:index"))
+        assert response.status_code == 302

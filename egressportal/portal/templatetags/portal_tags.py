@@ -19,3 +19,19 @@ def ago(value: dt.datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value, depth=1)} ago"
+
+
+@register.inclusion_tag("admin/_egress_overview.html")
+def egress_admin_overview(limit: int = 20) -> dict:
+    """Pools by utilization and gateways by health, for the admin index."""
+    from egressportal.core import selectors
+    from egressportal.core.models import App, EgressStatus, Gateway
+
+    pools = []
+    for pool in selectors.pool_list()[:limit]:
+        util = selectors.pool_utilization(pool)
+        pools.append({"pool": pool, "util": util, "percent": round(util.percent_used)})
+    pools.sort(key=lambda p: -p["percent"])
+    gateways = list(Gateway.objects.select_related("region").order_by("region__slug", "name")[:limit])
+    troubled = App.objects.filter(egress_status__in=[EgressStatus.FAILED, EgressStatus.DEGRADED]).count()
+    return {"pools": pools, "gateways": gateways, "troubled_apps": troubled}
