@@ -1,0 +1,101 @@
+"""python manage.py lab up|down|status: the network-namespace lab (see workers/lab)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from workers.lab import Lab, LabConfig, LabError
+
+
+class Command(BaseCommand):
+    help = "Build (up), remove (down) or check (status) the lab: gateways, nodes and an echo server in namespaces."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["up", "down", "status"])
+        parser.add_argument("--prefix", default=os.environ.get("LAB_PREFIX", "ep"), help="name prefix (1-4 of a-z0-9)")
+        parser.add_argument("--index", type=int, default=int(os.environ.get("LAB_INDEX", "0")),
+                            help="0..15: management network 198.18.<index>.0/24")
+        parser.add_argument("--no-demo", action="store_true", help="no demo users and apps")
+        parser.add_argument("--no-register", action="store_true", help="do not register the lab in the database")
+
+    def _fail(self, message: str) -> None:
+        self.stderr.write(f"lab: {message}")
+        sys.exit(1)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if os.geteuid() != 0:
+            self._fail("needs root (network namespaces and sshd): run it with sudo or as root")
+        try:
+            config = LabConfig(prefix=opts["prefix"], index=opts["index"], ssh_key_file=Path(settings.EGRESS_SSH_KEY_FILE))
+        except ValueError as exc:
+            self._fail(str(exc))
+        lab = Lab(config, log=lambda message: self.stdout.write(f"  {message}"))
+        try:
+            getattr(self, f"_{opts['action']}")(lab, opts)
+        except LabError as exc:
+            self._fail(str(exc))
+
+    def _up(self, lab: Lab, opts: dict[str, Any]) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"Building lab {lab.prefix} (index {lab.index})"))
+        lab.up()
+        info: dict[str, Any] = {}
+        if not opts["no_register"]:
+            from egressportal.core.services.lab import lab_register
+
+            self.stdout.write("  registering in the database")
+            info = lab_register(lab, demo=not opts["no_demo"])
+        elif not opts["no_demo"]:
+            from workers.lab import DEMO_APPS
+
+            for _, name, node in DEMO_APPS:
+                lab.add_app(name, node)
+        self._summary(lab, info)
+
+    def _down(self, lab: Lab, opts: dict[str, Any]) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"Removing lab {lab.prefix}"))
+        lab.down()
+        self.stdout.write(self.style.SUCCESS(f"lab {lab.prefix} removed"))
+
+    def _status(self, lab: Lab, opts: dict[str, Any]) -> None:
+        status = lab.status()
+        self.stdout.write(f"lab {lab.prefix} (index {lab.index}): {'healthy' if status['healthy'] else 'NOT healthy'}")
+        self.stdout.write(f"  {'host':<8} {'mgmt address':<15} {'netns':<6} {'sshd':<6} {'ssh port'}")
+        for name, h in status["hosts"].items():
+            self.stdout.write(
+                f"  {name:<8} {h['mgmt_address']:<15} {_yes(h['netns']):<6} {_yes(h['sshd']):<6} {_yes(h['reachable'])}"
+            )
+        inet = status["internet"]
+        self.stdout.write(f"  internet netns {_yes(inet['netns'])}, echo server {_yes(inet['echo'])} ({inet['echo_url']})")
+        for name, a in status["apps"].items():
+            self.stdout.write(f"  app {name:<16} on {a['node']:<6} {a['cidr']:<18} netns {_yes(a['netns'])}")
+        if not status["healthy"]:
+            sys.exit(1)
+
+    def _summary(self, lab: Lab, info: dict[str, Any]) -> None:
+        w = self.stdout.write
+        w("")
+        w(f"  {'host':<7} {'role':<8} {'mgmt (ssh root@)':<17} {'transit':<15} {'public':<14} {'pods'}")
+        for h in lab.hosts.values():
+            w(f"  {h.name:<7} {h.role:<8} {h.mgmt_address:<17} {h.transit_address:<15} {h.public_address:<14} {h.pod_cidr or ''}")
+        if lab.apps:
+            w("")
+            w(f"  {'app':<16} {'node':<6} {'source CIDR':<18} {'namespace'}")
+            for a in lab.apps.values():
+                w(f"  {a.name:<16} {a.node:<6} {a.cidr:<18} {a.netns}")
+        w("")
+        w(f"  echo server: {lab.echo_url}   egress pool: {info.get('pool_cidr', '203.0.113.128/25')}")
+        w(f"  workers' SSH key: {lab.config.ssh_key_file}")
+        where = next(iter(lab.apps.values())).netns if lab.apps else lab.netns("node1")
+        w(f"  try: ip netns exec {where} curl -s {lab.echo_url}")
+        for user, password in info.get("new_passwords", {}).items():
+            w(self.style.WARNING(f"  created user {user} with password {password} (shown once)"))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"

@@ -1,0 +1,147 @@
+"""The lab's address plan and names: one table, so every address is defined once.
+
+Only 198.18.0.0/15 (management, transit, pods), 203.0.113.0/24 (public side and the egress pool) and
+198.51.100.0/24 (the internet host) are ever used: documentation/benchmark ranges that cannot clash with a
+real network the machine is attached to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+__all__ = [
+    "DEMO_APPS",
+    "ECHO_ADDRESS",
+    "ECHO_PORT",
+    "EGRESS_POOL",
+    "HOST_PLAN",
+    "HostPlan",
+    "IF",
+    "INTERNET_ADDRESS",
+    "INTERNET_NET",
+    "MAX_INDEX",
+    "PUBLIC_NET",
+    "ROUTER_PUBLIC",
+    "TRANSIT_NET",
+    "app_netns",
+    "check_app_name",
+    "check_prefix",
+    "mgmt_bridge_address",
+    "mgmt_network",
+    "root_mgmt_bridge",
+    "root_mgmt_port",
+]
+
+MAX_INDEX = 15
+TRANSIT_NET = IPv4Network("198.18.100.0/24")
+PUBLIC_NET = IPv4Network("203.0.113.0/24")
+EGRESS_POOL = IPv4Network("203.0.113.128/25")  # gateways hold /32s of it on their public interface
+INTERNET_NET = IPv4Network("198.51.100.0/24")
+ROUTER_PUBLIC = IPv4Interface("203.0.113.1/24")  # default gateway of gateways and nodes
+INTERNET_ADDRESS = IPv4Interface("198.51.100.1/24")  # the router's own address on the "internet"
+ECHO_ADDRESS = IPv4Address("198.51.100.10")
+ECHO_PORT = 80
+POD_APP_PREFIXLEN = 28  # each app instance gets a fresh /28 of its node's pod /24
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    role: str  # "gateway" | "node"
+    octet: int  # last octet on the management and transit segments
+    public: IPv4Address
+    pod_cidr: IPv4Network | None = None
+
+    def mgmt_address(self, index: int) -> IPv4Address:
+        return mgmt_network(index).network_address + self.octet
+
+    @property
+    def transit_address(self) -> IPv4Address:
+        return TRANSIT_NET.network_address + self.octet
+
+    @property
+    def pod_gateway(self) -> IPv4Interface | None:
+        # The node's pod bridge holds .1 with the whole /24, so app namespaces reach it on-link.
+        return IPv4Interface(f"{self.pod_cidr.network_address + 1}/{self.pod_cidr.prefixlen}") if self.pod_cidr else None
+
+
+HOST_PLAN: dict[str, HostPlan] = {
+    h.name: h
+    for h in (
+        HostPlan("gw1", "gateway", 11, IPv4Address("203.0.113.2")),
+        HostPlan("gw2", "gateway", 12, IPv4Address("203.0.113.3")),
+        HostPlan("node1", "node", 21, IPv4Address("203.0.113.21"), IPv4Network("198.18.64.0/24")),
+        HostPlan("node2", "node", 22, IPv4Address("203.0.113.22"), IPv4Network("198.18.65.0/24")),
+    )
+}
+
+
+class IF:
+    """Interface names inside the namespaces (short, fixed: each namespace has its own name space)."""
+
+    MGMT = "mgmt0"
+    TRANSIT = "transit0"
+    PUBLIC = "public0"
+    PODS = "pods0"
+    APP = "eth0"  # inside an app namespace
+    INET = "inet0"  # the internet side of the router (a veth whose peer INET_PEER stays in the same ns)
+    INET_PEER = "inet1"
+    BR_TRANSIT = "br-transit"  # in <prefix>-sw
+    BR_PUBLIC = "br-public"  # in <prefix>-sw
+
+    @staticmethod
+    def sw_port(segment: str, host: str) -> str:
+        return f"{segment[0]}-{host}"  # "t-gw1", "p-node2", "p-inet"
+
+    @staticmethod
+    def app_port(slot: int) -> str:
+        return f"app{slot}"  # node side of an app's veth, named after its /28 slot (unique per node)
+
+
+# Demo apps (owner, app, node): created by `lab up` and by the test fixtures.
+DEMO_APPS: tuple[tuple[str, str, str], ...] = (
+    ("alice", "shop-api", "node1"),
+    ("alice", "billing", "node1"),
+    ("bob", "crawler", "node2"),
+)
+
+_PREFIX_RE = re.compile(r"^[a-z0-9]{1,4}$")
+_APP_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_prefix(prefix: str) -> str:
+    # No '-' in a prefix: "<prefix>-" then never matches another lab's names ("ep-" vs "ep2-").
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ValueError(f"lab prefix must be 1-4 characters of a-z and 0-9, got {prefix!r}")
+    return prefix
+
+
+def check_app_name(name: str) -> str:
+    if not isinstance(name, str) or not _APP_RE.match(name):
+        raise ValueError(f"lab app names are DNS labels (a-z, 0-9, '-', at most 63), got {name!r}")
+    return name
+
+
+def mgmt_network(index: int) -> IPv4Network:
+    if not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"lab index must be 0..{MAX_INDEX}, got {index!r}")
+    return IPv4Network(f"198.18.{index}.0/24")
+
+
+def mgmt_bridge_address(index: int) -> IPv4Interface:
+    net = mgmt_network(index)
+    return IPv4Interface(f"{net.network_address + 1}/{net.prefixlen}")
+
+
+def root_mgmt_bridge(prefix: str) -> str:
+    return f"{prefix}-mgmt"
+
+
+def root_mgmt_port(prefix: str, host: str) -> str:
+    return f"{prefix}-m{host}"  # at most 4 + 2 + 5 = 11 characters
+
+
+def app_netns(prefix: str, name: str) -> str:
+    return f"{prefix}-app-{name}"
