@@ -115,7 +115,10 @@ class AppViewSet(
 
     def get_object(self) -> App:
         # Someone else's app and a missing app are the same 404 (never a 403).
-        return selectors.app_get(user=self.request.user, pk=self.kwargs["pk"])
+        try:
+            return selectors.app_get(user=self.request.user, pk=self.kwargs["pk"])
+        except App.DoesNotExist:
+            raise NotFound() from None
 
     def _fresh(self, app: App) -> App:
         """Reload through the selector so the answer shows committed state with its prefetches."""

@@ -296,3 +296,16 @@ def test_hostile_query_params_never_500(alice_api, alice, make_app, param):
     for value in ["\x00", "x" * 5000, "' OR 1=1 --", "名前", "-", ",", "99999999999999999999999", "%", "_"]:
         response = alice_api.get("/api/v1/apps/", {param: value})
         assert response.status_code in (200, 400), (param, value, response.status_code, response.content[:300])
+
+
+def test_unknown_paths_answer_json_404_for_every_method(alice_api):
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        response = alice_api.client.generic(method, "/api/v1/regions/has.dot/", "{}", content_type="application/json")
+        assert_error(response, 404, "not_found")
+
+
+def test_options_does_not_reveal_other_tenants_apps(alice_api, bob, make_app):
+    theirs = make_app(bob)
+    for app_id in (theirs.pk, 424242):
+        response = alice_api.client.options(f"/api/v1/apps/{app_id}/egress/")
+        assert response.status_code == 200 and "actions" not in response.json()

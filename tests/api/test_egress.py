@@ -1,0 +1,113 @@
+"""PUT /apps/{id}/egress/: idempotent, 202 while work is pending, 409 when it cannot be done."""
+
+from __future__ import annotations
+
+from egressportal.core import services
+from egressportal.core.models import App, EgressIP, Event
+
+from .conftest import assert_error
+
+
+def _egress_url(app: App) -> str:
+    return f"/api/v1/apps/{app.pk}/egress/"
+
+
+def test_get_egress(alice_api, alice, make_app):
+    app = make_app(alice)
+    response = alice_api.get(_egress_url(app))
+    assert response.status_code == 200
+    assert response.json() == {
+        "type": "shared",
+        "status": "disabled",
+        "ips": [],
+        "message": "",
+        "updated_at": response.json()["updated_at"],
+    }
+
+
+def test_enable_is_202_then_200_and_disable_likewise(alice_api, alice, make_app, infra):
+    app = make_app(alice)
+    first = alice_api.put(_egress_url(app), {"type": "dedicated"})
+    assert first.status_code == 202, first.content
+    body = first.json()
+    assert body["type"] == "dedicated" and body["status"] == "assigning"
+    assert len(body["ips"]) == 2
+    assert {ip["gateway"] for ip in body["ips"]} == {"gw-a", "gw-b"}
+    assert [ip["role"] for ip in body["ips"]] == ["active", "standby"]
+    assert all(ip["status"] == "pending" and ip["address"].startswith("203.0.113.") for ip in body["ips"])
+    assert set(body) >= {"type", "status", "ips", "message", "updated_at"}
+
+    again = alice_api.put(_egress_url(app), {"type": "dedicated"})
+    assert again.status_code == 200
+    assert again.json()["ips"] == body["ips"]
+    assert EgressIP.objects.filter(app=app).count() == 2
+    assert Event.objects.filter(app=app, kind="egress.enable_requested").count() == 1
+
+    # The app's summary shows the same egress object.
+    assert alice_api.get(f"/api/v1/apps/{app.pk}/").json()["egress"] == again.json()
+
+    off = alice_api.put(_egress_url(app), {"type": "shared"})
+    assert off.status_code == 202 and off.json()["status"] == "releasing"
+    assert alice_api.put(_egress_url(app), {"type": "shared"}).status_code == 200
+
+
+def test_disable_when_never_enabled_is_200(alice_api, alice, make_app):
+    app = make_app(alice)
+    response = alice_api.put(_egress_url(app), {"type": "shared"})
+    assert response.status_code == 200 and response.json()["status"] == "disabled"
+
+
+def test_bogus_type_is_400(alice_api, alice, make_app, infra):
+    app = make_app(alice)
+    for payload in ({"type": "bogus"}, {}, {"type": None}, {"type": ["dedicated"]}, {"kind": "dedicated"}):
+        error = assert_error(alice_api.put(_egress_url(app), payload), 400, "invalid")
+        assert "type" in error["fields"]
+    error = assert_error(alice_api.put(_egress_url(app), {"type": "bogus"}), 400)
+    assert "dedicated" in error["message"] and "shared" in error["message"]
+    assert not EgressIP.objects.exists()
+
+
+def test_pool_exhausted_is_409_and_allocates_nothing(alice_api, alice, bob, make_app, region, make_gateway):
+    make_gateway("gw-x"), make_gateway("gw-y")
+    services.pool_create(region=region, name="tiny", cidr="203.0.113.8/31")  # two addresses
+    first = make_app(bob)
+    services.egress_enable(app=first, actor=bob)  # takes both addresses
+    app = make_app(alice)
+    events_before = Event.objects.filter(app=app).count()
+    error = assert_error(alice_api.put(_egress_url(app), {"type": "dedicated"}), 409, "pool_exhausted")
+    assert "admin" in error["message"] and "fields" not in error
+    assert EgressIP.objects.filter(app=app).count() == 0
+    assert EgressIP.objects.count() == 2
+    app.refresh_from_db()
+    assert (app.egress_type, app.egress_status) == ("shared", "disabled")
+    assert Event.objects.filter(app=app).count() == events_before
+
+
+def test_pool_exhausted_half_way_allocates_nothing(alice_api, alice, make_app, region, make_gateway):
+    # Two gateways but one address: the first would fit, the second cannot, so neither is taken.
+    make_gateway("gw-x"), make_gateway("gw-y")
+    services.pool_create(region=region, name="one", cidr="203.0.113.9/32")
+    app = make_app(alice)
+    assert_error(alice_api.put(_egress_url(app), {"type": "dedicated"}), 409, "pool_exhausted")
+    assert not EgressIP.objects.exists()
+
+
+def test_no_gateways_is_409(alice_api, alice, make_app, region):
+    services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
+    app = make_app(alice)
+    error = assert_error(alice_api.put(_egress_url(app), {"type": "dedicated"}), 409, "no_gateways")
+    assert region.slug in error["message"]
+    assert not EgressIP.objects.exists()
+
+
+def test_app_without_source_cidrs_is_409(alice_api, alice, make_app, infra):
+    app = make_app(alice, cidrs=[])
+    error = assert_error(alice_api.put(_egress_url(app), {"type": "dedicated"}), 409, "conflict")
+    assert "source CIDR" in error["message"]
+
+
+def test_dedicated_app_keeps_a_source_cidr(alice_api, alice, make_app, infra):
+    app = make_app(alice)
+    alice_api.put(_egress_url(app), {"type": "dedicated"})
+    error = assert_error(alice_api.patch(f"/api/v1/apps/{app.pk}/", {"source_cidrs": []}), 400)
+    assert "source_cidrs" in error["fields"]

@@ -1,0 +1,76 @@
+"""List endpoints answer in a constant number of queries, whatever the page and the page size."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+
+from egressportal.core import services
+from egressportal.core.models import App, AppSourceCIDR, EgressIP
+
+N_APPS = 10_000
+BATCH = 2_000
+# Auth (token + user), count, page, source CIDRs, egress IPs (+ gateways joined).
+MAX_QUERIES = 6
+
+
+@pytest.fixture
+def ten_thousand_apps(alice, region):
+    """Test data only: rows written directly in bulk (the services are exercised elsewhere)."""
+    apps = [App(owner=alice, region=region, name=f"bulk-{i:05d}") for i in range(N_APPS)]
+    App.objects.bulk_create(apps, batch_size=BATCH)
+    ids = list(App.objects.filter(owner=alice).order_by("name").values_list("id", flat=True))
+    base = int(ipaddress.IPv4Address("10.0.0.0"))
+    cidrs = []
+    for i, app_id in enumerate(ids):
+        first = base + i * 16
+        cidrs.append(
+            AppSourceCIDR(app_id=app_id, cidr=f"{ipaddress.IPv4Address(first)}/28", first_int=first, last_int=first + 15)
+        )
+    AppSourceCIDR.objects.bulk_create(cidrs, batch_size=BATCH)
+    return ids
+
+
+def test_app_list_is_constant_queries_at_10000(alice_api, staff_api, ten_thousand_apps, infra, alice,
+                                               django_assert_max_num_queries):
+    # A few apps with egress so the egress-IP prefetch has rows on some pages.
+    for app in App.objects.filter(pk__in=[ten_thousand_apps[0], ten_thousand_apps[9001]]):
+        services.egress_enable(app=app, actor=alice)
+    assert EgressIP.objects.count() == 4
+    timings = {}
+    for caller in (alice_api, staff_api):
+        for limit in (50, 500):
+            for offset in (0, 9000):
+                start = time.perf_counter()
+                with django_assert_max_num_queries(MAX_QUERIES):
+                    response = caller.get("/api/v1/apps/", {"limit": limit, "offset": offset})
+                timings[(caller.user.username, limit, offset)] = time.perf_counter() - start
+                assert response.status_code == 200
+                body = response.json()
+                assert body["count"] == N_APPS
+                assert len(body["results"]) == limit
+                first = body["results"][0]
+                assert first["name"] == f"bulk-{offset:05d}"
+                assert len(first["source_cidrs"]) == 1
+    page = alice_api.get("/api/v1/apps/", {"limit": 50, "offset": 9000}).json()
+    assert len(page["results"][1]["egress"]["ips"]) == 2  # bulk-09001
+    # Filters and ordering keep the same shape.
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = alice_api.get("/api/v1/apps/", {"ordering": "-created_at,name", "search": "bulk-09", "limit": 500})
+    assert response.json()["count"] == 1000
+    print({k: round(v * 1000, 1) for k, v in timings.items()})
+
+
+def test_event_list_is_constant_queries(alice_api, alice, make_app, infra, django_assert_max_num_queries):
+    app = make_app(alice)
+    for i in range(30):
+        services.app_update(app=app, name=f"name-{i}", actor=alice)
+    counts = []
+    for limit in (5, 50):
+        with django_assert_max_num_queries(MAX_QUERIES) as ctx:
+            response = alice_api.get(f"/api/v1/apps/{app.pk}/events/", {"limit": limit})
+        assert response.status_code == 200
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]
