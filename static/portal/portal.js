@@ -72,6 +72,28 @@
     });
   });
 
+  // When a swap removes the focused control (the toggle becomes its opposite),
+  // keep keyboard and screen-reader users in the panel instead of at the top.
+  // (A submitted button is disabled while its request runs and loses focus then,
+  // so a submit from the panel counts too.)
+  var focusWasInPanel = false;
+  document.addEventListener("submit", function (event) {
+    var panel = document.getElementById("egress-panel");
+    if (panel && panel.contains(event.target)) focusWasInPanel = true;
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var panel = document.getElementById("egress-panel");
+    if (panel && event.detail.target === panel && panel.contains(document.activeElement)) focusWasInPanel = true;
+  });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var panel = document.getElementById("egress-panel");
+    if (!focusWasInPanel || !panel || event.detail.target !== panel) return;
+    focusWasInPanel = false;
+    if (panel.contains(document.activeElement)) return;
+    var status = panel.querySelector("[data-testid='egress-status']");
+    if (status) status.focus();
+  });
+
   reveal(document.body);
   // htmx fires htmx:load for every piece of content it swaps in.
   document.addEventListener("htmx:load", function (event) { reveal(event.target); });

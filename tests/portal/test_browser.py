@@ -88,6 +88,7 @@ def test_enable_and_watch_it_go_live_without_reload(browser, live_server, alice,
     expect(status).to_contain_text("Assigning")
     ips = page.get_by_test_id("egress-ip")
     expect(ips).to_have_count(2)
+    expect(status).to_be_focused()  # the clicked button is gone; focus stays in the panel
     expect(ips.first).to_contain_text("203.0.113.")
     expect(ips.first).to_contain_text("Pending")
     assert page.evaluate("window.__noReloadMarker") == "still-here"
