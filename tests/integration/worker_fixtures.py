@@ -130,12 +130,11 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def lab_world(lab, transactional_db, settings):
+def lab_world(clean_lab, transactional_db, settings):
     """The lab registered in the (transactional) test database, with clean hosts."""
     from egressportal.core.services.lab import lab_register
 
-    for host in lab.hosts:
-        lab.flush_product_state(host)
+    lab = clean_lab
     info = lab_register(lab, demo=True)
     settings.EGRESS_SSH_KEY_FILE = str(lab.config.ssh_key_file)
     return info

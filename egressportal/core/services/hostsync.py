@@ -169,6 +169,10 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
             if not _lease_renew(model, host.pk, token):
                 raise HostBusy(f"lost the lease on {host.name}")
             _apply(session, change)
+            if is_gateway and change.post_ip:
+                # Removed addresses stayed recorded as ours until they were gone
+                # (so a failure half-way never orphans one); now drop the record.
+                session.run(["nft", "-f", "-"], stdin=dp.render_gateway_nft(plan.state))
             # Verify: what the host now reports must be what we wanted.
             after = host_read_actual(session, host)
             if after != plan.state:
