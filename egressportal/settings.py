@@ -194,6 +194,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240
 # Above the longest task, so a slow task is not redelivered while it still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
+# Remote control rides on Redis PUB/SUB, whose reconnect path in kombu 5.7
+# crashes the worker when Redis restarts; the workers are driven by the
+# database and beat, so they do not need it. Set it to true for `celery inspect`.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
 CELERY_BEAT_SCHEDULER = env.str("CELERY_BEAT_SCHEDULER", default="celery.beat:PersistentScheduler")
 CELERY_TIMEZONE = TIME_ZONE
 

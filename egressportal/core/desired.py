@@ -164,7 +164,11 @@ def node_desired(node: Node) -> NodePlan:
         if choice is None:
             continue
         slot, name = choice
-        steered[app_id] = name
+        # While the preferred gateway is still being configured, traffic may
+        # already use another live address of the app, but the node still
+        # owes the app a reconcile (towards the preferred one).
+        if choice == steering_choice([(r, True, h, s, n) for r, _, h, s, n in ips]):
+            steered[app_id] = name
         for cidr in cidrs.get(app_id, []):
             steering[cidr] = slot
     internal: list[IPv4Network] = [ip_network(c) for c in _region_pod_cidrs(node.region_id)]

@@ -1,0 +1,145 @@
+"""The worker path for real: a Celery worker process (with beat) on a real
+Redis, reconciling the lab's hosts over SSH."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db.models import Count, Sum
+
+from egressportal.core import services
+from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync, Node, Region
+from tests.integration.worker_fixtures import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.worker]
+
+NODE1_IP = "203.0.113.21"
+
+
+def status_of(app: App) -> str:
+    app.refresh_from_db()
+    return app.egress_status
+
+
+def wait_status(app: App, status: str, timeout: float = 30) -> App:
+    wait_for(lambda: status_of(app) == status, timeout=timeout, what=f"{app.name} {status}")
+    return app
+
+
+def assert_no_address_held_twice() -> None:
+    dupes = EgressIP.objects.values("address").annotate(n=Count("id")).filter(n__gt=1)
+    assert not dupes.exists()
+    per_gw = EgressIP.objects.exclude(app=None).values("app", "gateway").annotate(n=Count("id")).filter(n__gt=1)
+    assert not per_gw.exists()
+
+
+def test_enable_and_disable_through_the_worker(lab, worker):
+    shop = App.objects.get(name="shop-api")
+    services.egress_enable(app=shop)
+    wait_status(shop, "assigned")
+    active = EgressIP.objects.get(app=shop, role="active")
+    assert lab.seen_ip("shop-api") == active.address
+    kinds = set(Event.objects.filter(app=shop).values_list("kind", flat=True))
+    assert {"egress.enable_requested", "egress.gateway_configured", "egress.node_configured", "egress.assigned"} <= kinds
+    services.egress_disable(app=shop)
+    wait_status(shop, "disabled")
+    assert lab.seen_ip("shop-api") == NODE1_IP
+    assert set(EgressIP.objects.filter(last_app=shop).values_list("status", flat=True)) == {"quarantined"}
+
+
+def test_worker_killed_mid_reconcile_converges_after_restart(lab, start_worker):
+    first = start_worker()
+    apps = list(App.objects.filter(name__in=["shop-api", "billing", "crawler"]))
+    for app in apps:
+        services.egress_enable(app=app)
+    # Kill the worker while reconciles are in flight.
+    wait_for(lambda: Gateway.objects.exclude(lease_token="").exists() or not HostSync.objects.exists(),
+             timeout=10, interval=0.005, what="a reconcile in flight")
+    first.kill()
+    start_worker()
+    for app in apps:
+        wait_status(app, "assigned", timeout=45)
+        assert lab.seen_ip(app.name) == EgressIP.objects.get(app=app, role="active").address
+    assert_no_address_held_twice()
+    assert EgressIP.objects.filter(status="assigned").count() == 2 * len(apps)
+
+
+def test_redis_restart_loses_nothing(lab, redis_server, start_worker):
+    start_worker()
+    redis_server.stop()
+    shop = App.objects.get(name="shop-api")
+    services.egress_enable(app=shop)  # the broker is down: the message is lost
+    assert status_of(shop) == "assigning"
+    time.sleep(1)
+    redis_server.start()  # empty: everything queued before is gone
+    wait_status(shop, "assigned", timeout=45)  # the sweep re-enqueued from the database
+    assert lab.seen_ip("shop-api") == EgressIP.objects.get(app=shop, role="active").address
+
+
+def test_unreachable_gateway_fails_visibly_and_recovers(lab, start_worker):
+    start_worker()
+    shop = App.objects.get(name="shop-api")
+    lab.stop_sshd("gw1")
+    lab.stop_sshd("gw2")
+    try:
+        services.egress_enable(app=shop)
+        wait_status(shop, "failed", timeout=30)
+        assert "could not be configured" in shop.egress_message and "Retrying" in shop.egress_message
+        assert Event.objects.filter(app=shop, kind="egress.failed", level="error").exists()
+        assert Gateway.objects.filter(reconcile_failures__gt=0).exists()
+    finally:
+        lab.start_sshd("gw1")
+        lab.start_sshd("gw2")
+    wait_status(shop, "assigned", timeout=60)
+    assert lab.seen_ip("shop-api") == EgressIP.objects.get(app=shop, role="active").address
+
+
+def test_sweep_restores_a_flushed_gateway(lab, start_worker):
+    start_worker()
+    shop = App.objects.get(name="shop-api")
+    services.egress_enable(app=shop)
+    wait_status(shop, "assigned")
+    active = EgressIP.objects.get(app=shop, role="active")
+    lab.flush_product_state(active.gateway.name)
+    # Within one sweep period (2 s in tests) plus a reconcile, the IP is back.
+    wait_for(lambda: _seen(lab, "shop-api") == active.address, timeout=15, interval=0.5, what="sweep repair")
+
+
+def _seen(lab, app: str) -> str | None:
+    try:
+        return lab.seen_ip(app, timeout=1.5)
+    except Exception:
+        return None
+
+
+def test_burst_of_200_apps_coalesces(lab, start_worker, django_user_model):
+    region = Region.objects.get(slug="lab")
+    owner = django_user_model.objects.get(username="alice")
+    apps = [
+        services.app_create(owner=owner, region=region, name=f"burst-{i}",
+                            source_cidrs=[f"198.19.{i // 64}.{(i % 64) * 4}/30"])
+        for i in range(200)
+    ]
+    services.pool_create(region=region, name="lab-burst", cidr="198.19.128.0/23")
+    before = (Gateway.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0) + (
+        Node.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0
+    )
+    start_worker(concurrency=2)
+    started = time.monotonic()
+    for app in apps:
+        services.egress_enable(app=app)
+    wait_for(
+        lambda: not App.objects.filter(name__startswith="burst-").exclude(egress_status=EgressStatus.ASSIGNED).exists(),
+        timeout=120,
+        interval=0.5,
+        what="200 apps assigned",
+    )
+    elapsed = time.monotonic() - started
+    after = (Gateway.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0) + (
+        Node.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0
+    )
+    transactions = after - before
+    print(f"200 apps assigned in {elapsed:.1f}s with {transactions} host transactions")
+    assert transactions < 200 / 4, transactions  # far fewer transactions than apps
+    assert_no_address_held_twice()
