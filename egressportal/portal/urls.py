@@ -9,4 +9,5 @@ urlpatterns = [
     path("apps/<int:pk>/egress/", views.app_egress, name="app_egress"),
     path("apps/<int:pk>/egress/panel/", views.app_egress_panel, name="app_egress_panel"),
     path("apps/<int:pk>/events/", views.app_events, name="app_events"),
+    path("apps/<int:pk>/check-egress/", views.app_check_egress, name="app_check_egress"),
 ]

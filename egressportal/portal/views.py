@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from egressportal.core import selectors, services
+from egressportal.core import labcheck, selectors, services
 from egressportal.core.errors import DomainError
 from egressportal.core.models import App, EgressIP, EgressIPStatus, EgressStatus, EgressType
 
@@ -176,6 +176,7 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app_or_404(request, pk)
     context = _panel_context(app)
     context["source_cidrs"] = [c.cidr for c in app.source_cidrs.all()]
+    context["can_check_egress"] = labcheck.lab_app_available(app)
     return render(request, "portal/app_detail.html", context)
 
 
@@ -219,6 +220,18 @@ def app_egress_panel(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.htmx:
         return redirect("portal:app_detail", pk=pk)
     return render(request, "portal/_egress_panel.html", _panel_context(app, attempt=_attempt(request), oob=True))
+
+
+@portal_login_required
+@require_POST
+def app_check_egress(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the lab's echo server which address it sees for this app right now."""
+    app = _app_or_404(request, pk)
+    check = labcheck.egress_check(app)
+    if request.htmx:
+        return render(request, "portal/_check_egress.html", {"app": app, "check": check})
+    (messages.info if not check.error else messages.error)(request, check.summary)
+    return redirect("portal:app_detail", pk=pk)
 
 
 @portal_login_required

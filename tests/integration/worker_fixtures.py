@@ -22,7 +22,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = "condition"):
+def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.1, what: object = "condition"):
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -30,6 +30,8 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float
         if last:
             return last
         time.sleep(interval)
+    if callable(what):
+        what = what()
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 

@@ -9,6 +9,7 @@ from .apps import (
     egress_enable,
     egress_set,
 )
+from .drain import gateway_drain, gateway_undrain
 from .events import event_record
 from .hosts import gateway_create, host_accept_presented_key, host_delete, host_update, node_create
 from .network import (
@@ -35,6 +36,8 @@ __all__ = [
     "egress_set",
     "event_record",
     "gateway_create",
+    "gateway_drain",
+    "gateway_undrain",
     "host_accept_presented_key",
     "host_delete",
     "host_update",

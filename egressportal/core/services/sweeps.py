@@ -19,6 +19,9 @@ def sweep_all_hosts() -> int:
     targets = [("gateway", pk) for pk in Gateway.objects.filter(enabled=True).values_list("pk", flat=True)]
     targets += [("node", pk) for pk in Node.objects.filter(enabled=True).values_list("pk", flat=True)]
     sent = reconcile_dispatch(targets)
+    from .drain import drain_progress
+
+    drain_progress()
     cache.set(_LAST_SWEEP_KEY, timezone.now().isoformat(), None)
     return sent
 

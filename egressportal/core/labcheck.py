@@ -1,0 +1,67 @@
+"""'Which address does the internet see for this app?' for apps that live in
+the lab: curl from the app's namespace to the lab's echo server. Only
+available where the portal runs next to a lab (EGRESS_LAB_PREFIX, as root)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .models import App, EgressIP, EgressIPStatus
+
+__all__ = ["EgressCheck", "lab_for_portal", "lab_app_available", "egress_check"]
+
+
+@dataclass(frozen=True)
+class EgressCheck:
+    seen: str | None
+    active: str | None
+    dedicated: bool
+    error: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.seen and self.active and self.seen == self.active)
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return f"Could not check: {self.error}"
+        if not self.dedicated:
+            return f"The internet sees {self.seen}: the shared address of the node running the app."
+        if self.matches:
+            return f"The internet sees {self.seen}: this app's dedicated address."
+        return f"The internet sees {self.seen}, not the active dedicated address {self.active} (yet)."
+
+
+def lab_for_portal():  # returns a workers.lab.Lab or None (imported lazily)
+    prefix = getattr(settings, "EGRESS_LAB_PREFIX", "")
+    if not prefix or os.geteuid() != 0:
+        return None
+    from workers.lab import Lab, LabConfig
+
+    lab = Lab(LabConfig(prefix=prefix))
+    return lab if lab.config.state_dir.exists() else None
+
+
+def lab_app_available(app: App) -> bool:
+    lab = lab_for_portal()
+    return bool(lab and app.name in lab.apps)
+
+
+def egress_check(app: App) -> EgressCheck:
+    active = (
+        EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED, role="active")
+        .values_list("address", flat=True)
+        .first()
+    )
+    lab = lab_for_portal()
+    if lab is None or app.name not in lab.apps:
+        return EgressCheck(None, active, app.is_dedicated, "this app does not run in the lab")
+    try:
+        seen = lab.seen_ip(app.name, timeout=3.0)
+    except Exception as exc:  # the check is informative; its failure is reported, not raised
+        return EgressCheck(None, active, app.is_dedicated, str(exc)[:200])
+    return EgressCheck(seen, active, app.is_dedicated)
