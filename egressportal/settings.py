@@ -4,6 +4,7 @@ Every knob is an environment variable; defaults are safe for production when
 DEBUG is off and convenient for a laptop when it is on.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -41,6 +42,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
+    "csp",
     "egressportal.core",
     "egressportal.api",
     "egressportal.portal",
@@ -48,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during authentication into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "egressportal.urls"
@@ -121,6 +127,37 @@ WHITENOISE_USE_FINDERS = DEBUG
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login brute force (django-axes): 5 failures for one username from one address lock that pair out for
+# 15 minutes, even with the right password; one success resets the count. Covers the portal login and
+# the admin (both authenticate through the backends below); the API takes tokens, not passwords.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The client address is REMOTE_ADDR (X-Forwarded-For is client-controlled); see docs/SECURITY.md.
+
+# Content-Security-Policy: the portal and the admin run no inline script or style; only the API docs
+# pages relax styles (egressportal/api/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # Production hardening: on whenever DEBUG is off.
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -204,6 +241,8 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # Egress domain
 EGRESS_SSH_KEY_FILE = env.str("EGRESS_SSH_KEY_FILE", default=str(BASE_DIR / "var" / "ssh" / "id_ed25519"))
+# Fernet keys for secrets at rest (per-host SSH keys), comma-separated, the first encrypts (egressportal/core/secrets.py).
+EGRESS_FERNET_KEYS = env.list("EGRESS_FERNET_KEYS", default=[])
 EGRESS_IPS_PER_APP = env.int("EGRESS_IPS_PER_APP", default=2)
 EGRESS_QUARANTINE_DAYS = env.int("EGRESS_QUARANTINE_DAYS", default=30)
 EGRESS_SWEEP_SECONDS = env.float("EGRESS_SWEEP_SECONDS", default=30.0)

@@ -26,6 +26,7 @@ __all__ = [
     "close_all_sessions",
     "fingerprint",
     "get_session",
+    "openssh_line",
     "parse_host_key",
 ]
 
@@ -50,7 +51,10 @@ class SSHError(Exception):
 
 
 class HostKeyMismatch(SSHError):
-    def __init__(self, address: str, port: int, expected: str, actual: str | None) -> None:
+    """``expected``/``actual`` are fingerprints; ``actual_key`` is the presented key as an OpenSSH line, so staff
+    can pin exactly what was presented after verifying it out of band."""
+
+    def __init__(self, address: str, port: int, expected: str, actual: str | None, actual_key: str = "") -> None:
         super().__init__(
             f"host key of {address}:{port} does not match the pinned key "
             f"(expected {expected}, got {actual or 'a key of another type'})",
@@ -58,6 +62,12 @@ class HostKeyMismatch(SSHError):
         )
         self.expected = expected
         self.actual = actual
+        self.actual_key = actual_key
+
+
+def openssh_line(key: paramiko.PKey) -> str:
+    """The public key as an OpenSSH line ("ssh-ed25519 AAAA..."), as host_key stores it."""
+    return f"{key.get_name()} {key.get_base64()}"
 
 
 class CommandFailed(SSHError):
@@ -196,7 +206,9 @@ class SSHSession:
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise HostKeyMismatch(t.address, t.port, fingerprint(exc.expected_key), fingerprint(exc.key)) from None
+            raise HostKeyMismatch(
+                t.address, t.port, fingerprint(exc.expected_key), fingerprint(exc.key), openssh_line(exc.key)
+            ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             raise SSHError(f"authentication as {t.username}@{t.address}:{t.port} failed: {exc}", kind="auth") from None
@@ -207,7 +219,11 @@ class SSHSession:
                 remote = transport.get_remote_server_key() if transport else None
                 client.close()
                 raise HostKeyMismatch(
-                    t.address, t.port, fingerprint(self._pinned), fingerprint(remote) if remote else None
+                    t.address,
+                    t.port,
+                    fingerprint(self._pinned),
+                    fingerprint(remote) if remote else None,
+                    openssh_line(remote) if remote else "",
                 ) from None
             client.close()
             kind = "timeout" if isinstance(exc.__cause__ or exc.__context__, TimeoutError) else "protocol"

@@ -9,9 +9,9 @@ from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
-from egressportal.core.models import App, EgressStatus, Gateway, IPPool, Node
+from egressportal.core.models import App, EgressStatus, Event, Gateway, IPPool, Node
 
-__all__ = ["AppFilterSet", "HostFilterSet", "PoolFilterSet", "WhitelistOrderingFilter"]
+__all__ = ["AppFilterSet", "AuditFilterSet", "HostFilterSet", "PoolFilterSet", "WhitelistOrderingFilter"]
 
 
 class AppFilterSet(django_filters.FilterSet):
@@ -32,6 +32,33 @@ class PoolFilterSet(django_filters.FilterSet):
     class Meta:
         model = IPPool
         fields = ["region"]
+
+
+class AuditFilterSet(django_filters.FilterSet):
+    kind = django_filters.CharFilter(
+        method="filter_kind",
+        help_text="Event kind, e.g. 'gateway.updated'; a trailing '.' matches a family, e.g. 'gateway.'.",
+    )
+    actor = django_filters.CharFilter(field_name="actor_name", help_text="Who: a user name, 'worker' or 'system'.")
+    app = django_filters.NumberFilter(field_name="app_id", help_text="App id.")
+    gateway = django_filters.CharFilter(field_name="gateway__name", help_text="Gateway name.")
+    node = django_filters.CharFilter(field_name="node__name", help_text="Node name.")
+    level = django_filters.CharFilter(field_name="level", help_text="info, warning or error.")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="ISO 8601 time; events at or after it."
+    )
+    until = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", help_text="ISO 8601 time; events before it."
+    )
+
+    class Meta:
+        model = Event
+        fields = ["kind", "actor", "app", "gateway", "node", "level", "since", "until"]
+
+    def filter_kind(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if value.endswith("."):
+            return queryset.filter(kind__startswith=value)
+        return queryset.filter(kind=value)
 
 
 class HostFilterSet(django_filters.FilterSet):

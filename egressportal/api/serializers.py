@@ -7,10 +7,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from egressportal.core import ipam, selectors, services
+from egressportal.core import ipam, secrets, selectors, services
 from egressportal.core.models import (
     App,
     EgressIPRole,
@@ -23,11 +24,12 @@ from egressportal.core.models import (
     Node,
     Region,
 )
-from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS
+from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
 from egressportal.core.validators import normalize_cidr_list, validate_app_name
 
 __all__ = [
     "AppSerializer",
+    "AuditEventSerializer",
     "EgressRequestSerializer",
     "EgressSerializer",
     "EventSerializer",
@@ -187,6 +189,17 @@ class EventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AuditEventSerializer(EventSerializer):
+    """An audit-log entry: the timeline entry plus what it is about and who, when the user still exists."""
+
+    app = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True, help_text="App id, if any.")
+    actor_id = serializers.IntegerField(read_only=True, allow_null=True, help_text="User id; null for worker/system.")
+
+    class Meta(EventSerializer.Meta):
+        fields = [*EventSerializer.Meta.fields, "actor_id", "app", "subject"]
+        read_only_fields = fields
+
+
 # Staff: regions and pools ---------------------------------------------------------------------------------------
 
 
@@ -314,13 +327,38 @@ HOST_FIELDS = [
 ]
 
 
+CREDENTIAL_FIELDS = ["ssh_private_key", "has_ssh_private_key"]
+
+
 class _HostSerializer(serializers.ModelSerializer):
     region = RegionField(help_text="Region slug; cannot change after creation.")
+    # Write-only: accepted, encrypted at rest, never returned (only has_ssh_private_key says it is there).
+    ssh_private_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=16384,
+        style={"input_type": "password"},
+        help_text="Optional private key for this host only (OpenSSH or PEM text, no passphrase); "
+        "'' removes it and the workers' default key is used. Write-only: never returned.",
+    )
+    has_ssh_private_key = serializers.BooleanField(read_only=True, help_text="Whether this host has its own SSH key.")
 
     class Meta:
         # Uniqueness across fields is checked by the services (full_clean), in one place.
         validators: list = []
         read_only_fields = ["id", *HEALTH_FIELDS, "created_at", "updated_at"]
+
+    def validate_ssh_private_key(self, value: str) -> str:
+        if not value:
+            return value
+        try:
+            secrets.load_private_key(value)
+            secrets.fernet()  # refuse now, with the reason, when the server cannot encrypt it
+        except (ValueError, secrets.SecretsError) as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
 
     def update(self, instance: Gateway | Node, validated_data: dict[str, Any]) -> Gateway | Node:
         _refuse_changes(
@@ -331,22 +369,34 @@ class _HostSerializer(serializers.ModelSerializer):
                 "region": "A host's region cannot change; add a new host in the other region.",
             },
         )
+        private_key = validated_data.pop("ssh_private_key", None)
         fields = {k: v for k, v in validated_data.items() if k in HOST_EDITABLE_FIELDS}
-        return services.host_update(host=instance, actor=_actor(self), **fields)
+        with transaction.atomic():
+            host = services.host_update(host=instance, actor=_actor(self), **fields)
+            if private_key is not None:
+                host = host_credential_set(host=host, private_key=private_key, actor=_actor(self))
+        return host
 
 
 class GatewaySerializer(_HostSerializer):
     class Meta(_HostSerializer.Meta):
         model = Gateway
-        fields = [*HOST_FIELDS, "public_interface", "slot", "draining", *HEALTH_FIELDS, "created_at", "updated_at"]
+        fields = [
+            *HOST_FIELDS, "public_interface", "slot", "draining", *CREDENTIAL_FIELDS, *HEALTH_FIELDS,
+            "created_at", "updated_at",
+        ]
         read_only_fields = [*_HostSerializer.Meta.read_only_fields, "slot"]
 
     def create(self, validated_data: dict[str, Any]) -> Gateway:
         validated_data.pop("draining", None)
         enabled = validated_data.pop("enabled", True)
-        gateway = services.gateway_create(actor=_actor(self), **validated_data)
-        if not enabled:
-            gateway = services.host_update(host=gateway, enabled=False, actor=_actor(self))
+        private_key = validated_data.pop("ssh_private_key", "")
+        with transaction.atomic():
+            gateway = services.gateway_create(actor=_actor(self), **validated_data)
+            if private_key:
+                gateway = host_credential_set(host=gateway, private_key=private_key, actor=_actor(self))
+            if not enabled:
+                gateway = services.host_update(host=gateway, enabled=False, actor=_actor(self))
         return gateway
 
 
@@ -357,14 +407,18 @@ class NodeSerializer(_HostSerializer):
 
     class Meta(_HostSerializer.Meta):
         model = Node
-        fields = [*HOST_FIELDS, "pod_cidrs", *HEALTH_FIELDS, "created_at", "updated_at"]
+        fields = [*HOST_FIELDS, "pod_cidrs", *CREDENTIAL_FIELDS, *HEALTH_FIELDS, "created_at", "updated_at"]
 
     def validate_pod_cidrs(self, value: list[str]) -> list[str]:
         return _cidr_list(value, what="pod CIDR")
 
     def create(self, validated_data: dict[str, Any]) -> Node:
         enabled = validated_data.pop("enabled", True)
-        node = services.node_create(actor=_actor(self), **validated_data)
-        if not enabled:
-            node = services.host_update(host=node, enabled=False, actor=_actor(self))
+        private_key = validated_data.pop("ssh_private_key", "")
+        with transaction.atomic():
+            node = services.node_create(actor=_actor(self), **validated_data)
+            if private_key:
+                node = host_credential_set(host=node, private_key=private_key, actor=_actor(self))
+            if not enabled:
+                node = services.host_update(host=node, enabled=False, actor=_actor(self))
         return node

@@ -17,17 +17,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from egressportal.core import selectors, services
-from egressportal.core.models import App, Gateway, Node, Region
+from egressportal.core.models import App, Event, Gateway, Node, Region
 
 from . import serializers as s
 from .exceptions import api_exception_handler
-from .filters import AppFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
+from .filters import AppFilterSet, AuditFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
 from .pagination import ApiPagination
 from .parsers import ApiJSONParser, find_unstorable_text
 from .schema import ApiAutoSchema, ErrorSerializer
 from .throttling import AnonThrottle, UserThrottle
 
-__all__ = ["AppViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
+__all__ = ["AppViewSet", "AuditViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The current state does not allow this.")
 
@@ -261,3 +261,26 @@ class NodeViewSet(_HostViewSet):
     serializer_class = s.NodeSerializer
     queryset = Node.objects.select_related("region")
     filterset_class = host_filterset(Node)
+
+
+# Staff: the audit log -------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The audit log (staff only), newest first",
+        description="Every change with its actor, time and before/after. Filter by kind (a trailing '.' "
+        "matches a family), actor, app, gateway, node, level and a time range (since inclusive, until exclusive).",
+    )
+)
+class AuditViewSet(ApiViewMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Read-only: events are append-only, so there is nothing to change here."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = s.AuditEventSerializer
+    filterset_class = AuditFilterSet
+    filter_backends = [DjangoFilterBackend, WhitelistOrderingFilter]
+    ordering_fields = {"created_at": "created_at", "kind": "kind", "id": "id"}
+
+    def get_queryset(self) -> Any:
+        return Event.objects.select_related("gateway", "node").order_by("-created_at", "-id")

@@ -10,12 +10,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 
-from . import selectors, services
+from . import secrets, selectors, services
+from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
 from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Region
+from .services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
 
 
 def _report(request: HttpRequest, exc: Exception) -> None:
@@ -32,6 +35,30 @@ def _report(request: HttpRequest, exc: Exception) -> None:
 class RegionAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["slug"] if obj is not None else []
+
+    # Through the services, so every change lands in the audit log with its actor.
+    def save_model(self, request: HttpRequest, obj: Region, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            services.region_update(
+                region=Region.objects.get(pk=obj.pk), name=data.get("name") or None,
+                description=data.get("description"), actor=request.user,
+            )
+        else:
+            obj.pk = services.region_create(
+                slug=data["slug"], name=data.get("name", ""), description=data.get("description", ""),
+                actor=request.user,
+            ).pk
+
+    def delete_model(self, request: HttpRequest, obj: Region) -> None:
+        services.region_delete(region=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Region]) -> None:
+        for region in queryset:
+            services.region_delete(region=region, actor=request.user)
 
 
 class IPPoolForm(forms.ModelForm):
@@ -135,29 +162,128 @@ class IPPoolAdmin(admin.ModelAdmin):
 
 
 def _health_badge(obj: Any) -> str:
-    colour = {"healthy": "#1a7f37", "unhealthy": "#cf222e"}.get(obj.health, "#6e7781")
-    mismatch = " ⚠ host key mismatch" if obj.host_key_mismatch_at else ""
-    return format_html('<strong style="color:{}">{}</strong>{}', colour, obj.get_health_display(), mismatch)
+    # Classes, not style attributes: the Content-Security-Policy allows no inline styles.
+    level = obj.health if obj.health in ("healthy", "unhealthy") else "unknown"
+    mismatch = format_html(' <strong class="host-key-mismatch">⚠ host key mismatch</strong>') if (
+        obj.host_key_mismatch_at
+    ) else ""
+    return format_html(
+        '<span class="egress-health egress-health--{}">{}</span>{}', level, obj.get_health_display(), mismatch
+    )
+
+
+class _NeverRenderedTextarea(forms.Textarea):
+    """A secret goes in, never back out: not even a re-rendered form after a validation error shows it."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+class HostAdminForm(forms.ModelForm):
+    ssh_private_key = forms.CharField(
+        label="New SSH private key",
+        required=False,
+        strip=False,
+        widget=_NeverRenderedTextarea(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="Optional: a key for this host only (OpenSSH or PEM, no passphrase), stored encrypted. "
+        "Leave empty to keep the current one. It is never shown again.",
+    )
+    clear_ssh_private_key = forms.BooleanField(
+        label="Remove this host's own key", required=False, help_text="Use the workers' default key again."
+    )
+
+    def clean_ssh_private_key(self) -> str:
+        value = self.cleaned_data.get("ssh_private_key") or ""
+        if value.strip():
+            try:
+                secrets.load_private_key(value)
+                secrets.fernet()
+            except (ValueError, secrets.SecretsError) as exc:
+                raise ValidationError(str(exc)) from None
+        return value if value.strip() else ""
 
 
 class HostAdminMixin:
+    form = HostAdminForm
+
+    class Media:
+        css = {"all": ["portal/admin.css"]}
+
     list_filter = ["region", "health", "enabled"]
     search_fields = ["name", "mgmt_address", "transit_address"]
     readonly_fields = [
+        "ssh_credential",
         "health",
         "health_message",
         "health_checked_at",
+        "health_changed_at",
         "last_seen_at",
+        "health_failures",
+        "health_successes",
         "host_key_mismatch_at",
         "presented_host_key",
         "last_reconciled_at",
         "last_reconcile_duration",
         "last_reconcile_error",
+        "reconcile_failures",
         "reconcile_count",
+        "reconcile_queued_at",
+        "lease_token",
+        "lease_expires_at",
         "created_at",
         "updated_at",
     ]
     actions = ["resync", "accept_presented_key"]
+
+    @admin.display(description="own SSH key")
+    def ssh_credential(self, obj: Any) -> str:
+        # Only whether it is set: the key, its ciphertext and its length are never shown.
+        return "set" if obj and obj.has_ssh_private_key else "not set (workers' default key)"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        identity = ["name", "region", "slot"] if obj is not None else []
+        return [*identity, *self.readonly_fields]
+
+    # Writes go through the services: validation, reconcile requests and the audit log in one place.
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        model = type(obj)
+        if change:
+            original = model.objects.get(pk=obj.pk)
+            fields = {f: data[f] for f in form.changed_data if f in HOST_EDITABLE_FIELDS}
+            host = services.host_update(host=original, actor=request.user, **fields) if fields else original
+        else:
+            common = {k: data[k] for k in ("region", "name", "mgmt_address", "host_key", "transit_address",
+                                           "ssh_port", "ssh_user", "use_sudo")}
+            if model is Gateway:
+                host = services.gateway_create(
+                    public_interface=data["public_interface"], slot=data.get("slot"), actor=request.user, **common
+                )
+                if data.get("draining"):
+                    host = services.host_update(host=host, draining=True, actor=request.user)
+            else:
+                host = services.node_create(pod_cidrs=data.get("pod_cidrs") or [], actor=request.user, **common)
+            if not data.get("enabled", True):
+                host = services.host_update(host=host, enabled=False, actor=request.user)
+            obj.pk = host.pk
+        if data.get("ssh_private_key"):
+            host_credential_set(host=host, private_key=data["ssh_private_key"], actor=request.user)
+        elif data.get("clear_ssh_private_key"):
+            host_credential_set(host=host, private_key="", actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        services.host_delete(host=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for host in queryset:
+            services.host_delete(host=host, actor=request.user)
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().changeform_view(request, *args, **kwargs)
+        except (ValidationError, DomainError) as exc:
+            _report(request, exc)
+            return HttpResponseRedirect(request.get_full_path())
 
     @admin.display(description="health")
     def health_badge(self, obj: Any) -> str:
@@ -282,9 +408,37 @@ class EgressIPAdmin(admin.ModelAdmin):
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "level", "kind", "actor_name", "subject", "message"]
-    list_filter = ["level", "kind", "created_at"]
+    list_filter = ["level", "kind", "actor_name", "created_at"]
     search_fields = ["message", "subject", "actor_name", "kind"]
     date_hierarchy = "created_at"
+    actions = ["export_selected_csv", "export_selected_json"]
+    # The change list links to the export views with its own filters (templates/admin/core/event/).
+    change_list_template = "admin/core/event/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        export = [
+            path("export.csv", self.admin_site.admin_view(self.export_view), {"fmt": "csv"}, name="core_event_export_csv"),
+            path("export.json", self.admin_site.admin_view(self.export_view), {"fmt": "json"},
+                 name="core_event_export_json"),
+        ]
+        return export + super().get_urls()
+
+    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponse:
+        """The change list as it is filtered (same query string: filters, search, date drill-down), streamed."""
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        queryset = self.get_changelist_instance(request).get_queryset(request)
+        return audit_csv_response(queryset) if fmt == "csv" else audit_json_response(queryset)
+
+    @admin.action(description="Export selected events as CSV")
+    def export_selected_csv(self, request: HttpRequest, queryset: QuerySet[Event]) -> HttpResponse:
+        return audit_csv_response(queryset)
+
+    @admin.action(description="Export selected events as JSON")
+    def export_selected_json(self, request: HttpRequest, queryset: QuerySet[Event]) -> HttpResponse:
+        return audit_json_response(queryset)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -31,6 +31,9 @@ class ManagedHost(models.Model):
         help_text="Pinned SSH host public key, e.g. the content of /etc/ssh/ssh_host_ed25519_key.pub.",
     )
     use_sudo = models.BooleanField(default=False, help_text="Run ip/nft through 'sudo -n'.")
+    # Optional per-host credential, Fernet ciphertext (egressportal.core.secrets); empty means the
+    # workers' global key file. Never shown or returned: only whether it is set.
+    ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
     transit_address = models.GenericIPAddressField(
         protocol="IPv4", help_text="Address on the transit network between nodes and gateways."
     )
@@ -69,6 +72,10 @@ class ManagedHost(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_ssh_private_key(self) -> bool:
+        return bool(self.ssh_private_key_encrypted)
 
     @property
     def kind(self) -> str:

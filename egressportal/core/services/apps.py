@@ -156,7 +156,16 @@ def app_delete(*, app: App, actor: Any = None) -> bool:
         app = App.objects.select_for_update().get(pk=app.pk)
         if not app.egress_ips.exists() and not app.host_syncs.exists():
             name = app.name
-            event_record(kind="app.deleted", message=f"App {name} deleted.", actor=actor, app=app, subject=name)
+            before = {
+                "name": name,
+                "owner": app.owner.get_username(),
+                "region": app.region.slug,
+                "source_cidrs": sorted(app.source_cidrs.values_list("cidr", flat=True)),
+            }
+            event_record(
+                kind="app.deleted", message=f"App {name} deleted.", actor=actor, app=app, subject=name,
+                data={"before": before},
+            )
             app.delete()
             return True
         app.delete_requested = True
@@ -184,6 +193,7 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
             return app, False
         if not app.source_cidrs.exists():
             raise ConflictError("This app has no source CIDRs yet, so there is no traffic to route; deploy it first.")
+        before = {"type": app.egress_type, "status": app.egress_status}
         ips = egress_ips_allocate(app=app)
         now = timezone.now()
         app.egress_type = EgressType.DEDICATED
@@ -195,7 +205,12 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
             message="Dedicated egress requested: " + ", ".join(ip.address for ip in ips) + ".",
             actor=actor,
             app=app,
-            data={"addresses": [ip.address for ip in ips], "generation": app.egress_generation},
+            data={
+                "addresses": [ip.address for ip in ips],
+                "generation": app.egress_generation,
+                "before": before,
+                "after": {"type": app.egress_type, "status": app.egress_status},
+            },
         )
         # Make before break: gateways first; they trigger the nodes when done.
         reconcile_request(gateways=gateways)
@@ -204,6 +219,7 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
 
 def _disable(app: App, *, actor: Any, reason: str) -> None:
     now = timezone.now()
+    before = {"type": app.egress_type, "status": app.egress_status}
     app.egress_type = EgressType.SHARED
     has_ips = app.egress_ips.exists()
     _bump(
@@ -215,7 +231,13 @@ def _disable(app: App, *, actor: Any, reason: str) -> None:
     gateways, nodes = _app_gateway_ids(app), _region_node_ids(app)
     if has_ips:
         app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
-    event_record(kind="egress.disable_requested", message=reason, actor=actor, app=app)
+    event_record(
+        kind="egress.disable_requested",
+        message=reason,
+        actor=actor,
+        app=app,
+        data={"before": before, "after": {"type": app.egress_type, "status": app.egress_status}},
+    )
     # Break in reverse: nodes stop steering first; they trigger the gateways.
     reconcile_request(nodes=nodes if has_ips else [])
 

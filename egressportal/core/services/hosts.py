@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from .. import secrets
 from ..errors import ConflictError
 from ..models import EgressIP, Gateway, Node, Region
 from ..validators import normalize_cidr_list
@@ -20,6 +21,7 @@ __all__ = [
     "host_update",
     "host_delete",
     "host_accept_presented_key",
+    "host_credential_set",
     "HOST_EDITABLE_FIELDS",
 ]
 
@@ -35,6 +37,21 @@ HOST_EDITABLE_FIELDS = {
     "pod_cidrs",
     "draining",
 }
+
+
+_AUDITED_FIELDS = ("region", "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address",
+                   "enabled", "public_interface", "slot", "draining", "pod_cidrs")
+
+
+def _snapshot(host: Gateway | Node) -> dict[str, Any]:
+    """What the audit log keeps of a host (never its credential, only whether one is set)."""
+    out: dict[str, Any] = {"name": host.name}
+    for field in _AUDITED_FIELDS:
+        if hasattr(host, field):
+            value = getattr(host, field)
+            out[field] = value.slug if isinstance(value, Region) else value
+    out["own_ssh_key"] = host.has_ssh_private_key
+    return out
 
 
 def _normalize_host_key(value: str) -> str:
@@ -83,6 +100,7 @@ def gateway_create(
             message=f"Gateway {gateway.name} added to {region.slug} (slot {gateway.slot}).",
             actor=actor,
             gateway=gateway,
+            data={"after": _snapshot(gateway)},
         )
         # Nodes need a route table towards the new gateway; the gateway itself
         # starts from a clean product table.
@@ -117,7 +135,13 @@ def node_create(
         )
         node.full_clean()
         node.save()
-        event_record(kind="node.created", message=f"Node {node.name} added to {region.slug}.", actor=actor, node=node)
+        event_record(
+            kind="node.created",
+            message=f"Node {node.name} added to {region.slug}.",
+            actor=actor,
+            node=node,
+            data={"after": _snapshot(node)},
+        )
         # Gateways route replies back to the new node's pods.
         reconcile_request(nodes=[node], gateways=Gateway.objects.filter(region=region, enabled=True))
     return node
@@ -167,9 +191,64 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
 
 def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | Node:
     """Pin the key a host presented after a mismatch: an explicit, audited staff decision."""
+    from workers.ssh import fingerprint, parse_host_key
+
     if not host.presented_host_key:
         raise ValidationError("This host has not presented a different key.")
-    return host_update(host=host, host_key=host.presented_host_key, actor=actor)
+    kind = "gateway" if isinstance(host, Gateway) else "node"
+    with transaction.atomic():
+        old_key, new_key = host.host_key, host.presented_host_key
+        host = host_update(host=host, host_key=new_key, actor=actor)
+        event_record(
+            kind="host.key_accepted",
+            message=f"{kind.capitalize()} {host.name}: the presented SSH host key "
+            f"({fingerprint(parse_host_key(new_key))}) was accepted and pinned.",
+            actor=actor,
+            **{kind: host},
+            data={
+                "before": {"host_key": old_key, "fingerprint": fingerprint(parse_host_key(old_key))},
+                "after": {"host_key": new_key, "fingerprint": fingerprint(parse_host_key(new_key))},
+            },
+        )
+    return host
+
+
+def host_credential_set(*, host: Gateway | Node, private_key: str, actor: Any = None) -> Gateway | Node:
+    """Store (or, with "", remove) the host's own SSH private key, encrypted at rest.
+
+    The audit log says only that the credential changed: never the key, its
+    ciphertext or its fingerprint's source text.
+    """
+    kind = "gateway" if isinstance(host, Gateway) else "node"
+    if private_key:
+        try:
+            pkey = secrets.load_private_key(private_key)
+        except ValueError as exc:
+            raise ValidationError({"ssh_private_key": str(exc)}) from None
+        try:
+            ciphertext = secrets.encrypt(private_key.strip() + "\n")
+        except secrets.SecretsError as exc:
+            raise ValidationError({"ssh_private_key": str(exc)}) from None
+        public = f"{pkey.get_name()} {pkey.fingerprint}"
+    else:
+        if not host.ssh_private_key_encrypted:
+            return host
+        ciphertext, public = "", ""
+    with transaction.atomic():
+        was_set = host.has_ssh_private_key
+        host.ssh_private_key_encrypted = ciphertext
+        type(host).objects.filter(pk=host.pk).update(ssh_private_key_encrypted=ciphertext)
+        event_record(
+            kind=f"{kind}.credential_changed",
+            message=f"{kind.capitalize()} {host.name}: SSH credential "
+            + ("changed." if ciphertext else "removed; the workers' default key is used again."),
+            actor=actor,
+            **{kind: host},
+            # The public half's fingerprint lets an admin match the key in authorized_keys.
+            data={"before": {"own_ssh_key": was_set}, "after": {"own_ssh_key": bool(ciphertext), "key": public}},
+        )
+        reconcile_request(**{f"{kind}s": [host]})
+    return host
 
 
 def host_delete(*, host: Gateway | Node, actor: Any = None) -> None:
@@ -183,7 +262,7 @@ def host_delete(*, host: Gateway | Node, actor: Any = None) -> None:
             )
         region, name = host.region, host.name
         event_record(kind=f"{kind}.deleted", message=f"{kind.capitalize()} {name} removed from {region.slug}.",
-                     actor=actor, subject=name)
+                     actor=actor, subject=name, data={"before": _snapshot(host)})
         host.delete()
         # The other side forgets the host: nodes drop its route table, gateways the routes to its pods.
         if kind == "gateway":

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import paramiko
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -37,6 +38,7 @@ from ..models import (
     HostSync,
     Node,
 )
+from ..secrets import SecretsError, decrypt, load_private_key
 from .events import WORKER, event_record
 from .network import egress_ips_release
 from .reconcile import reconcile_request
@@ -99,10 +101,34 @@ def host_target(host: Gateway | Node) -> HostTarget:
     )
 
 
+# Parsed per-host keys by ciphertext: the session pool is keyed by the PKey's identity, so one object
+# per stored key keeps one pooled connection per host (a new ciphertext, after a change or a
+# rotation, is a new entry).
+_host_pkeys: dict[str, paramiko.PKey] = {}
+
+
+def _host_pkey(host: Gateway | Node) -> paramiko.PKey | None:
+    ciphertext = host.ssh_private_key_encrypted
+    if not ciphertext:
+        return None
+    pkey = _host_pkeys.get(ciphertext)
+    if pkey is None:
+        try:
+            pkey = load_private_key(decrypt(ciphertext))
+        except (SecretsError, ValueError) as exc:
+            # An auth failure the operator can act on; the message never holds the key.
+            raise SSHError(f"the SSH private key stored for {host.name} cannot be used: {exc}", kind="auth") from None
+        _host_pkeys[ciphertext] = pkey
+    return pkey
+
+
 def host_session(host: Gateway | Node) -> SSHSession:
+    """The pooled session to ``host``: its own private key when one is stored, else the workers' key file."""
+    pkey = _host_pkey(host)
+    credentials: dict[str, Any] = {"pkey": pkey} if pkey is not None else {"key_filename": settings.EGRESS_SSH_KEY_FILE}
     return get_session(
         host_target(host),
-        key_filename=settings.EGRESS_SSH_KEY_FILE,
+        **credentials,
         connect_timeout=settings.EGRESS_SSH_CONNECT_TIMEOUT,
         command_timeout=settings.EGRESS_SSH_COMMAND_TIMEOUT,
     )

@@ -53,7 +53,13 @@ def region_create(*, slug: str, name: str = "", description: str = "", actor: An
     region = Region(slug=slug, name=name or slug, description=description)
     region.full_clean()
     region.save()
-    event_record(kind="region.created", message=f"Region {region.slug} created.", actor=actor, subject=region.slug)
+    event_record(
+        kind="region.created",
+        message=f"Region {region.slug} created.",
+        actor=actor,
+        subject=region.slug,
+        data={"after": {"slug": region.slug, "name": region.name, "description": region.description}},
+    )
     return region
 
 
@@ -94,8 +100,10 @@ def region_delete(*, region: Region, actor: Any = None) -> None:
     if in_use:
         raise ConflictError(f"Region {region.slug} still has {', '.join(in_use)}; remove them first.")
     slug = region.slug
+    before = {"slug": slug, "name": region.name, "description": region.description}
     region.delete()
-    event_record(kind="region.deleted", message=f"Region {slug} deleted.", actor=actor, subject=slug)
+    event_record(kind="region.deleted", message=f"Region {slug} deleted.", actor=actor, subject=slug,
+                 data={"before": before})
 
 
 def _clean_excluded(net: ipam.IPv4Network, excluded: Iterable[str]) -> list[str]:
@@ -195,10 +203,13 @@ def pool_delete(*, pool: IPPool, actor: Any = None) -> None:
     if pool.addresses.exclude(status=EgressIPStatus.FREE).exists():
         raise ConflictError(f"Pool {pool.name} still has assigned or quarantined addresses.")
     name, cidr = pool.name, pool.cidr
+    before = {"name": name, "cidr": cidr, "region": pool.region.slug, "excluded": list(pool.excluded),
+              "description": pool.description}
     with transaction.atomic():
         pool.addresses.all().delete()
         pool.delete()
-    event_record(kind="pool.deleted", message=f"Pool {name} ({cidr}) deleted.", actor=actor, subject=name)
+    event_record(kind="pool.deleted", message=f"Pool {name} ({cidr}) deleted.", actor=actor, subject=name,
+                 data={"before": before})
 
 
 def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
