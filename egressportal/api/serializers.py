@@ -378,6 +378,12 @@ class _HostSerializer(serializers.ModelSerializer):
         return host
 
 
+class DrainSerializer(serializers.Serializer):
+    rehome = serializers.BooleanField(
+        default=True, help_text="Also move the addresses off the gateway (keeping each address for its app)."
+    )
+
+
 class GatewaySerializer(_HostSerializer):
     class Meta(_HostSerializer.Meta):
         model = Gateway

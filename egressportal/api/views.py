@@ -254,6 +254,39 @@ class GatewayViewSet(_HostViewSet):
     filterset_class = host_filterset(Gateway)
     ordering_fields = {**_HostViewSet.ordering_fields, "slot": "slot"}
 
+    @extend_schema(
+        summary="Drain the gateway for maintenance",
+        description="Moves every active role to the app's standby (already in the user's allow-list), then, "
+        "with rehome (default true), moves each app's address on this gateway to another gateway that holds "
+        "none of the app's addresses, keeping the same address. Where no gateway can take it, the address is "
+        "withdrawn but stays reserved for its app and comes back on undrain. Answers 202: the work is done by "
+        "the workers.",
+        request=s.DrainSerializer,
+        responses={202: s.GatewaySerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="drain", filter_backends=[])
+    def drain(self, request: Request, pk: str | None = None) -> Response:
+        body = s.DrainSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        gateway = self.get_object()
+        services.gateway_drain(gateway=gateway, rehome=body.validated_data["rehome"], actor=request.user)
+        gateway.refresh_from_db()
+        return Response(self.get_serializer(gateway).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Put a drained gateway back into service",
+        description="New allocations may use it again, and apps that lost an address while it was drained get "
+        "the very same address back.",
+        request=None,
+        responses={202: s.GatewaySerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="undrain", filter_backends=[])
+    def undrain(self, request: Request, pk: str | None = None) -> Response:
+        gateway = self.get_object()
+        services.gateway_undrain(gateway=gateway, actor=request.user)
+        gateway.refresh_from_db()
+        return Response(self.get_serializer(gateway).data, status=status.HTTP_202_ACCEPTED)
+
 
 class NodeViewSet(_HostViewSet):
     """Cluster nodes (staff only). Health fields are written by the workers."""

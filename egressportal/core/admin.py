@@ -312,6 +312,25 @@ class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
         "enabled", "last_reconciled_at",
     ]
     list_filter = ["region", "health", "enabled", "draining"]
+    actions = [*HostAdminMixin.actions, "drain", "drain_active_only", "undrain"]
+
+    @admin.action(description="Drain: move every app off (addresses keep their apps; no allow-list changes)")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
+        for gateway in queryset:
+            result = services.gateway_drain(gateway=gateway, rehome=True, actor=request.user)
+            messages.info(request, f"{gateway.name}: draining; {result.moved_active} active role(s) moved.")
+
+    @admin.action(description="Drain active roles only (addresses stay as standby)")
+    def drain_active_only(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
+        for gateway in queryset:
+            result = services.gateway_drain(gateway=gateway, rehome=False, actor=request.user)
+            messages.info(request, f"{gateway.name}: {result.moved_active} active role(s) moved.")
+
+    @admin.action(description="Undrain: back into service, give apps their addresses back")
+    def undrain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
+        for gateway in queryset:
+            topped = services.gateway_undrain(gateway=gateway, actor=request.user)
+            messages.info(request, f"{gateway.name}: back in service; {topped} app(s) regain redundancy.")
 
 
 @admin.register(Node)

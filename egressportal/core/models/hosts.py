@@ -90,6 +90,9 @@ class Gateway(ManagedHost):
         help_text="Routing table and fwmark slot on the nodes (unique within the region).",
     )
     draining = models.BooleanField(default=False, help_text="No new addresses; active roles move away.")
+    drain_rehome = models.BooleanField(
+        default=True, help_text="While draining, also move the addresses off (each keeps its app)."
+    )
 
     class Meta(ManagedHost.Meta):
         constraints = [

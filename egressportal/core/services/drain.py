@@ -42,7 +42,7 @@ def gateway_drain(*, gateway: Gateway, rehome: bool = True, actor: Any = None) -
     with transaction.atomic():
         gateway = Gateway.objects.select_for_update().get(pk=gateway.pk)
         gateway.draining = True
-        Gateway.objects.filter(pk=gateway.pk).update(draining=True)
+        Gateway.objects.filter(pk=gateway.pk).update(draining=True, drain_rehome=rehome)
         actives = EgressIP.objects.filter(gateway=gateway, status=EgressIPStatus.ASSIGNED, role=EgressIPRole.ACTIVE)
         for ip in actives.select_related("app"):
             other = (
@@ -80,34 +80,19 @@ def gateway_drain(*, gateway: Gateway, rehome: bool = True, actor: Any = None) -
         )
         reconcile_request(nodes=nodes)
     if rehome:
-        _set_rehome(gateway.pk, True)
         drain_progress(region_id=gateway.region_id)
     return result
-
-
-def _set_rehome(gateway_id: int, value: bool) -> None:
-    from django.core.cache import cache
-
-    cache.set(f"egress:drain-rehome:{gateway_id}", value, None)
-
-
-def _rehome_wanted(gateway_id: int) -> bool:
-    from django.core.cache import cache
-
-    return bool(cache.get(f"egress:drain-rehome:{gateway_id}", True))
 
 
 def drain_progress(*, region_id: int | None = None) -> int:
     """Move (or withdraw) standby addresses off draining gateways once no node
     owes their app a reconcile. Idempotent; called after node reconciles and
     by the sweep. Returns how many addresses moved."""
-    draining = Gateway.objects.filter(draining=True)
+    draining = Gateway.objects.filter(draining=True, drain_rehome=True)
     if region_id is not None:
         draining = draining.filter(region_id=region_id)
     moved = 0
     for gateway in draining:
-        if not _rehome_wanted(gateway.pk):
-            continue
         ips = EgressIP.objects.filter(
             gateway=gateway, status=EgressIPStatus.ASSIGNED, role=EgressIPRole.STANDBY
         ).exclude(app__host_syncs__node__isnull=False)
@@ -179,8 +164,7 @@ def gateway_undrain(*, gateway: Gateway, actor: Any = None) -> int:
 
     topped = 0
     with transaction.atomic():
-        Gateway.objects.filter(pk=gateway.pk).update(draining=False)
-        _set_rehome(gateway.pk, True)
+        Gateway.objects.filter(pk=gateway.pk).update(draining=False, drain_rehome=True)
         event_record(kind="gateway.drain_ended", message=f"Gateway {gateway.name} is back in service.",
                      actor=actor, gateway=gateway)
     from django.conf import settings

@@ -155,6 +155,18 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
         unknown |= set(fields) & {"pod_cidrs"}
     if unknown:
         raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
+    if "draining" in fields and isinstance(host, Gateway):
+        # Draining moves traffic and addresses: it is its own operation.
+        from .drain import gateway_drain, gateway_undrain
+
+        draining = bool(fields.pop("draining"))
+        if draining and not host.draining:
+            gateway_drain(gateway=host, rehome=True, actor=actor)
+        elif host.draining and not draining:
+            gateway_undrain(gateway=host, actor=actor)
+        host.refresh_from_db()
+        if not fields:
+            return host
     if "host_key" in fields:
         fields["host_key"] = _normalize_host_key(fields["host_key"])
     if "pod_cidrs" in fields:

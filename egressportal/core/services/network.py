@@ -248,7 +248,9 @@ def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | Non
     same_app = own.filter(last_app=app).first()
     if same_app is not None:
         return same_app
-    same_owner = own.first()
+    # Another app of the same owner may reuse it, unless that app still wants
+    # dedicated egress (its address was only withdrawn during a drain).
+    same_owner = own.exclude(last_app__egress_type="dedicated").first()
     if same_owner is not None:
         return same_owner
 
