@@ -122,6 +122,8 @@ def stop(lab_up: bool, env: dict[str, str]) -> None:
 
 
 def main() -> None:
+    # Started from a script in the background, SIGINT may be inherited as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     (VAR / "log").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     key_file = VAR / "secret_key"
@@ -147,6 +149,7 @@ def main() -> None:
         say("migrating the database")
         manage("migrate", "--noinput", "-v", "0", env=env)
         manage("collectstatic", "--noinput", "-v", "0", env=env)
+        manage("demo_users", *[f"{u}={p}" for u, p in DEMO_PASSWORDS.items()], env=env)
         ok, why = lab_possible()
         if ok:
             say("building the lab (gateways, nodes, internet, echo server) with demo data")
@@ -155,12 +158,15 @@ def main() -> None:
                 say("the lab could not be built (see above); running without it")
         else:
             say(f"lab: {why}")
-        manage("demo_users", *[f"{u}={p}" for u, p in DEMO_PASSWORDS.items()], env=env)
         say("starting the portal, a worker and beat")
         spawn("portal", [PY, "-m", "gunicorn", "egressportal.wsgi", "--bind", f"127.0.0.1:{PORT}",
                          "--workers", "2", "--threads", "4", "--access-logfile", "-"], env)
         spawn("worker", [PY, "-m", "celery", "-A", "workers.celery", "worker", "--loglevel", "INFO",
-                         "--concurrency", "2", "--without-gossip", "--without-mingle"], env)
+                         "--concurrency", "2", "--without-gossip", "--without-mingle", "--queues", "celery",
+                         "--hostname", "reconcile@%h"], env)
+        spawn("health", [PY, "-m", "celery", "-A", "workers.celery", "worker", "--loglevel", "INFO",
+                         "--concurrency", "1", "--without-gossip", "--without-mingle", "--queues", "health",
+                         "--hostname", "health@%h"], env)
         spawn("beat", [PY, "-m", "celery", "-A", "workers.celery", "beat", "--loglevel", "INFO",
                        "--schedule", str(VAR / "celerybeat-schedule")], env)
         url = f"http://127.0.0.1:{PORT}/"

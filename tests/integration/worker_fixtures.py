@@ -89,7 +89,7 @@ class WorkerProcess:
         argv = [
             sys.executable, "-m", "celery", "-A", "workers.celery", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
-            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle",
+            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--queues", "celery,health",
         ]
         if beat:
             argv += ["--beat", "--schedule", str(self.log.with_suffix(".beat"))]
