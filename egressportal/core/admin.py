@@ -241,7 +241,7 @@ class HostAdminMixin:
         return "set" if obj and obj.has_ssh_private_key else "not set (workers' default key)"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        identity = ["name", "region", "slot"] if obj is not None else []
+        identity = (["name", "region", "slot"] if isinstance(obj, Gateway) else ["name", "region"]) if obj else []
         return [*identity, *self.readonly_fields]
 
     # Writes go through the services: validation, reconcile requests and the audit log in one place.
