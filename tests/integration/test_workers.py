@@ -12,7 +12,7 @@ from egressportal.core import services
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync, Node, Region
 from tests.integration.worker_fixtures import wait_for
 
-pytestmark = [pytest.mark.lab, pytest.mark.worker]
+pytestmark = [pytest.mark.lab, pytest.mark.worker, pytest.mark.fault]
 
 NODE1_IP = "203.0.113.21"
 
