@@ -47,9 +47,13 @@ INSTALLED_APPS = [
     "egressportal.core",
     "egressportal.api",
     "egressportal.portal",
+    "egressportal.ops",
 ]
 
 MIDDLEWARE = [
+    # First: every line of a request carries its id, and probes skip the host check and the session.
+    "egressportal.ops.middleware.RequestIdMiddleware",
+    "egressportal.ops.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -258,11 +262,35 @@ EGRESS_LEASE_SECONDS = env.float("EGRESS_LEASE_SECONDS", default=20.0)
 EGRESS_COALESCE_STALE_SECONDS = env.float("EGRESS_COALESCE_STALE_SECONDS", default=30.0)
 EGRESS_RECONCILE_DISPATCH = env.str("EGRESS_RECONCILE_DISPATCH", default="celery")
 
+# Operability: /metrics is closed unless a staff session, this bearer token, or METRICS_PUBLIC.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
+# Worker-side counters live in Redis (see egressportal/ops/store.py); the broker's Redis by default.
+EGRESS_METRICS_REDIS_URL = env.str("EGRESS_METRICS_REDIS_URL", default=REDIS_URL)
+EGRESS_WORKER_HEARTBEAT_FILE = env.str("EGRESS_WORKER_HEARTBEAT_FILE", default="/tmp/egress-worker-heartbeat")  # noqa: S108
+EGRESS_WORKER_HEARTBEAT_SECONDS = env.float("EGRESS_WORKER_HEARTBEAT_SECONDS", default=5.0)
+
+# JSON lines in production (LOG_FORMAT=plain to override), plain text with DEBUG;
+# context fields (request, app, host, task) on every line, secrets scrubbed.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "egressportal.ops.logs.ContextFilter"},
+        "scrub": {"()": "egressportal.ops.logs.SecretScrubFilter"},
+    },
+    "formatters": {
+        "plain": {"()": "egressportal.ops.logs.PlainFormatter"},
+        "json": {"()": "egressportal.ops.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context", "scrub"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -12,6 +12,11 @@ app = Celery("egressportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
 
+# Imported after ``app`` exists: the egressportal package imports this module.
+from egressportal.ops.worker import install as ops_install  # noqa: E402
+
+ops_install(app)  # structured logs, task ids on log lines, the heartbeat, the sweep time
+
 
 @app.on_after_finalize.connect
 def _schedule(sender: Celery, **_: object) -> None:

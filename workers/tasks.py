@@ -27,6 +27,9 @@ def reconcile_host(self, kind: str, pk: int) -> dict | None:
     try:
         result = host_reconcile(kind=kind, pk=pk)
     except HostBusy:
+        from egressportal.ops.metrics import reconcile_busy
+
+        reconcile_busy(kind=kind, pk=pk)
         # Another worker is on this host; run again right after it so that
         # changes it may not have seen are applied.
         raise self.retry(countdown=random.uniform(0.2, 0.6), max_retries=None) from None  # noqa: S311

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ...ops import metrics as ops_metrics
 from ..models import App, EgressIP, EgressIPStatus, EgressStatus, EgressType, EventLevel, Gateway, HealthStatus, Node
 from .events import WORKER, event_record
 from .reconcile import reconcile_request
@@ -77,9 +78,11 @@ def host_probe(host: Gateway | Node) -> ProbeResult:
             return gateway_link_health(out.stdout, host.public_interface, host.transit_address)
         session.run(["true"], timeout=settings.EGRESS_SSH_CONNECT_TIMEOUT)
         return ProbeResult(True, True, "")
-    except HostKeyMismatch:
+    except HostKeyMismatch as exc:
+        ops_metrics.ssh_error(exc, operation="probe")
         return ProbeResult(False, True, "SSH host key mismatch")
     except SSHError as exc:
+        ops_metrics.ssh_error(exc, operation="probe")
         return ProbeResult(False, False, f"unreachable: {str(exc)[:200]}")
     except Exception as exc:  # a probe never takes the health loop down
         logger.exception("health probe of %s failed", host)
@@ -117,6 +120,7 @@ def health_record(host: Gateway | Node, result: ProbeResult) -> bool:
 def _on_gateway_change(gateway: Gateway) -> None:
     """Failover/failback: nodes re-steer (one transaction per node) and the
     apps on this gateway show what happened."""
+    ops_metrics.gateway_health_changed(gateway=gateway)
     with transaction.atomic():
         healthy = gateway.health == HealthStatus.HEALTHY
         event_record(

@@ -25,6 +25,8 @@ from django.utils import timezone
 from workers import dataplane as dp
 from workers.ssh import HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
 
+from ...ops import logs as ops_logs
+from ...ops import metrics as ops_metrics
 from ..desired import gateway_desired, node_desired
 from ..models import (
     App,
@@ -176,7 +178,8 @@ def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
         host = model.objects.select_related("region").get(pk=pk)
         if not host.enabled:
             return None
-        return _reconcile(host, model, token)
+        with ops_logs.log_context(host=host.name):
+            return _reconcile(host, model, token)
     finally:
         _lease_release(model, pk, token)
 
@@ -226,6 +229,7 @@ def _host_kw(host: Gateway | Node) -> dict[str, Any]:
 
 
 def _record_success(host: Gateway | Node, plan: Any, change: dp.Plan, duration: float) -> int:
+    ops_metrics.reconcile_succeeded(host=host, duration=duration)
     now = timezone.now()
     is_gateway = isinstance(host, Gateway)
     with transaction.atomic():
@@ -277,6 +281,7 @@ def _record_success(host: Gateway | Node, plan: Any, change: dp.Plan, duration: 
     return len(settled_apps)
 
 
+@ops_logs.logged_with(app_id="app_id")
 def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
     """Move an app forward once hosts caught up; returns (gateway ids, node ids)
     that now have work because of it."""
@@ -299,6 +304,7 @@ def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
                 latency = (now - app.egress_requested_at).total_seconds() if app.egress_requested_at else None
                 _status(app, status, message, now)
                 if status == EgressStatus.ASSIGNED:
+                    ops_metrics.toggle_assigned(latency)
                     addresses = list(app.egress_ips.values_list("address", flat=True))
                     event_record(
                         kind="egress.assigned",
@@ -368,6 +374,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _record_failure(host: Gateway | Node, exc: BaseException, app_ids: set[int], duration: float) -> None:
+    ops_metrics.reconcile_failed(host=host, exc=exc, duration=duration)
     now = timezone.now()
     reason = _reason(exc)
     model = type(host)
@@ -402,6 +409,7 @@ def _record_failure(host: Gateway | Node, exc: BaseException, app_ids: set[int],
 
 
 def _record_key_mismatch(host: Gateway | Node, exc: HostKeyMismatch, app_ids: set[int]) -> None:
+    ops_metrics.reconcile_failed(host=host, exc=exc)
     now = timezone.now()
     presented = getattr(exc, "actual_key", "") or ""
     expected_fp = getattr(exc, "expected_fingerprint", "") or getattr(exc, "expected", "")

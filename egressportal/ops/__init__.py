@@ -1,0 +1,1 @@
+"""Operability: Prometheus metrics, health endpoints, structured logs, worker health."""

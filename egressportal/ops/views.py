@@ -1,0 +1,63 @@
+"""/healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import health, metrics
+
+__all__ = ["healthz", "readyz", "metrics_view", "metrics_access"]
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """The process answers: no database, no broker."""
+    response = JsonResponse({"status": "ok"})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    """The database and the broker answer (each within 2 s); 503 naming what failed."""
+    ok, report = health.readiness()
+    response = JsonResponse(report, status=200 if ok else 503)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _bearer_ok(request: HttpRequest) -> bool:
+    expected = getattr(settings, "METRICS_TOKEN", "")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not expected or scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def metrics_access(request: HttpRequest, *, with_session: bool = True) -> int:
+    """200 when the caller may scrape, else 401 (no or bad credentials) or 403 (signed in, not staff)."""
+    if getattr(settings, "METRICS_PUBLIC", False) or _bearer_ok(request):
+        return 200
+    user = getattr(request, "user", None) if with_session else None
+    if user is not None and user.is_authenticated:
+        return 200 if user.is_staff else 403
+    return 401
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    status = metrics_access(request)
+    if status != 200:
+        response = HttpResponse(
+            "Metrics need a staff session or a bearer token (METRICS_TOKEN).\n" if status == 401 else "Staff only.\n",
+            status=status,
+            content_type="text/plain; charset=utf-8",
+        )
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    response = HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

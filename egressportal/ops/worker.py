@@ -1,0 +1,82 @@
+"""Celery wiring: structured logs and task ids in workers, the worker heartbeat, the sweep time.
+
+``install(app)`` is called once from workers/celery.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import setup_logging, task_postrun, task_prerun
+
+from . import logs
+
+__all__ = ["HeartbeatStep", "install", "HEARTBEAT_SECONDS"]
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+SWEEP_TASK = "workers.tasks.sweep"
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    """Beats from the worker's own event loop: when the consumer wedges, the beat stops."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        from django.conf import settings
+
+        interval = float(getattr(settings, "EGRESS_WORKER_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+        self._beat(worker)
+        self.tref = worker.timer.call_repeatedly(interval, self._beat, (worker,), priority=10)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    @staticmethod
+    def _beat(worker: Any) -> None:
+        from .health import worker_heartbeat
+
+        try:
+            worker_heartbeat(worker.hostname)
+        except Exception:  # a heartbeat never takes the worker down
+            logger.debug("heartbeat failed", exc_info=True)
+
+
+def _setup_logging(**_: Any) -> None:
+    """Use the project's LOGGING (JSON lines, context, scrubbing) instead of Celery's own format."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+def _task_prerun(task_id: str | None = None, **_: Any) -> None:
+    logs.clear()
+    logs.bind(task_id=task_id)
+
+
+def _task_postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
+    try:
+        if task is not None and task.name == SWEEP_TASK and state == "SUCCESS":
+            from .health import record_sweep
+
+            record_sweep()
+    finally:
+        logs.clear()
+
+
+def install(app: Celery) -> None:
+    app.steps["worker"].add(HeartbeatStep)
+    setup_logging.connect(_setup_logging, weak=False)
+    task_prerun.connect(_task_prerun, weak=False)
+    task_postrun.connect(_task_postrun, weak=False)
