@@ -302,21 +302,32 @@ def _broker_metrics() -> Iterable[Metric]:
     url = settings.CELERY_BROKER_URL
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return
-    queue = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+    queues = _queue_names()
     client = redis_client(url, timeout=1.0)
     pipe = client.pipeline(transaction=False)
     # kombu keeps one list per priority step: "celery", "celery\x06\x163", ...
-    keys = sorted({queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS})
-    for key in keys:
-        pipe.llen(key)
+    steps = sorted(PRIORITY_STEPS)
+    for queue in queues:
+        for step in steps:
+            pipe.llen(queue if step == 0 else f"{queue}{Channel.sep}{step}")
     pipe.hlen("unacked")
     *lengths, unacked = pipe.execute()
-    depth = GaugeMetricFamily("egress_queue_messages", "Messages waiting in the Celery queue (Redis LLEN).", labels=["queue"])
-    depth.add_metric([queue], sum(lengths))
+    depth = GaugeMetricFamily("egress_queue_messages", "Messages waiting in a Celery queue (Redis LLEN).", labels=["queue"])
+    for i, queue in enumerate(queues):
+        depth.add_metric([queue], sum(lengths[i * len(steps) : (i + 1) * len(steps)]))
     yield depth
     yield GaugeMetricFamily(
         "egress_queue_unacked_messages", "Messages delivered to a worker and not acknowledged yet.", value=unacked
     )
+
+
+def _queue_names() -> list[str]:
+    """The default queue and every queue a task route names (e.g. a separate one for health probes)."""
+    names = {getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")}
+    routes = getattr(settings, "CELERY_TASK_ROUTES", None) or {}
+    if isinstance(routes, dict):
+        names |= {route["queue"] for route in routes.values() if isinstance(route, dict) and route.get("queue")}
+    return sorted(names)
 
 
 def _heartbeat_metrics() -> Iterable[Metric]:

@@ -70,16 +70,22 @@ def test_metrics_inside_a_rolled_back_transaction_are_not_recorded(transactional
     assert value(after, name, host="gw-rollback") == value(before, name, host="gw-rollback") == 0
 
 
-def test_queue_depth_is_the_length_of_the_celery_list(redis_server, staff_client):
+def test_queue_depth_is_the_length_of_each_celery_list(redis_server, staff_client, settings):
     from egressportal.ops.store import redis_client
 
+    settings.CELERY_TASK_ROUTES = {"workers.tasks.health_check": {"queue": "health"}}
     client = redis_client()
-    client.delete("celery")
+    keys = ["celery", "celery\x06\x163", "health"]
+    client.delete(*keys)
     client.rpush("celery", "m1", "m2", "m3")
+    client.rpush("celery\x06\x163", "p1")  # kombu's list for priority 3
+    client.rpush("health", "h1")
     try:
-        assert value(scrape(staff_client), "egress_queue_messages", queue="celery") == 3
+        text = scrape(staff_client)
+        assert value(text, "egress_queue_messages", queue="celery") == 4
+        assert value(text, "egress_queue_messages", queue="health") == 1
     finally:
-        client.delete("celery")
+        client.delete(*keys)
 
 
 def test_readyz_follows_redis(redis_server, client, db, settings):
