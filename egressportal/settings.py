@@ -239,6 +239,9 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # Remote control rides on Redis PUB/SUB, whose reconnect path in kombu 5.7
 # crashes the worker when Redis restarts; the workers are driven by the
 # database and beat, so they do not need it. Set it to true for `celery inspect`.
+# Health probes run every second on their own queue, served by their own
+# worker process, so a burst of reconciles never delays failover detection.
+CELERY_TASK_ROUTES = {"workers.tasks.health_check": {"queue": "health"}}
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
 CELERY_BEAT_SCHEDULER = env.str("CELERY_BEAT_SCHEDULER", default="celery.beat:PersistentScheduler")
 CELERY_TIMEZONE = TIME_ZONE
@@ -260,6 +263,8 @@ EGRESS_LEASE_SECONDS = env.float("EGRESS_LEASE_SECONDS", default=20.0)
 # A queued-reconcile marker older than this no longer absorbs new requests
 # (its message may have been lost with the broker).
 EGRESS_COALESCE_STALE_SECONDS = env.float("EGRESS_COALESCE_STALE_SECONDS", default=30.0)
+# Set by `./run` when the portal runs next to the lab: enables "Check egress".
+EGRESS_LAB_PREFIX = env.str("EGRESS_LAB_PREFIX", default="")
 EGRESS_RECONCILE_DISPATCH = env.str("EGRESS_RECONCILE_DISPATCH", default="celery")
 
 # Operability: /metrics is closed unless a staff session, this bearer token, or METRICS_PUBLIC.

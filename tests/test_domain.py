@@ -184,6 +184,8 @@ class TestEgress:
         a = make_app(alice)
         services.egress_enable(app=a, actor=alice)
         held = set(EgressIP.objects.filter(app=a).values_list("address", flat=True))
+        # What the workers do once a disable is done: shared again, addresses in quarantine.
+        App.objects.filter(pk=a.pk).update(egress_type="shared", egress_status="disabled")
         services.egress_ips_release(app=a)
         # Bob cannot get them while they are in quarantine...
         b = make_app(bob)
@@ -193,11 +195,30 @@ class TestEgress:
         a2 = make_app(alice)
         services.egress_enable(app=a2, actor=alice)
         assert set(EgressIP.objects.filter(app=a2).values_list("address", flat=True)) == held
+        App.objects.filter(pk=a2.pk).update(egress_type="shared", egress_status="disabled")
         services.egress_ips_release(app=a2)
         # Once the quarantine has passed, anyone may have them.
         EgressIP.objects.update(released_at=timezone.now() - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS + 1))
         services.egress_enable(app=b, actor=bob)
         assert set(EgressIP.objects.filter(app=b).values_list("address", flat=True)) == held
+
+    def test_an_address_withdrawn_from_a_dedicated_app_stays_reserved_for_it(self, infra, make_app, alice):
+        infra["pool"].delete()
+        services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
+        a = make_app(alice)
+        services.egress_enable(app=a, actor=alice)
+        # As during a drain: one address withdrawn while the app stays dedicated.
+        ip = EgressIP.objects.get(app=a, role="standby")
+        EgressIP.objects.filter(pk=ip.pk).update(
+            status="quarantined", released_at=timezone.now(), last_app=a, last_owner=alice, app=None, gateway=None,
+            role="",
+        )
+        # Another app of the same owner does not take it...
+        with pytest.raises(PoolExhausted):
+            services.egress_enable(app=make_app(alice), actor=alice)
+        # ...the app it belongs to gets it back.
+        services.egress_ips_allocate(app=a)
+        assert EgressIP.objects.get(pk=ip.pk).app_id == a.pk
 
     def test_delete_with_dedicated_egress_waits_for_release(self, infra, make_app, alice):
         app = make_app(alice)

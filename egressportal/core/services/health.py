@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +162,38 @@ def apps_health_refresh(app_ids: set[int]) -> None:
             )
 
 
+@contextmanager
+def _single_flight(name: str, ttl: float) -> Iterator[bool]:
+    """At most one health round at a time across all workers: two rounds
+    writing results probed at different moments would make health flap."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+    token = secrets.token_hex(8)
+    key = f"egress:lock:{name}"
+    try:
+        got = bool(client.set(key, token, nx=True, px=int(ttl * 1000)))
+    except redis.RedisError:
+        got = True  # no broker, no concurrency problem worth skipping a round for
+    try:
+        yield got
+    finally:
+        if got:
+            try:
+                if client.get(key) == token.encode():
+                    client.delete(key)
+            except redis.RedisError:
+                pass
+
+
 def hosts_health_check() -> dict[str, int]:
+    with _single_flight("health", ttl=30) as mine:
+        if not mine:
+            return {"hosts": 0, "changed": 0, "skipped": 1}
+        return _health_round()
+
+
+def _health_round() -> dict[str, int]:
     hosts: list[Gateway | Node] = list(Gateway.objects.filter(enabled=True)) + list(Node.objects.filter(enabled=True))
     if not hosts:
         return {"hosts": 0, "changed": 0}

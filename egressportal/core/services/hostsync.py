@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,38 @@ def host_session(host: Gateway | Node) -> SSHSession:
     )
 
 
+# Between the outputs of the read commands run in one exec: a byte no
+# nft/ip JSON output contains, then the command's exit status.
+_READ_SEPARATOR = "\x1e"
+
+
+def _read_outputs(session: SSHSession, cmds: dict[str, list[str]], *, use_sudo: bool) -> dict[str, tuple[int, str]]:
+    """Run the read commands, in ONE round trip when possible: a fixed shell
+    script made of shlex-quoted, validated argv (never raw input). With sudo,
+    each command runs on its own so the sudo rules never need a shell."""
+    if use_sudo:
+        results = {}
+        for name, argv in cmds.items():
+            r = session.run(argv, check=False)
+            results[name] = (r.exit_status, r.stdout if r.exit_status == 0 else r.stderr)
+        return results
+    script = "; ".join(f"{shlex.join(argv)} 2>&1; printf '\\n{_READ_SEPARATOR}%s\\n' $?" for argv in cmds.values())
+    result = session.run(["sh", "-c", script])
+    parts = result.stdout.split(f"\n{_READ_SEPARATOR}")
+    if len(parts) != len(cmds) + 1:
+        raise dp.DataplaneParseError("the host's answer to the state read is garbled")
+    outputs: dict[str, tuple[int, str]] = {}
+    for index, name in enumerate(cmds):
+        body = parts[index] if index == 0 else parts[index].split("\n", 1)[1] if "\n" in parts[index] else ""
+        status_line = parts[index + 1].split("\n", 1)[0]
+        try:
+            status = int(status_line.strip())
+        except ValueError:
+            raise dp.DataplaneParseError("the host's answer to the state read is garbled") from None
+        outputs[name] = (status, body)
+    return outputs
+
+
 def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:
     """The product's state on the host as the host reports it."""
     if isinstance(host, Gateway):
@@ -143,14 +176,13 @@ def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewaySta
     else:
         cmds = dp.node_read_commands()
     out: dict[str, str | None] = {}
-    for name, argv in cmds.items():
-        result = session.run(argv, check=name != "nft")
-        if name == "nft" and result.exit_status != 0:
-            if not dp.is_missing_table_error(result.stderr):
-                raise dp.DataplaneParseError(f"nft list failed: {result.stderr.strip()[:300]}")
+    for name, (status, text) in _read_outputs(session, cmds, use_sudo=host.use_sudo).items():
+        if status == 0:
+            out[name] = text
+        elif name == "nft" and dp.is_missing_table_error(text):
             out[name] = None
         else:
-            out[name] = result.stdout
+            raise dp.DataplaneParseError(f"{' '.join(cmds[name][:3])} failed: {text.strip()[:300]}")
     if isinstance(host, Gateway):
         return dp.parse_gateway(out["nft"], out["addr"] or "[]", out["routes"] or "[]", host.public_interface)
     return dp.parse_node(out["nft"], out["rules"] or "[]", out["routes"] or "[]")
@@ -193,6 +225,9 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
         plan = gateway_desired(host) if is_gateway else node_desired(host)
         session = host_session(host)
         actual = host_read_actual(session, host)
+        if is_gateway and host.draining and not plan.state.addresses:
+            change = _decommission_gateway(session, host, actual)
+            return _finish(host, plan, change, started)
         change = dp.plan_gateway(actual, plan.state) if is_gateway else dp.plan_node(actual, plan.state)
         if not change.is_empty:
             if not _lease_renew(model, host.pk, token):
@@ -213,11 +248,34 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
     except (SSHError, dp.DataplaneValueError, OSError) as exc:
         _record_failure(host, exc, plan.apps if plan else _pending_apps(host), time.monotonic() - started)
         raise
+    return _finish(host, plan, change, started)
+
+
+def _finish(host: Gateway | Node, plan: Any, change: dp.Plan, started: float) -> ReconcileResult:
     duration = time.monotonic() - started
     settled = _record_success(host, plan, change, duration)
     return ReconcileResult(
         host=host.name, changed=not change.is_empty, summary=change.summary(), duration=duration, settled_apps=settled
     )
+
+
+def _decommission_gateway(session: SSHSession, host: Gateway, actual: dp.GatewayState) -> dp.Plan:
+    """A drained gateway that holds no address keeps nothing of ours: no
+    table, no addresses, no routes. It is ready for maintenance or removal;
+    undraining brings everything back on the next reconcile."""
+    exists = session.run(["nft", "list", "table", "ip", dp.NFT_TABLE], check=False).exit_status == 0
+    lines = [f"addr del {a}/32 dev {actual.public_interface}" for a in sorted(actual.addresses)]
+    lines += [f"route del {cidr} via {via} proto {dp.RT_PROTO}" for cidr, via in actual.return_routes.items()]
+    if not exists and not lines:
+        return dp.Plan()
+    if lines:
+        session.run(["ip", "-batch", "-"], stdin="".join(f"{line}\n" for line in lines))
+    if exists:
+        session.run(["nft", "delete", "table", "ip", dp.NFT_TABLE])
+    after = host_read_actual(session, host)
+    if after != dp.GatewayState.build(public_interface=host.public_interface):
+        raise dp.DataplaneValueError("the drained gateway still holds product state after removal")
+    return dp.Plan(post_ip=lines, changes=("drained: product table, addresses and routes removed",))
 
 
 def _pending_apps(host: Gateway | Node) -> set[int]:
@@ -275,6 +333,13 @@ def _record_success(host: Gateway | Node, plan: Any, change: dp.Plan, duration: 
         follow_nodes |= set(
             HostSync.objects.filter(app_id__in=settled_apps, node__isnull=False).values_list("node_id", flat=True)
         )
+    if not is_gateway:
+        from .drain import drain_progress
+
+        try:
+            drain_progress(region_id=host.region_id)
+        except Exception:  # the reconcile itself succeeded; the sweep retries this
+            logger.exception("drain progress after reconciling %s failed", host.name)
     if follow_gateways or follow_nodes:
         with transaction.atomic():
             reconcile_request(gateways=follow_gateways, nodes=follow_nodes)
@@ -353,8 +418,8 @@ def app_health_status(app: App) -> tuple[str, str]:
                 f"{healthy[0].address}.",
             )
         return EgressStatus.DEGRADED, "Every gateway of this app is down; traffic cannot leave until one recovers."
-    if len(ips) < settings.EGRESS_IPS_PER_APP and len(ips) < 2:
-        return EgressStatus.ASSIGNED, "Redundancy is reduced: the region has only one gateway."
+    if len(ips) < min(settings.EGRESS_IPS_PER_APP, 2):
+        return EgressStatus.ASSIGNED, "Redundancy is reduced: only one gateway can hold this app's addresses right now."
     if len(healthy) < len(ips):
         down = ", ".join(ip.gateway.name for ip in ips if ip not in healthy and ip.gateway)
         return EgressStatus.ASSIGNED, f"Standby gateway {down} is down; no failover until it recovers."
