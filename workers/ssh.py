@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import select
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -238,6 +240,10 @@ class SSHSession:
         if transport is None:  # connect() returned without a transport: not something paramiko does
             raise SSHError(f"SSH to {t.address}:{t.port}: no transport", kind="protocol")
         transport.set_keepalive(KEEPALIVE_SECONDS)
+        # Each command opens a channel: small request/reply packets that Nagle's
+        # algorithm would hold back for a delayed ACK (~40 ms per command).
+        with contextlib.suppress(OSError, AttributeError):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("ssh connected %s@%s:%d in %.2fs", t.username, t.address, t.port, time.monotonic() - started)
         return client
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-import warnings
 
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import connection, connections
 from django.db.models import Count
 
 from egressportal.core import services
@@ -165,7 +164,6 @@ def test_storm_of_enable_disable_from_many_clients(lab, start_worker, django_use
     last: dict[int, str] = {}
     calls = [0]
     errors: list[BaseException] = []
-    deadlocks: list[str] = []
     lock = threading.Lock()
     until = time.monotonic() + 10
 
@@ -175,17 +173,8 @@ def test_storm_of_enable_disable_from_many_clients(lab, start_worker, django_use
             while time.monotonic() < until:
                 app = rng.choice(mine)
                 kind = rng.choice(["dedicated", "shared"])
-                try:
-                    services.egress_set(app=app, egress_type=kind)
-                except OperationalError as exc:
-                    # PostgreSQL aborted the request's transaction as a deadlock victim (known issue:
-                    # lock order between a request and a worker settling HostSync rows). Nothing was
-                    # written; a client sees a server error and retries, as this one does next round.
-                    if "deadlock" not in str(exc):
-                        raise
-                    with lock:
-                        deadlocks.append(str(exc).splitlines()[0])
-                    continue
+                # A request never fails: lock order is consistent, and a deadlock victim is retried.
+                services.egress_set(app=app, egress_type=kind)
                 with lock:
                     last[app.pk] = kind
                     calls[0] += 1
@@ -207,8 +196,6 @@ def test_storm_of_enable_disable_from_many_clients(lab, start_worker, django_use
         t.join()
     assert not errors, errors
     assert calls[0] > 100, calls[0]
-    if deadlocks:
-        warnings.warn(f"{len(deadlocks)} of {calls[0] + len(deadlocks)} requests were deadlock victims", stacklevel=1)
     # Users saw work in progress, never an error: nothing failed during the storm.
     assert seen_statuses & {"assigning", "releasing"}, seen_statuses
     assert "failed" not in seen_statuses, seen_statuses

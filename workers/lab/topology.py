@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -547,7 +548,20 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         self._sshd_pidfile(host).unlink(missing_ok=True)
         # sshd daemonizes once it listens: the launcher exits and nothing is left for us to reap.
-        _run(["ip", "netns", "exec", self.netns(host), SSHD, "-f", str(conf)], timeout=15)
+        argv = ["ip", "netns", "exec", self.netns(host), SSHD, "-f", str(conf)]
+        bashrc = Path(pwd.getpwnam("root").pw_dir) / ".bashrc"
+        if bashrc.is_file():
+            # A real gateway's root has no interactive shell set-up; this machine's may (pyenv costs
+            # ~0.2 s per command, since bash reads ~/.bashrc for every ssh command). Give the lab's sshd
+            # and its sessions a private mount namespace where that file is empty.
+            empty = self.config.state_dir / "empty_bashrc"
+            empty.write_text("")
+            argv = [
+                "ip", "netns", "exec", self.netns(host), "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", 'mount --bind "$1" "$2" && exec "$3" -f "$4"', "sh",
+                str(empty), str(bashrc), SSHD, str(conf),
+            ]
+        _run(argv, timeout=15)
 
     def _wait_sshd(self, hosts: list[str], timeout: float = 10) -> None:
         pending = {h: self.hosts[h].mgmt_address for h in hosts}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -253,9 +253,16 @@ def egress_disable(*, app: App, actor: Any = None) -> tuple[App, bool]:
 
 
 def egress_set(*, app: App, egress_type: str, actor: Any = None) -> tuple[App, bool]:
-    if egress_type == EgressType.DEDICATED:
-        return egress_enable(app=app, actor=actor)
-    if egress_type == EgressType.SHARED:
-        return egress_disable(app=app, actor=actor)
-    raise ValidationError({"type": f"Unknown egress type {egress_type!r}; use 'dedicated' or 'shared'."})
+    if egress_type not in (EgressType.DEDICATED, EgressType.SHARED):
+        raise ValidationError({"type": f"Unknown egress type {egress_type!r}; use 'dedicated' or 'shared'."})
+    action = egress_enable if egress_type == EgressType.DEDICATED else egress_disable
+    for attempt in range(3):
+        try:
+            return action(app=app, actor=actor)
+        except OperationalError as exc:
+            # The database broke a lock cycle by aborting us: nothing was
+            # written, so trying again is safe.
+            if "deadlock" not in str(exc).lower() or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 

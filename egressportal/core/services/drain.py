@@ -103,6 +103,8 @@ def drain_progress(*, region_id: int | None = None) -> int:
 
 def _rehome_one(ip: EgressIP, drained: Gateway) -> int:
     with transaction.atomic():
+        # App row first, as everywhere else (no deadlock with a toggle).
+        App.objects.select_for_update().filter(pk=ip.app_id).values_list("pk", flat=True).first()
         ip = EgressIP.objects.select_for_update(of=("self",)).select_related("app").get(pk=ip.pk)
         if ip.gateway_id != drained.pk or ip.role != EgressIPRole.STANDBY:
             return 0

@@ -291,6 +291,9 @@ def _record_success(host: Gateway | Node, plan: Any, change: dp.Plan, duration: 
     now = timezone.now()
     is_gateway = isinstance(host, Gateway)
     with transaction.atomic():
+        # Same lock order as the services (app row first, then its addresses
+        # and syncs), so a toggle racing this bookkeeping waits instead of deadlocking.
+        list(App.objects.select_for_update().filter(pk__in=plan.apps).order_by("pk").values_list("pk", flat=True))
         if is_gateway:
             EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed=False).update(programmed=True)
             EgressIP.objects.filter(pk__in=plan.removed_ip_ids, programmed=True).update(programmed=False)
