@@ -141,5 +141,6 @@ def test_burst_of_200_apps_coalesces(lab, start_worker, django_user_model):
     )
     transactions = after - before
     print(f"200 apps assigned in {elapsed:.1f}s with {transactions} host transactions")
-    assert transactions < 200 / 4, transactions  # far fewer transactions than apps
+    # Without coalescing every app costs 4 transactions (2 gateways, 2 nodes): 800 here.
+    assert transactions < 200 / 2, transactions
     assert_no_address_held_twice()

@@ -66,8 +66,12 @@ def test_metrics_move_with_a_real_enable(lab_world, start_worker, staff_client):
     hosts = {lab["host"] for name, lab, _ in samples(after) if name == "egress_reconciles_total" and lab["outcome"] == "success"}
     assert {"gw1", "gw2", "node1"} <= hosts
     assert value(after, "egress_reconcile_duration_seconds_count", kind="gateway", outcome="success") >= 2
-    # Host health from the probes, the worker's heartbeat and beat's sweep.
-    assert value(after, "egress_host_health", kind="gateway", state="healthy") >= 2
+    # Host health from the probes (a probe round runs every second), the worker's heartbeat and beat's sweep.
+    def gateways_healthy() -> str | None:
+        text = scrape(staff_client)
+        return text if value(text, "egress_host_health", kind="gateway", state="healthy") >= 2 else None
+
+    after = wait_for(gateways_healthy, timeout=15, what="both gateways healthy in the metrics")
     beats = [v for name, lab, v in samples(after) if name == "egress_worker_heartbeat_timestamp_seconds"]
     assert beats and time.time() - max(beats) < 15
     wait_for(

@@ -187,7 +187,9 @@ def _single_flight(name: str, ttl: float) -> Iterator[bool]:
 
 
 def hosts_health_check() -> dict[str, int]:
-    with _single_flight("health", ttl=30) as mine:
+    # Long enough for a round whose probes all time out, short enough that a
+    # worker killed mid-round blocks health checks only briefly.
+    with _single_flight("health", ttl=2 * settings.EGRESS_SSH_CONNECT_TIMEOUT + 2) as mine:
         if not mine:
             return {"hosts": 0, "changed": 0, "skipped": 1}
         return _health_round()
