@@ -130,6 +130,18 @@ class TestEgress:
         app, _ = services.egress_enable(app=make_app(alice), actor=alice)
         assert EgressIP.objects.filter(app=app).count() == 1
 
+    def test_a_new_gateway_takes_new_allocations_and_moves_nobody(self, infra, make_gateway, make_app, alice):
+        existing = [make_app(alice) for _ in range(3)]
+        for app in existing:
+            services.egress_enable(app=app, actor=alice)
+        before = {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in EgressIP.objects.all()}
+        gw_c = make_gateway("gw-c")
+        app, _ = services.egress_enable(app=make_app(alice), actor=alice)
+        gateways = set(EgressIP.objects.filter(app=app).values_list("gateway_id", flat=True))
+        assert gw_c.pk in gateways  # the empty gateway is the least loaded
+        # Nobody else moved.
+        assert {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in EgressIP.objects.exclude(app=app)} == before
+
     def test_region_without_gateways(self, region, make_app, alice):
         services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
         app = make_app(alice)

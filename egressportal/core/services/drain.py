@@ -40,10 +40,12 @@ def gateway_drain(*, gateway: Gateway, rehome: bool = True, actor: Any = None) -
     result = DrainResult()
     nodes = _region_nodes(gateway.region_id)
     with transaction.atomic():
-        gateway = Gateway.objects.select_for_update().get(pk=gateway.pk)
-        gateway.draining = True
-        Gateway.objects.filter(pk=gateway.pk).update(draining=True, drain_rehome=rehome)
         actives = EgressIP.objects.filter(gateway=gateway, status=EgressIPStatus.ASSIGNED, role=EgressIPRole.ACTIVE)
+        # Lock order as everywhere: app rows first (the workers do the same).
+        app_ids = list(actives.values_list("app_id", flat=True))
+        list(App.objects.select_for_update().filter(pk__in=app_ids).order_by("pk").values_list("pk", flat=True))
+        Gateway.objects.filter(pk=gateway.pk).update(draining=True, drain_rehome=rehome)
+        gateway.draining = True
         for ip in actives.select_related("app"):
             other = (
                 EgressIP.objects.filter(app_id=ip.app_id, status=EgressIPStatus.ASSIGNED, role=EgressIPRole.STANDBY)
@@ -178,6 +180,7 @@ def gateway_undrain(*, gateway: Gateway, actor: Any = None) -> int:
     )
     for app in short:
         with transaction.atomic():
+            App.objects.select_for_update().filter(pk=app.pk).values_list("pk", flat=True).first()
             before = set(EgressIP.objects.filter(app=app).values_list("pk", flat=True))
             ips = egress_ips_allocate(app=app)
             new = [ip for ip in ips if ip.pk not in before]
