@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Case, Count, Max, Q, Value, When
 from django.utils import timezone
 
 from .. import ipam
@@ -240,44 +240,51 @@ def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | Non
     the one whose quarantine ended longest ago. Another tenant's address in
     quarantine is never handed out."""
     rows = EgressIP.objects.filter(pool=pool)
+    # Another app of the same owner may reuse an address, unless that app
+    # still wants dedicated egress (its address was only withdrawn during a drain).
     own = (
         rows.filter(status=EgressIPStatus.QUARANTINED)
-        .filter(Q(last_app=app) | Q(last_owner=app.owner_id))
-        .order_by("released_at")
+        .filter(Q(last_app=app) | (Q(last_owner=app.owner_id) & ~Q(last_app__egress_type="dedicated")))
+        .annotate(mine=Case(When(last_app=app, then=Value(0)), default=Value(1)))
+        .order_by("mine", "released_at")
+        .first()
     )
-    same_app = own.filter(last_app=app).first()
-    if same_app is not None:
-        return same_app
-    # Another app of the same owner may reuse it, unless that app still wants
-    # dedicated egress (its address was only withdrawn during a drain).
-    same_owner = own.exclude(last_app__egress_type="dedicated").first()
-    if same_owner is not None:
-        return same_owner
+    if own is not None:
+        return own
 
     net = pool.network
     excluded = {int(a) for a in pool.excluded_addresses}
     first, last = ipam.usable_range(net)
-    top = rows.aggregate(top=Max("address_int"))["top"]
+    stats = rows.aggregate(top=Max("address_int"), n=Count("id"))
+    top = stats["top"]
     candidate = first if top is None else top + 1
     while candidate <= last and candidate in excluded:
         candidate += 1
     if candidate <= last:
         return EgressIP(pool=pool, address=str(ipam.IPv4Address(candidate)))
-    # The top of the range is taken: look for a gap below it.
-    used = set(rows.values_list("address_int", flat=True))
-    for addr in ipam.iter_available(net, used, pool.excluded_addresses):
-        return EgressIP(pool=pool, address=str(addr))
-
-    free = rows.filter(status=EgressIPStatus.FREE).first()
-    if free is not None:
-        return free
-    return rows.filter(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now)).order_by("released_at").first()
+    if stats["n"] < pool.size:
+        # The top of the range is taken but some address never was: find the gap.
+        used = set(rows.values_list("address_int", flat=True))
+        for addr in ipam.iter_available(net, used, pool.excluded_addresses):
+            return EgressIP(pool=pool, address=str(addr))
+    # Free rows first, then the quarantine that ended longest ago.
+    return (
+        rows.filter(
+            Q(status=EgressIPStatus.FREE)
+            | Q(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now))
+        )
+        .annotate(rank=Case(When(status=EgressIPStatus.FREE, then=Value(0)), default=Value(1)))
+        .order_by("rank", "released_at")
+        .first()
+    )
 
 
 def _lock_pool(pool: IPPool) -> None:
     """The per-pool lock: concurrent allocations from this pool wait here,
     allocations from other pools do not."""
-    IPPool.objects.select_for_update().filter(pk=pool.pk).values_list("pk", flat=True).first()
+    # No ordering (IPPool's default ordering joins the region, and FOR UPDATE
+    # would then lock the region row: one lock for every pool of the region).
+    IPPool.objects.select_for_update(of=("self",)).filter(pk=pool.pk).order_by().values_list("pk", flat=True).first()
 
 
 def _allocate_one(*, app: App, gateway: Gateway, role: str, pools: list[IPPool], now: dt.datetime) -> EgressIP | None:

@@ -58,7 +58,14 @@ def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = Fals
         if not claim.update(reconcile_queued_at=now):
             continue  # a waiting message will pick this change up
         try:
-            celery_app.send_task(RECONCILE_TASK, args=[kind, pk])
+            # Fail fast when the broker is down: a user's request must not hang
+            # on retries, and the sweep re-sends whatever the database says is owed.
+            celery_app.send_task(
+                RECONCILE_TASK,
+                args=[kind, pk],
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1},
+            )
             sent += 1
         except Exception as exc:  # broker down: the sweep will re-request
             model.objects.filter(pk=pk).update(reconcile_queued_at=None)
