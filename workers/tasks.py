@@ -18,7 +18,9 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     return random.uniform(base / 2, min(cap, base * 2**retries))  # noqa: S311 - jitter, not crypto
 
 
-@shared_task(bind=True, name="workers.tasks.reconcile_host", acks_late=True, ignore_result=True)
+# max_retries=None: waiting for another worker's lease on the host is retried
+# until it is free (the lease expires); failures pass their own limit below.
+@shared_task(bind=True, name="workers.tasks.reconcile_host", acks_late=True, ignore_result=True, max_retries=None)
 def reconcile_host(self, kind: str, pk: int) -> dict | None:
     from egressportal.core.services.hostsync import HostBusy, host_reconcile
     from workers.dataplane import DataplaneValueError

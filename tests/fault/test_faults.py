@@ -144,7 +144,7 @@ def test_host_key_changed_under_the_worker(lab, start_worker, django_user_model)
 
 def _seen(lab, app: str) -> str | None:
     try:
-        return lab.seen_ip(app, timeout=1.5)
+        return lab.seen_ip(app, timeout=1.5, retries=0)
     except Exception:
         return None
 

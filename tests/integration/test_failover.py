@@ -29,7 +29,7 @@ class TrafficLoop(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                seen = self.lab.seen_ip(self.app, timeout=0.5)
+                seen = self.lab.seen_ip(self.app, timeout=0.5, retries=0)
             except Exception:
                 seen = None
             self.samples.append((time.monotonic(), seen))

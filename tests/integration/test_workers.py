@@ -108,7 +108,7 @@ def test_sweep_restores_a_flushed_gateway(lab, start_worker):
 
 def _seen(lab, app: str) -> str | None:
     try:
-        return lab.seen_ip(app, timeout=1.5)
+        return lab.seen_ip(app, timeout=1.5, retries=0)
     except Exception:
         return None
 

@@ -701,8 +701,23 @@ class Lab:
             self._destroy_app(LabApp(**current))
             self._save_state(state)
 
-    def seen_ip(self, app: str, timeout: float = 3.0) -> str:
-        """What the internet sees: curl from the app's namespace to the echo server, return the address."""
+    def seen_ip(self, app: str, timeout: float = 3.0, retries: int = 2) -> str:
+        """What the internet sees: curl from the app's namespace to the echo server, return the address.
+
+        A lost request is tried again (``retries`` times): right after a test moved addresses around,
+        the lab's router may hold a neighbour entry for an egress /32 that just changed gateway (no
+        gratuitous ARP on address add) for a moment. An answer is never retried: the address seen is
+        whatever the first answer says."""
+        for attempt in range(retries + 1):
+            try:
+                return self._seen_ip_once(app, timeout)
+            except LabError:
+                if attempt == retries:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def _seen_ip_once(self, app: str, timeout: float) -> str:
         current = self.apps.get(app)
         if current is None:
             raise LabError(f"no lab app named {app!r} (apps: {', '.join(self.apps) or 'none'})")
