@@ -61,6 +61,9 @@ def restore_baseline(lab: Lab) -> None:
         lab.remove_app(name)
     for name, node in demo.items():
         lab.add_app(name, node)
+        # A fresh namespace and veth on the same address: nothing an earlier test did to the app's
+        # link (or the node's neighbour entry for it) carries over.
+        lab.rebuild_app(name)
 
 
 @pytest.fixture(scope="session")

@@ -687,6 +687,17 @@ class Lab:
             _kill(self._netns_pids(app.netns))
             _run(["ip", "netns", "del", app.netns])
 
+    def rebuild_app(self, name: str) -> LabApp:
+        """Recreate an app instance from scratch on the same node, slot and address (fresh namespace
+        and veth): a clean start for tests, whatever earlier ones did to it."""
+        with self._locked():
+            current = self._load_state().get("apps", {}).get(name)
+            if current is None:
+                raise LabError(f"no lab app named {name!r}")
+            app = LabApp(**current)
+            self._build_app(app)
+            return app
+
     def remove_app(self, name: str) -> None:
         with self._locked():
             state = self._load_state()
