@@ -25,7 +25,7 @@ class TestPools:
             ("203.0.113.7/24", "host bits set"),
             ("2001:db8::/64", "IPv6"),
             ("garbage", "not a valid"),
-            ("10.0.0.0/8", "at most a /16"),
+            ("198.18.0.0/15", "at most a /16"),
         ],
     )
     def test_bad_cidr(self, region, cidr, fragment):

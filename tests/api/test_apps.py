@@ -12,14 +12,14 @@ from .conftest import assert_error
 
 def test_create_and_get_app(alice_api, region):
     response = alice_api.post(
-        "/api/v1/apps/", {"name": "shop", "region": region.slug, "source_cidrs": ["10.1.0.0/24", "10.0.0.0/24"]}
+        "/api/v1/apps/", {"name": "shop", "region": region.slug, "source_cidrs": ["198.18.21.0/24", "198.18.20.0/24"]}
     )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["name"] == "shop"
     assert body["region"] == region.slug
     assert body["owner"] == "alice"
-    assert body["source_cidrs"] == ["10.0.0.0/24", "10.1.0.0/24"]
+    assert body["source_cidrs"] == ["198.18.20.0/24", "198.18.21.0/24"]
     assert body["egress"]["type"] == "shared" and body["egress"]["status"] == "disabled" and body["egress"]["ips"] == []
     assert set(body) == {"id", "name", "region", "source_cidrs", "owner", "egress", "created_at"}
     got = alice_api.get(f"/api/v1/apps/{body['id']}/")
@@ -32,28 +32,28 @@ def test_create_validation_errors_name_fields(alice_api, region, make_app, alice
         ({"name": "Bad Name!", "region": region.slug}, "name"),
         ({"name": "taken", "region": region.slug}, "name"),
         ({"name": "ok", "region": "nowhere"}, "region"),
-        ({"name": "ok", "region": region.slug, "source_cidrs": ["10.0.0.1/24"]}, "source_cidrs"),
+        ({"name": "ok", "region": region.slug, "source_cidrs": ["198.18.20.1/24"]}, "source_cidrs"),
         ({"name": "ok", "region": region.slug, "source_cidrs": ["2001:db8::/64"]}, "source_cidrs"),
-        ({"name": "ok", "region": region.slug, "source_cidrs": ["10.0.0.0/24", "10.0.0.0/25"]}, "source_cidrs"),
-        ({"name": "ok", "region": region.slug, "source_cidrs": "10.0.0.0/24"}, "source_cidrs"),
+        ({"name": "ok", "region": region.slug, "source_cidrs": ["198.18.20.0/24", "198.18.20.0/25"]}, "source_cidrs"),
+        ({"name": "ok", "region": region.slug, "source_cidrs": "198.18.20.0/24"}, "source_cidrs"),
         ({"region": region.slug}, "name"),
     ]
     for payload, field in cases:
         error = assert_error(alice_api.post("/api/v1/apps/", payload), 400, "invalid")
         assert field in error["fields"], (payload, error)
     error = assert_error(alice_api.post("/api/v1/apps/", cases[3][0]), 400)
-    assert "did you mean 10.0.0.0/24" in error["message"]
+    assert "did you mean 198.18.20.0/24" in error["message"]
 
 
 def test_source_cidr_overlap_with_another_tenant_does_not_name_it(alice_api, bob, make_app, region):
-    make_app(bob, "bobs-secret-app", cidrs=["10.9.0.0/16"])
+    make_app(bob, "bobs-secret-app", cidrs=["198.18.64.0/18"])
     error = assert_error(
-        alice_api.post("/api/v1/apps/", {"name": "mine", "region": region.slug, "source_cidrs": ["10.9.1.0/24"]}), 400
+        alice_api.post("/api/v1/apps/", {"name": "mine", "region": region.slug, "source_cidrs": ["198.18.65.0/24"]}), 400
     )
     assert "source_cidrs" in error["fields"]
     assert "bobs-secret-app" not in str(error) and "bob" not in str(error)
     mine = alice_api.post("/api/v1/apps/", {"name": "mine", "region": region.slug}).json()
-    error = assert_error(alice_api.patch(f"/api/v1/apps/{mine['id']}/", {"source_cidrs": ["10.9.0.0/20"]}), 400)
+    error = assert_error(alice_api.patch(f"/api/v1/apps/{mine['id']}/", {"source_cidrs": ["198.18.64.0/20"]}), 400)
     assert "bobs-secret-app" not in str(error)
 
 
@@ -93,10 +93,10 @@ def test_tenant_scoping(alice_api, bob_api, staff_api, alice, bob, make_app):
 
 
 def test_patch_app(alice_api, alice, make_app, region):
-    app = make_app(alice, "before", cidrs=["10.2.0.0/24"])
-    response = alice_api.patch(f"/api/v1/apps/{app.pk}/", {"name": "after", "source_cidrs": ["10.3.0.0/24"]})
+    app = make_app(alice, "before", cidrs=["198.18.22.0/24"])
+    response = alice_api.patch(f"/api/v1/apps/{app.pk}/", {"name": "after", "source_cidrs": ["198.18.23.0/24"]})
     assert response.status_code == 200, response.content
-    assert response.json()["name"] == "after" and response.json()["source_cidrs"] == ["10.3.0.0/24"]
+    assert response.json()["name"] == "after" and response.json()["source_cidrs"] == ["198.18.23.0/24"]
     # Region and owner are fixed; sending the same value is fine.
     assert alice_api.patch(f"/api/v1/apps/{app.pk}/", {"region": region.slug}).status_code == 200
     other = services.region_create(slug="other-1")

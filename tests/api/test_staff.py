@@ -78,9 +78,9 @@ def test_pool_validation(staff_api, infra):
     host_bits = assert_error(create(cidr="198.51.100.7/24"), 400)
     assert "did you mean 198.51.100.0/24" in host_bits["fields"]["cidr"][0]
     assert "did you mean" in host_bits["message"]
-    assert "cidr" in assert_error(create(cidr="10.0.0.0/8"), 400)["fields"]
+    assert "cidr" in assert_error(create(cidr="198.18.0.0/15"), 400)["fields"]
     assert "cidr" in assert_error(create(cidr="nonsense"), 400)["fields"]
-    assert "excluded" in assert_error(create(cidr="198.51.100.0/29", excluded=["10.0.0.1"]), 400)["fields"]
+    assert "excluded" in assert_error(create(cidr="198.51.100.0/29", excluded=["198.18.20.1"]), 400)["fields"]
     assert "region" in assert_error(create(cidr="198.51.100.0/29", region="nope"), 400)["fields"]
     assert not IPPool.objects.filter(name="p2").exists()
 
@@ -200,15 +200,15 @@ def test_node_crud(staff_api, region, make_gateway):
         "mgmt_address": "198.18.242.1",
         "host_key": TEST_HOST_KEY,
         "transit_address": "198.18.243.1",
-        "pod_cidrs": ["10.244.1.0/24", "10.244.0.0/24"],
+        "pod_cidrs": ["198.19.1.0/24", "198.19.0.0/24"],
     }
     response = staff_api.post("/api/v1/nodes/", payload)
     assert response.status_code == 201, response.content
     node = response.json()
-    assert node["pod_cidrs"] == ["10.244.0.0/24", "10.244.1.0/24"] and node["health"] == "unknown"
+    assert node["pod_cidrs"] == ["198.19.0.0/24", "198.19.1.0/24"] and node["health"] == "unknown"
     assert "slot" not in node and "public_interface" not in node
     url = f"/api/v1/nodes/{node['id']}/"
-    bad = assert_error(staff_api.patch(url, {"pod_cidrs": ["10.244.0.5/24"]}), 400)
+    bad = assert_error(staff_api.patch(url, {"pod_cidrs": ["198.19.0.5/24"]}), 400)
     assert "did you mean" in bad["fields"]["pod_cidrs"][0]
     assert staff_api.patch(url, {"enabled": False}).json()["enabled"] is False
     assert "host_key" in assert_error(staff_api.patch(url, {"host_key": "garbage"}), 400)["fields"]

@@ -40,9 +40,9 @@ def test_healthz_touches_no_database(client):
 def test_probes_answer_any_host_header_and_skip_https_redirect(client, settings, db):
     settings.SECURE_SSL_REDIRECT = True
     # A kubelet calls the pod by its IP over plain HTTP.
-    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
+    response = client.get("/healthz", HTTP_HOST="198.18.21.3:8000")
     assert response.status_code == 200
-    response = client.get("/readyz", HTTP_HOST="10.1.2.3:8000")
+    response = client.get("/readyz", HTTP_HOST="198.18.21.3:8000")
     assert response.status_code in (200, 503) and "checks" in response.json()
 
 
@@ -78,7 +78,7 @@ def test_metrics_for_staff(client, staff, scrape_token):
 
 
 def test_metrics_with_bearer_token_from_any_host(client, db, scrape_token):
-    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scrape_token}", HTTP_HOST="10.0.0.9:8000")
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scrape_token}", HTTP_HOST="198.18.20.9:8000")
     assert response.status_code == 200
 
 

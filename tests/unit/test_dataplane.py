@@ -32,14 +32,14 @@ GW_NFT_JSON = (
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
     'ion": 1}}, {"table": {"family": "ip", "name": "egressportal", "handle": 13}}, {"map": {"family": "ip'
     '", "name": "snat_by_source", "table": "egressportal", "type": "ipv4_addr", "handle": 3, "map": "ipv4'
-    '_addr", "flags": ["interval"], "elem": [[{"prefix": {"addr": "10.244.1.0", "len": 24}}, "203.0.113.1'
-    '0"], [{"prefix": {"addr": "10.244.2.0", "len": 25}}, "203.0.113.11"], ["10.244.3.5", "203.0.113.11"]'
+    '_addr", "flags": ["interval"], "elem": [[{"prefix": {"addr": "198.19.1.0", "len": 24}}, "203.0.113.1'
+    '0"], [{"prefix": {"addr": "198.19.2.0", "len": 25}}, "203.0.113.11"], ["198.19.3.5", "203.0.113.11"]'
     ']}}, {"set": {"family": "ip", "name": "mapped_sources", "table": "egressportal", "type": "ipv4_addr"'
-    ', "handle": 4, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.244.1.0", "len": 24}}, {"pref'
-    'ix": {"addr": "10.244.2.0", "len": 25}}, "10.244.3.5"]}}, {"set": {"family": "ip", "name": "egress_a'
+    ', "handle": 4, "flags": ["interval"], "elem": [{"prefix": {"addr": "198.19.1.0", "len": 24}}, {"pref'
+    'ix": {"addr": "198.19.2.0", "len": 25}}, "198.19.3.5"]}}, {"set": {"family": "ip", "name": "egress_a'
     'ddresses", "table": "egressportal", "type": "ipv4_addr", "handle": 5, "elem": ["203.0.113.10", "203.'
     '0.113.11"]}}, {"set": {"family": "ip", "name": "guarded_sources", "table": "egressportal", "type": "'
-    'ipv4_addr", "handle": 6, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.244.0.0", "len": 16'
+    'ipv4_addr", "handle": 6, "flags": ["interval"], "elem": [{"prefix": {"addr": "198.19.0.0", "len": 16'
     '}}]}}, {"chain": {"family": "ip", "table": "egressportal", "name": "postrouting", "handle": 1, "type'
     '": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}}, {"chain": {"family": "ip", "table'
     '": "egressportal", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": 0, "'
@@ -62,18 +62,18 @@ GW_ADDR_JSON = (
     'e":4294967295}]}]'
 )
 GW_ROUTES_JSON = (
-    '[{"dst":"10.244.1.0/24","gateway":"198.18.0.11","dev":"transit0","flags":[]},{"dst":"10.244.2.0/24",'
+    '[{"dst":"198.19.1.0/24","gateway":"198.18.0.11","dev":"transit0","flags":[]},{"dst":"198.19.2.0/24",'
     '"gateway":"198.18.0.12","dev":"transit0","flags":[]}]'
 )
 NODE_NFT_JSON = (
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
     'ion": 1}}, {"table": {"family": "ip", "name": "egressportal", "handle": 16}}, {"map": {"family": "ip'
     '", "name": "mark_by_source", "table": "egressportal", "type": "ipv4_addr", "handle": 4, "map": "verd'
-    'ict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "10.244.1.0", "len": 24}}, {"goto": {"tar'
-    'get": "mark_slot_1"}}], [{"prefix": {"addr": "10.244.2.0", "len": 25}}, {"goto": {"target": "mark_sl'
+    'ict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "198.19.1.0", "len": 24}}, {"goto": {"tar'
+    'get": "mark_slot_1"}}], [{"prefix": {"addr": "198.19.2.0", "len": 25}}, {"goto": {"target": "mark_sl'
     'ot_2"}}]]}}, {"set": {"family": "ip", "name": "internal", "table": "egressportal", "type": "ipv4_add'
-    'r", "handle": 5, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.244.0.0", "len": 16}}, {"pr'
-    'efix": {"addr": "192.168.0.0", "len": 24}}, {"prefix": {"addr": "198.18.0.0", "len": 24}}]}}, {"chai'
+    'r", "handle": 5, "flags": ["interval"], "elem": [{"prefix": {"addr": "198.19.0.0", "len": 16}}, {"pr'
+    'efix": {"addr": "198.18.250.0", "len": 24}}, {"prefix": {"addr": "198.18.0.0", "len": 24}}]}}, {"chai'
     'n": {"family": "ip", "table": "egressportal", "name": "mark_slot_1", "handle": 1}}, {"chain": {"fami'
     'ly": "ip", "table": "egressportal", "name": "mark_slot_2", "handle": 2}}, {"chain": {"family": "ip",'
     ' "table": "egressportal", "name": "prerouting", "handle": 3, "type": "filter", "hook": "prerouting",'
@@ -96,15 +96,15 @@ NODE_RULES_JSON = (
 NODE_ROUTES_JSON = (
     '[{"dst":"default","gateway":"198.18.0.1","dev":"transit0","table":"7101","flags":[]},{"dst":"default'
     '","gateway":"198.18.0.2","dev":"transit0","table":"7102","flags":[]},{"dst":"default","gateway":"198'
-    '.18.0.3","dev":"transit0","table":"7103","flags":[]},{"dst":"10.244.2.0/24","gateway":"198.18.0.13",'
+    '.18.0.3","dev":"transit0","table":"7103","flags":[]},{"dst":"198.19.2.0/24","gateway":"198.18.0.13",'
     '"dev":"transit0","flags":[]}]'
 )
 RANGE_SET_JSON = (
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
     'ion": 1}}, {"table": {"family": "ip", "name": "egressportal", "handle": 6}}, {"set": {"family": "ip"'
     ', "name": "internal", "table": "egressportal", "type": "ipv4_addr", "handle": 1, "flags": ["interval'
-    '"], "elem": [{"range": ["10.0.0.1", "10.0.0.6"]}, {"range": ["10.1.0.0", "10.1.0.255"]}, {"prefix": '
-    '{"addr": "10.2.0.0", "len": 25}}, {"prefix": {"addr": "10.2.0.128", "len": 25}}]}}]}'
+    '"], "elem": [{"range": ["198.18.20.1", "198.18.20.6"]}, {"range": ["198.18.21.0", "198.18.21.255"]}, {"prefix": '
+    '{"addr": "198.18.22.0", "len": 25}}, {"prefix": {"addr": "198.18.22.128", "len": 25}}]}}]}'
 )
 
 
@@ -112,9 +112,9 @@ def gw(**kw) -> GatewayState:
     base = dict(
         public_interface="eth0",
         addresses=["203.0.113.10", "203.0.113.11"],
-        snat={"10.244.1.0/24": "203.0.113.10", "10.244.2.0/25": "203.0.113.11", "10.244.3.5/32": "203.0.113.11"},
-        return_routes={"10.244.1.0/24": "198.18.0.11", "10.244.2.0/24": "198.18.0.12"},
-        guarded_sources=["10.244.0.0/16"],
+        snat={"198.19.1.0/24": "203.0.113.10", "198.19.2.0/25": "203.0.113.11", "198.19.3.5/32": "203.0.113.11"},
+        return_routes={"198.19.1.0/24": "198.18.0.11", "198.19.2.0/24": "198.18.0.12"},
+        guarded_sources=["198.19.0.0/16"],
     )
     base.update(kw)
     return GatewayState.build(**base)
@@ -122,9 +122,9 @@ def gw(**kw) -> GatewayState:
 
 def node(**kw) -> NodeState:
     base = dict(
-        steering={"10.244.1.0/24": 1, "10.244.2.0/25": 2},
+        steering={"198.19.1.0/24": 1, "198.19.2.0/25": 2},
         gateways={1: "198.18.0.1", 2: "198.18.0.2", 3: "198.18.0.3"},
-        internal=["10.244.0.0/16", "192.168.0.0/24", "198.18.0.0/24"],
+        internal=["198.19.0.0/16", "198.18.250.0/24", "198.18.0.0/24"],
     )
     base.update(kw)
     return NodeState.build(**base)
@@ -150,8 +150,8 @@ def test_valid_interface_names(name):
     assert v.interface_name(name) == name
 
 
-@pytest.mark.parametrize("value", ["10.0.0.1; reboot", "$(reboot)", "10.0.0.1\n", " 10.0.0.1", "１.2.3.4",
-                                   "010.0.0.1", "10.0.0.256", "10.0.0", 167772161, None])  # fmt: skip
+@pytest.mark.parametrize("value", ["198.18.20.1; reboot", "$(reboot)", "198.18.20.1\n", " 198.18.20.1", "１.2.3.4",
+                                   "010.0.0.1", "198.18.20.256", "10.0.0", 167772161, None])  # fmt: skip
 def test_bad_addresses_rejected(value):
     with pytest.raises(DataplaneValueError):
         v.ipv4_address(value)
@@ -171,14 +171,14 @@ def test_ipv6_network_rejected():
 
 
 def test_network_with_host_bits_is_an_error():
-    with pytest.raises(DataplaneValueError, match="host bits set.*10.244.1.0/24"):
-        v.ipv4_network("10.244.1.7/24")
+    with pytest.raises(DataplaneValueError, match="host bits set.*198.19.1.0/24"):
+        v.ipv4_network("198.19.1.7/24")
     with pytest.raises(DataplaneValueError):
-        gw(snat={"10.244.1.7/24": "203.0.113.10"})
+        gw(snat={"198.19.1.7/24": "203.0.113.10"})
 
 
 def test_network_accepts_plain_address_as_host_route():
-    assert v.ipv4_network("10.0.0.1") == IPv4Network("10.0.0.1/32")
+    assert v.ipv4_network("198.18.20.1") == IPv4Network("198.18.20.1/32")
 
 
 @pytest.mark.parametrize("value", [0, 251, -1, True, "1", 1.0, None])
@@ -208,7 +208,7 @@ def test_states_are_immutable():
     with pytest.raises(AttributeError):
         state.public_interface = "eth1"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        state.snat[IPv4Network("10.9.0.0/24")] = IPv4Address("203.0.113.10")  # type: ignore[index]
+        state.snat[IPv4Network("198.18.66.0/24")] = IPv4Address("203.0.113.10")  # type: ignore[index]
 
 
 def test_direct_construction_validates_too():
@@ -218,24 +218,24 @@ def test_direct_construction_validates_too():
 
 def test_snat_target_must_be_held_by_gateway():
     with pytest.raises(DataplaneValueError, match="not one of this gateway's addresses"):
-        gw(snat={"10.244.1.0/24": "203.0.113.99"})
+        gw(snat={"198.19.1.0/24": "203.0.113.99"})
 
 
 def test_overlapping_sources_rejected():
     with pytest.raises(DataplaneValueError, match="overlapping"):
-        gw(snat={"10.244.0.0/16": "203.0.113.10", "10.244.1.0/24": "203.0.113.11"})
+        gw(snat={"198.19.0.0/16": "203.0.113.10", "198.19.1.0/24": "203.0.113.11"})
     with pytest.raises(DataplaneValueError, match="overlapping"):
-        node(steering={"10.244.0.0/16": 1, "10.244.1.0/24": 2})
+        node(steering={"198.19.0.0/16": 1, "198.19.1.0/24": 2})
 
 
 def test_steering_needs_a_gateway_for_its_slot():
     with pytest.raises(DataplaneValueError, match="slot has no gateway"):
-        node(steering={"10.244.1.0/24": 9})
+        node(steering={"198.19.1.0/24": 9})
 
 
 def test_sets_are_collapsed():
-    state = gw(guarded_sources=["10.244.0.0/25", "10.244.0.128/25", "10.244.0.0/24", "10.245.0.0/16"])
-    assert state.guarded_sources == {IPv4Network("10.244.0.0/24"), IPv4Network("10.245.0.0/16")}
+    state = gw(guarded_sources=["198.19.0.0/25", "198.19.0.128/25", "198.19.0.0/24", "198.18.128.0/17"])
+    assert state.guarded_sources == {IPv4Network("198.19.0.0/24"), IPv4Network("198.18.128.0/17")}
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_gateway_nft_structure():
     lines = script.splitlines()
     # Atomic replace that works whether or not the table exists.
     assert lines[:3] == ["table ip egressportal {}", "delete table ip egressportal", "table ip egressportal {"]
-    assert "10.244.1.0/24 : 203.0.113.10" in script
+    assert "198.19.1.0/24 : 203.0.113.10" in script
     assert 'oifname "eth0" snat ip to ip saddr map @snat_by_source' in script
     assert "type nat hook postrouting priority srcnat - 10; policy accept;" in script
     assert 'oifname "eth0" ip saddr @guarded_sources ip saddr != @mapped_sources drop' in script
@@ -259,7 +259,7 @@ def test_gateway_nft_is_deterministic():
     b = gw(snat=dict(reversed(list(a.snat.items()))), addresses=["203.0.113.11", "203.0.113.10"])
     assert render_gateway_nft(a) == render_gateway_nft(b)
     script = render_gateway_nft(a)
-    assert script.index("10.244.1.0/24 :") < script.index("10.244.2.0/25 :") < script.index("10.244.3.5/32 :")
+    assert script.index("198.19.1.0/24 :") < script.index("198.19.2.0/25 :") < script.index("198.19.3.5/32 :")
 
 
 def test_empty_states_render_without_empty_elements():
@@ -271,7 +271,7 @@ def test_empty_states_render_without_empty_elements():
 def test_node_nft_structure():
     script = render_node_nft(node())
     assert "type ipv4_addr : verdict" in script
-    assert "10.244.1.0/24 : goto mark_slot_1" in script
+    assert "198.19.1.0/24 : goto mark_slot_1" in script
     assert "meta mark set meta mark & 0xff00ffff | 0x00010000" in script
     assert "meta mark set meta mark & 0xff00ffff | 0x00020000" in script
     assert "mark_slot_3" not in script  # gateway slot 3 steers nothing yet
@@ -282,12 +282,12 @@ def test_node_nft_structure():
 def test_gateway_ip_commands():
     cmds = render_gateway_ip(None, gw())
     assert ["ip", "addr", "replace", "203.0.113.10/32", "dev", "eth0"] in cmds
-    assert ["ip", "route", "replace", "10.244.1.0/24", "via", "198.18.0.11", "proto", "250"] in cmds
+    assert ["ip", "route", "replace", "198.19.1.0/24", "via", "198.18.0.11", "proto", "250"] in cmds
     assert render_gateway_ip(gw(), gw()) == []
 
 
 def test_node_ip_commands():
-    cmds = render_node_ip(None, node(gateways={1: "198.18.0.1"}, steering={"10.244.1.0/24": 1}))
+    cmds = render_node_ip(None, node(gateways={1: "198.18.0.1"}, steering={"198.19.1.0/24": 1}))
     assert cmds == [
         ["ip", "route", "replace", "default", "via", "198.18.0.1", "table", "7101", "proto", "250"],
         ["ip", "rule", "add", "fwmark", "0x10000/0xff0000", "lookup", "7101", "priority", "7101", "protocol", "250"],
@@ -325,16 +325,16 @@ def test_gateway_plan_from_scratch():
 def test_gateway_plan_is_make_before_break():
     desired = gw(
         addresses=["203.0.113.11", "203.0.113.12"],
-        snat={"10.244.2.0/25": "203.0.113.11", "10.244.4.0/24": "203.0.113.12"},
-        return_routes={"10.244.2.0/24": "198.18.0.13"},
+        snat={"198.19.2.0/25": "203.0.113.11", "198.19.4.0/24": "203.0.113.12"},
+        return_routes={"198.19.2.0/24": "198.18.0.13"},
     )
     plan = plan_gateway(gw(), desired)
     assert plan.pre_ip == [
         "addr replace 203.0.113.12/32 dev eth0",
-        "route replace 10.244.2.0/24 via 198.18.0.13 proto 250",
+        "route replace 198.19.2.0/24 via 198.18.0.13 proto 250",
     ]
     assert plan.post_ip == [
-        "route del 10.244.1.0/24 via 198.18.0.11 proto 250",
+        "route del 198.19.1.0/24 via 198.18.0.11 proto 250",
         "addr del 203.0.113.10/32 dev eth0",
     ]
     # The stale address stays recorded as ours until post_ip has removed it.
@@ -345,13 +345,13 @@ def test_gateway_plan_is_make_before_break():
 
 
 def test_gateway_route_only_change_skips_nft():
-    plan = plan_gateway(gw(), gw(return_routes={"10.244.1.0/24": "198.18.0.11"}))
+    plan = plan_gateway(gw(), gw(return_routes={"198.19.1.0/24": "198.18.0.11"}))
     assert plan.nft is None
-    assert plan.post_ip == ["route del 10.244.2.0/24 via 198.18.0.12 proto 250"]
+    assert plan.post_ip == ["route del 198.19.2.0/24 via 198.18.0.12 proto 250"]
 
 
 def test_node_plan_ordering():
-    desired = node(steering={"10.244.1.0/24": 3}, gateways={3: "198.18.0.4"})
+    desired = node(steering={"198.19.1.0/24": 3}, gateways={3: "198.18.0.4"})
     plan = plan_node(node(), desired)
     assert plan.pre_ip == ["route replace default via 198.18.0.4 table 7103 proto 250"]
     assert plan.post_ip == [
@@ -408,15 +408,16 @@ def test_parse_ranges_and_adjacent_prefixes():
     doc = json.loads(RANGE_SET_JSON)
     state = parse_node(json.dumps(doc), "[]", {})
     assert state.internal == {
-        IPv4Network("10.0.0.1/32"), IPv4Network("10.0.0.2/31"), IPv4Network("10.0.0.4/31"), IPv4Network("10.0.0.6/32"),
-        IPv4Network("10.1.0.0/24"), IPv4Network("10.2.0.0/24"),
+        IPv4Network("198.18.20.1/32"), IPv4Network("198.18.20.2/31"),
+        IPv4Network("198.18.20.4/31"), IPv4Network("198.18.20.6/32"),
+        IPv4Network("198.18.21.0/24"), IPv4Network("198.18.22.0/24"),
     }  # fmt: skip
 
 
 def test_parse_ignores_foreign_rules_and_routes():
     rules = json.loads(NODE_RULES_JSON) + [
         {"priority": 7105, "src": "all", "fwmark": "0x50000", "fwmask": "0xff0000", "table": "7105"},  # not proto 250
-        {"priority": 100, "src": "10.0.0.0", "srclen": 8, "table": "100", "protocol": "250"},
+        {"priority": 100, "src": "198.18.20.0", "srclen": 8, "table": "100", "protocol": "250"},
     ]
     state = parse_node(NODE_NFT_JSON, json.dumps(rules), NODE_ROUTES_JSON)
     assert set(state.gateways) == {1, 2, 3}
@@ -444,7 +445,7 @@ def test_tampered_mark_chain_parses_as_not_steered():
                 i["rule"]["expr"][0]["mangle"]["value"]["|"][1] = 0x20000
 
     state = parse_node(_edit_nft(NODE_NFT_JSON, change_mark), NODE_RULES_JSON, NODE_ROUTES_JSON)
-    assert state.steering == {IPv4Network("10.244.2.0/25"): 2}
+    assert state.steering == {IPv4Network("198.19.2.0/25"): 2}
 
 
 def test_rule_without_route_is_unrouted():
@@ -466,9 +467,9 @@ def test_rule_without_route_is_unrouted():
         '"table": "egressportal", "name": "guarded_sources", "type": "ipv4_addr", "elem": ["eth0; reboot"]}}]}',
         '{"nftables": [{"table": {"family": "ip", "name": "egressportal"}}, {"map": {"family": "ip", '
         '"table": "egressportal", "name": "snat_by_source", "type": "ipv4_addr", "map": "ipv4_addr", '
-        '"elem": [["10.0.0.0/8"]]}}]}',
+        '"elem": [["198.18.0.0/15"]]}}]}',
         '{"nftables": [{"set": {"family": "ip", "table": "egressportal", "name": "guarded_sources", '
-        '"type": "ipv4_addr", "elem": [{"range": ["10.0.0.9", "10.0.0.1"]}]}}]}',
+        '"type": "ipv4_addr", "elem": [{"range": ["198.18.20.9", "198.18.20.1"]}]}}]}',
         '{"nftables": [{"table": {"family": "ip", "name": "egressportal"}}, {"set": {"family": "ip", '
         '"table": "egressportal", "name": "guarded_sources", "type": "ipv4_addr", "elem": ["2001:db8::/64"]}}]}',
     ],

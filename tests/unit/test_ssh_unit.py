@@ -74,7 +74,7 @@ def test_parse_non_string():
 
 def test_error_kinds():
     assert SSHError("x", kind="auth").kind == "auth"
-    err = HostKeyMismatch("10.0.0.1", 22, "SHA256:a", "SHA256:b")
+    err = HostKeyMismatch("198.18.20.1", 22, "SHA256:a", "SHA256:b")
     assert err.kind == "host_key_mismatch" and err.expected == "SHA256:a" and err.actual == "SHA256:b"
     failed = CommandFailed(["nft", "-f", "-"], 1, "E" * 10000)
     assert failed.kind == "command_failed" and failed.exit_status == 1

@@ -91,8 +91,8 @@ def _pairs(value: Any) -> Iterable[tuple[Any, Any]]:
 
 
 def _networks(values: Iterable[Any]) -> frozenset[IPv4Network]:
-    # Interval sets reject overlapping elements; collapsing also makes "10.0.0.0/25 + 10.0.0.128/25" and
-    # "10.0.0.0/24" the same state, which is what the kernel sees.
+    # Interval sets reject overlapping elements; collapsing also makes "198.18.20.0/25 + 198.18.20.128/25" and
+    # "198.18.20.0/24" the same state, which is what the kernel sees.
     return frozenset(collapse_addresses(v.ipv4_network(x) for x in values))
 
 

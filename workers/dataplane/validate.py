@@ -67,7 +67,7 @@ def ipv4_address(value: object) -> IPv4Address:
 
 
 def ipv4_network(value: object) -> IPv4Network:
-    """A strict IPv4 network: ``10.0.0.1/24`` (host bits set) is an error, not silently ``10.0.0.0/24``."""
+    """A strict IPv4 network: ``198.18.20.1/24`` (host bits set) is an error, not silently ``198.18.20.0/24``."""
     _reject_ipv6(value, "IPv4 network")
     if isinstance(value, IPv4Network):
         return value
