@@ -102,7 +102,8 @@ def gateway_desired(gateway: Gateway) -> GatewayPlan:
     ):
         for pod in pods or []:
             routes[pod] = transit
-    guarded = _region_pod_cidrs(gateway.region_id) + list(snat)
+    # The region's pod CIDRs are exactly the routes' keys: no second query.
+    guarded = list(routes) + list(snat)
     state = GatewayState.build(
         public_interface=gateway.public_interface,
         addresses=addresses,

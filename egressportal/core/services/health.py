@@ -168,7 +168,10 @@ def _single_flight(name: str, ttl: float) -> Iterator[bool]:
     writing results probed at different moments would make health flap."""
     import redis
 
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+    from ...ops.store import redis_client
+
+    # The per-process pooled client: this runs every second.
+    client = redis_client(settings.CELERY_BROKER_URL, timeout=2)
     token = secrets.token_hex(8)
     key = f"egress:lock:{name}"
     try:
