@@ -33,9 +33,14 @@ def _base36(n: int, width: int) -> str:
 
 
 def lab_config_for_session(offset: int = 0) -> LabConfig:
-    """"t" + 3 characters of the pid, index 5..14: never the developer's default lab (ep, 0)."""
+    """"t" + 3 characters of the pid, index 5..14: never the developer's default lab (ep, 0).
+
+    EGRESS_TEST_LAB_INDEX pins the index (and offset + 1 for a second lab) when several test runs share
+    one machine: two runs whose pids agree modulo 10 would otherwise share a management network."""
     pid = os.getpid() + offset
-    return LabConfig(prefix="t" + _base36(pid, 3), index=pid % 10 + 5)
+    pinned = os.environ.get("EGRESS_TEST_LAB_INDEX")
+    index = int(pinned) + offset if pinned else pid % 10 + 5
+    return LabConfig(prefix="t" + _base36(pid, 3), index=index)
 
 
 def require_lab_prerequisites() -> None:

@@ -46,7 +46,7 @@ def test_run_command_end_to_end(tmp_path):
         # Nothing listens there: ./run must start a Redis of its own.
         "REDIS_URL": f"redis://127.0.0.1:{dead_redis}/0",
         "EGRESS_LAB_PREFIX": prefix,
-        "LAB_INDEX": str(os.getpid() % 5 + 1),
+        "LAB_INDEX": os.environ.get("EGRESS_TEST_RUN_LAB_INDEX", str(os.getpid() % 5 + 1)),
     }
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
