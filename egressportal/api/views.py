@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.filters import SearchFilter
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -24,6 +24,7 @@ from .exceptions import api_exception_handler
 from .filters import AppFilterSet, AuditFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
 from .pagination import ApiPagination
 from .parsers import ApiJSONParser, find_unstorable_text
+from .permissions import StaffModelPermission
 from .schema import ApiAutoSchema, ErrorSerializer
 from .throttling import AnonThrottle, UserThrottle
 
@@ -179,9 +180,9 @@ class AppViewSet(
 
 
 class StaffViewSet(ApiViewMixin, viewsets.ModelViewSet):
-    """Platform administration; staff only."""
+    """Platform administration: staff with the model permission each request needs (as in the admin)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermission]
     search_fields = ["name"]
 
     def get_serializer_context(self) -> dict[str, Any]:
@@ -227,6 +228,8 @@ class PoolViewSet(StaffViewSet):
 
 
 class _HostViewSet(StaffViewSet):
+    # Actions that change the host need its change permission (a POST would otherwise ask for "add").
+    permission_actions = {"accept_host_key": "change", "drain": "change", "undrain": "change"}
     ordering_fields = {"name": "name", "region": "region__slug", "health": "health", "created_at": "created_at"}
 
     def perform_destroy(self, instance: Gateway | Node) -> None:
@@ -309,7 +312,8 @@ class NodeViewSet(_HostViewSet):
 class AuditViewSet(ApiViewMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Read-only: events are append-only, so there is nothing to change here."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermission]
+    permission_model = Event
     serializer_class = s.AuditEventSerializer
     filterset_class = AuditFilterSet
     filter_backends = [DjangoFilterBackend, WhitelistOrderingFilter]
