@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist
+from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from egressportal.core.errors import DomainError
+from egressportal.core.limits import max_body_bytes
 
 __all__ = ["api_exception_handler", "error_body", "flatten_errors", "not_found_view"]
 
@@ -34,6 +35,7 @@ _MESSAGES = {
     "authentication_failed": "The token or credentials are not valid; check them or ask for a new token.",
     "permission_denied": "You do not have permission to do this; only platform staff can.",
     "not_found": "Nothing here: the object does not exist or is not yours.",
+    "unsupported_media_type": "Send the body as JSON, with 'Content-Type: application/json'.",
 }
 
 
@@ -93,6 +95,12 @@ def _validation_response(detail: Any) -> Response:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         return _validation_response(_django_validation_detail(exc))
+    if isinstance(exc, RequestDataTooBig):
+        # DRF reads JSON through request.body, where Django enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
+        return Response(
+            error_body("too_large", f"The request body is larger than {max_body_bytes()} bytes; send less in one request."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.message), status=exc.status_code)
     if isinstance(exc, (Http404, ObjectDoesNotExist)):
@@ -128,6 +136,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     else:
         default = getattr(exc, "default_detail", None)
         message = _MESSAGES[code] if code in _MESSAGES and str(detail) == str(default) else str(detail)
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        message = f"{_MESSAGES['unsupported_media_type']} ({str(detail)[:120]})"
     if isinstance(exc, exceptions.Throttled):
         code = "throttled"
         wait = f" Try again in {exc.wait:.0f} seconds." if exc.wait is not None else " Try again later."

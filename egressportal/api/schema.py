@@ -36,6 +36,8 @@ class ApiAutoSchema(AutoSchema):
         codes = ["400", "401", "403", "429"]
         if "{" in self.path:
             codes.append("404")
+        if self.method in ("POST", "PUT", "PATCH"):
+            codes += ["413", "415"]  # a body over the size limit, or not JSON
         for code in codes:
             if code not in responses:
                 responses[code] = self._get_response_for_code(ErrorSerializer, code, direction=direction)

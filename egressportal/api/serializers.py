@@ -11,7 +11,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from egressportal.core import ipam, secrets, selectors, services
+from egressportal.core import ipam, limits, secrets, selectors, services
 from egressportal.core.models import (
     App,
     EgressIPRole,
@@ -105,14 +105,44 @@ class EgressRequestSerializer(serializers.Serializer):
 # Apps -----------------------------------------------------------------------------------------------------------
 
 
+def _capped_list(limit: int, **kwargs: Any) -> dict[str, Any]:
+    """ListField arguments that refuse more than ``limit`` entries with a message saying the cap."""
+    messages = {"max_length": f"At most {limit} entries are accepted in one request."}
+    return {"max_length": limit, "error_messages": messages, **kwargs}
+
+
 class SourceCIDRsField(serializers.ListField):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(child=serializers.CharField(max_length=64), **kwargs)
+        super().__init__(**_capped_list(limits.MAX_SOURCE_CIDRS, child=serializers.CharField(max_length=64), **kwargs))
 
     def to_representation(self, data: Any) -> list[str]:
         if hasattr(data, "all"):  # the related manager (prefetched by the selectors)
             return [row.cidr for row in data.all()]
         return super().to_representation(data)
+
+
+def may_set_owner(user: Any) -> bool:
+    return bool(getattr(user, "is_staff", False))
+
+
+class OwnerField(serializers.SlugRelatedField):
+    """An app's owner by username. Whoever may not set owners gets one answer for every name but their own,
+    before any lookup, so the field never tells whether a user exists (and offers no list of users)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(slug_field="username", queryset=get_user_model().objects.all(), **kwargs)
+        self.error_messages["does_not_exist"] = "There is no user '{value}'."
+
+    def to_internal_value(self, data: Any) -> Any:
+        user = _actor(self)
+        if not may_set_owner(user):
+            if user is not None and isinstance(data, str) and data == user.get_username():
+                return user
+            raise serializers.ValidationError("Only platform staff can set the owner of an app; leave it out.")
+        return super().to_internal_value(data)
+
+    def get_choices(self, cutoff: int | None = None) -> dict:
+        return {}  # never enumerate users (the browsable API and OPTIONS would render them)
 
 
 class AppSerializer(serializers.Serializer):
@@ -127,12 +157,7 @@ class AppSerializer(serializers.Serializer):
         required=False,
         help_text="IPv4 CIDRs the app's instances send from; never overlapping another app's.",
     )
-    owner = serializers.SlugRelatedField(
-        slug_field="username",
-        queryset=get_user_model().objects.all(),
-        required=False,
-        help_text="Owner's username. Only staff may set it (at creation); it defaults to you.",
-    )
+    owner = OwnerField(required=False, help_text="Owner's username. Only staff may set it (at creation); it defaults to you.")
     egress = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -142,12 +167,6 @@ class AppSerializer(serializers.Serializer):
 
     def validate_source_cidrs(self, value: list[str]) -> list[str]:
         return _cidr_list(value, what="source CIDR")
-
-    def validate_owner(self, value: Any) -> Any:
-        user = _actor(self)
-        if value is not None and value != user and not getattr(user, "is_staff", False):
-            raise serializers.ValidationError("Only platform staff can set the owner of an app; leave it out.")
-        return value
 
     def create(self, validated_data: dict[str, Any]) -> App:
         actor = _actor(self)
@@ -177,7 +196,9 @@ class AppSerializer(serializers.Serializer):
 
 
 class EventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor_name", read_only=True, help_text="A user name, 'worker' or 'system'.")
+    actor = serializers.SerializerMethodField(
+        help_text="Who: your user name, 'worker', 'system' or 'platform staff' (staff see every user name)."
+    )
     gateway = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     node = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     level = serializers.ChoiceField(choices=EventLevel.choices, read_only=True)
@@ -187,6 +208,9 @@ class EventSerializer(serializers.ModelSerializer):
         model = Event
         fields = ["id", "created_at", "kind", "level", "message", "actor", "gateway", "node", "data"]
         read_only_fields = fields
+
+    def get_actor(self, event: Event) -> str:
+        return selectors.event_actor_label(event, viewer=_actor(self))
 
 
 class AuditEventSerializer(EventSerializer):
@@ -210,7 +234,7 @@ class RegionSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
         extra_kwargs = {
             "name": {"required": False, "allow_blank": True, "help_text": "Display name; defaults to the slug."},
-            "description": {"required": False},
+            "description": {"required": False, "max_length": limits.MAX_DESCRIPTION_CHARS},
         }
 
     def create(self, validated_data: dict[str, Any]) -> Region:
@@ -242,7 +266,7 @@ class UtilizationSerializer(serializers.Serializer):
 class PoolSerializer(serializers.ModelSerializer):
     region = RegionField(help_text="Region slug; cannot change after creation.")
     excluded = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        **_capped_list(limits.MAX_EXCLUDED_ADDRESSES, child=serializers.CharField(max_length=64)),
         required=False,
         help_text="Addresses inside the CIDR that are never handed out.",
     )
@@ -252,7 +276,10 @@ class PoolSerializer(serializers.ModelSerializer):
         model = IPPool
         fields = ["id", "name", "region", "cidr", "excluded", "description", "utilization", "created_at"]
         read_only_fields = ["id", "created_at"]
-        extra_kwargs = {"cidr": {"help_text": "IPv4 network, e.g. 203.0.113.0/28; cannot change after creation."}}
+        extra_kwargs = {
+            "cidr": {"help_text": "IPv4 network, e.g. 203.0.113.0/28; cannot change after creation."},
+            "description": {"max_length": limits.MAX_DESCRIPTION_CHARS},
+        }
 
     @extend_schema_field(UtilizationSerializer)
     def get_utilization(self, pool: IPPool) -> dict[str, Any]:
@@ -349,6 +376,7 @@ class _HostSerializer(serializers.ModelSerializer):
         # Uniqueness across fields is checked by the services (full_clean), in one place.
         validators: list = []
         read_only_fields = ["id", *HEALTH_FIELDS, "created_at", "updated_at"]
+        extra_kwargs = {"host_key": {"max_length": limits.MAX_HOST_KEY_CHARS}}
 
     def validate_ssh_private_key(self, value: str) -> str:
         if not value:
@@ -408,7 +436,9 @@ class GatewaySerializer(_HostSerializer):
 
 class NodeSerializer(_HostSerializer):
     pod_cidrs = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, help_text="The node's pod subnets (IPv4 CIDRs)."
+        **_capped_list(limits.MAX_POD_CIDRS, child=serializers.CharField(max_length=64)),
+        required=False,
+        help_text="The node's pod subnets (IPv4 CIDRs).",
     )
 
     class Meta(_HostSerializer.Meta):

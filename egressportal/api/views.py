@@ -11,12 +11,12 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.filters import SearchFilter
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from egressportal.core import selectors, services
+from egressportal.core import limits, selectors, services
 from egressportal.core.models import App, Event, Gateway, Node, Region
 
 from . import serializers as s
@@ -39,7 +39,10 @@ class ApiViewMixin:
     schema = ApiAutoSchema()
     permission_classes = [IsAuthenticated]
     throttle_classes = [AnonThrottle, UserThrottle]
-    parser_classes = [ApiJSONParser, FormParser, MultiPartParser]
+    # JSON both ways: bodies are parsed (and advertised in the schema) as JSON only, answers are JSON only
+    # (no browsable API: its forms would render related objects, e.g. every user name).
+    parser_classes = [ApiJSONParser]
+    renderer_classes = [JSONRenderer]
     pagination_class = ApiPagination
     filter_backends = [DjangoFilterBackend, SearchFilter, WhitelistOrderingFilter]
 
@@ -68,6 +71,11 @@ class ApiViewMixin:
         # here, before a validator or a lookup hands it to the database.
         if find_unstorable_text(kwargs):
             raise NotFound()
+        for name, values in request.query_params.lists():
+            if len(name) > limits.MAX_QUERY_VALUE_CHARS or any(len(v) > limits.MAX_QUERY_VALUE_CHARS for v in values):
+                raise ValidationError(
+                    {name[:40]: [f"At most {limits.MAX_QUERY_VALUE_CHARS} characters are accepted here."]}
+                )
         for source in (request.query_params, request.data if request.method not in ("GET", "HEAD", "OPTIONS") else {}):
             found = find_unstorable_text(source)
             if found:
@@ -173,7 +181,7 @@ class AppViewSet(
     def events(self, request: Request, pk: str | None = None) -> Response:
         app = self.get_object()
         page = self.paginate_queryset(selectors.app_events(app=app))
-        return self.get_paginated_response(s.EventSerializer(page, many=True).data)
+        return self.get_paginated_response(s.EventSerializer(page, many=True, context=self.get_serializer_context()).data)
 
 
 # Staff: regions, pools, gateways, nodes -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from .models import App, EgressIP, EgressIPStatus, Event, Gateway, HealthStatus, IPPool, Node, Region
+from .services.events import SYSTEM, WORKER
 
 __all__ = [
     "PoolUtilization",
@@ -18,7 +19,24 @@ __all__ = [
     "pool_utilization",
     "region_capacity",
     "egress_summary",
+    "event_actor_label",
 ]
+
+# What a tenant is told about who did something that was not them: never another user's name.
+STAFF_ACTOR_LABEL = "platform staff"
+_MACHINE_ACTORS = {WORKER, SYSTEM}
+
+
+def event_actor_label(event: Event, *, viewer: Any) -> str:
+    """Who did it, as ``viewer`` may know it: staff see the user name; anyone else sees their own name,
+    'worker' or 'system', and "platform staff" for every other person (a tenant learns no one's name)."""
+    if getattr(viewer, "is_staff", False):
+        return event.actor_name
+    if event.actor_id is None:  # the workers, the system, or a person whose account is gone
+        return event.actor_name if event.actor_name in _MACHINE_ACTORS else STAFF_ACTOR_LABEL
+    if event.actor_id == getattr(viewer, "pk", None):
+        return event.actor_name
+    return STAFF_ACTOR_LABEL
 
 
 def _apps_for(user: Any) -> QuerySet[App]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
+
+from egressportal.core import selectors
 
 register = template.Library()
 
@@ -21,10 +24,15 @@ def ago(value: dt.datetime | None) -> str:
     return f"{timesince(value, depth=1)} ago"
 
 
+@register.filter
+def actor_for(event: Any, viewer: Any) -> str:
+    """Who did it, as the viewer may know it (no other tenant's name): selectors.event_actor_label."""
+    return selectors.event_actor_label(event, viewer=viewer)
+
+
 @register.inclusion_tag("admin/_egress_overview.html")
 def egress_admin_overview(limit: int = 20) -> dict:
     """Pools by utilization and gateways by health, for the admin index."""
-    from egressportal.core import selectors
     from egressportal.core.models import App, EgressStatus, Gateway
 
     pools = []
