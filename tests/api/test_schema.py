@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -57,7 +60,18 @@ def test_docs_are_served_without_a_cdn(db):
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     local = [a for a in assets if a.startswith("/static/drf_spectacular_sidecar/")]
     assert local, assets
+    assert {a.rsplit(".", 1)[-1] for a in local} >= {"css", "js"}, local
     for asset in local:
         response = client.get(asset)
         assert response.status_code == 200, asset
-        b"".join(response.streaming_content) if response.streaming else response.content
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        # The packaged file itself, byte for byte: not an empty answer, nor an HTML page served with a 200.
+        source = finders.find(asset.removeprefix(settings.STATIC_URL))
+        assert source, asset
+        assert body == Path(source).read_bytes() and body, asset
+        kind = {"css": "text/css", "js": "javascript", "png": "image/png"}[asset.rsplit(".", 1)[-1]]
+        assert kind in response["Content-Type"], (asset, response["Content-Type"])
+    # The page's own start-up script (served by the docs view, not from a CDN) points at our schema.
+    script = client.get("/api/v1/docs/", {"script": ""})
+    assert script.status_code == 200 and "javascript" in script["Content-Type"]
+    assert "/api/v1/schema/" in script.content.decode()

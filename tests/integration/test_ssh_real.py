@@ -116,6 +116,20 @@ def test_run_returns_output(sshd):
         assert result.exit_status == 0 and result.duration > 0
 
 
+def test_close_all_sessions_closes_pooled_connections(sshd):
+    close_all_sessions()
+    key = sshd.pkey()  # one key object: the pool is keyed by it
+    pooled = get_session(sshd.target(), pkey=key)
+    assert get_session(sshd.target(), pkey=key) is pooled
+    assert pooled.run(["true"]).exit_status == 0
+    assert pooled.connected
+    close_all_sessions()
+    assert not pooled.connected  # the connection is gone, not merely forgotten
+    fresh = get_session(sshd.target(), pkey=key)
+    assert fresh is not pooled and not fresh.connected
+    assert fresh.run(["echo", "again"]).stdout == "again\n"
+
+
 def test_large_output_does_not_deadlock(sshd):
     with SSHSession(sshd.target(), pkey=sshd.pkey(), command_timeout=60) as s:
         result = s.run(["sh", "-c", "head -c 5000000 /dev/zero | base64; echo done >&2"])

@@ -107,8 +107,20 @@ def test_pool_is_keyed_by_whole_target():
     assert get_session(a) is get_session(HostTarget("127.0.0.1", 2222, "root", ED25519))
     assert get_session(a) is not get_session(HostTarget("127.0.0.1", 2222, "root", RSA))
     assert isinstance(get_session(a), SSHSession)
+
+
+def test_close_all_sessions_empties_the_pool():
     close_all_sessions()
-    assert get_session(a) is not None
+    a, b = HostTarget("127.0.0.1", 2222, "root", ED25519), HostTarget("127.0.0.1", 2223, "root", ED25519)
+    before = {a: get_session(a), b: get_session(b)}
+    close_all_sessions()
+    # Every target gets a fresh session afterwards (closing the old connections is checked against a real
+    # sshd in tests/integration/test_ssh_real.py).
+    for target, old in before.items():
+        fresh = get_session(target)
+        assert fresh is not old
+        assert get_session(target) is fresh
+    close_all_sessions()
 
 
 def test_paramiko_is_the_expected_major():
