@@ -132,19 +132,30 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# Login brute force (django-axes): 5 failures for one username from one address lock that pair out for
-# 15 minutes, even with the right password; one success resets the count. Covers the portal login and
-# the admin (both authenticate through the backends below); the API takes tokens, not passwords.
+# Proxies in front of the portal that we run (a load balancer, a TLS terminator): each appends the address
+# it saw to X-Forwarded-For. With N, the client is the N-th entry from the right; with 0 (the default) the
+# header is ignored. The API throttles and the log-in limits both use this rule (egressportal/clientaddr.py),
+# so a client cannot pick its own address by sending the header. Set it to exactly the number of proxies:
+# one too many lets clients forge their address again.
+TRUSTED_PROXIES = env.int("TRUSTED_PROXIES", default=0)
+
+# Login brute force (django-axes), two limits (egressportal/loginlimits.py): 5 failures for one username from
+# one address lock that pair out, and 20 failures from one address across any usernames (password spraying)
+# lock the address out, for 15 minutes, even with the right password. A success clears only that user's own
+# failures. Covers the portal login and the admin (both authenticate through the backends below); the API
+# takes tokens, not passwords.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+AXES_HANDLER = "egressportal.loginlimits.LoginLimitHandler"
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_IP_FAILURE_LIMIT = env.int("AXES_IP_FAILURE_LIMIT", default=20)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# The client address is REMOTE_ADDR (X-Forwarded-For is client-controlled); see docs/SECURITY.md.
+AXES_CLIENT_IP_CALLABLE = "egressportal.clientaddr.client_address"
 
 # Content-Security-Policy: the portal and the admin run no inline script or style; only the API docs
 # pages relax styles (egressportal/api/urls.py).
@@ -163,6 +174,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Behind trusted proxies, the one that terminates TLS says whether the request came over HTTPS
+# ("HEADER,value", e.g. X-Forwarded-Proto,https); without proxies nobody may claim it, so it is unset.
+_proxy_ssl = env.list("SECURE_PROXY_SSL_HEADER", default=["X-Forwarded-Proto", "https"] if TRUSTED_PROXIES else [])
+if _proxy_ssl:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl[0].upper().replace("-", "_"), _proxy_ssl[1])
+
 # Production hardening: on whenever DEBUG is off.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -170,7 +187,6 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)

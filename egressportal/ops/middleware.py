@@ -6,6 +6,7 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from . import logs, views
@@ -56,7 +57,7 @@ class ProbeMiddleware:
     """Answers /healthz, /readyz and token-authorized /metrics before the host
     check, the HTTPS redirect and the session: a kubelet or Prometheus calls a
     pod by its IP over plain HTTP, and a probe must not touch the session store.
-    A staff browser session on /metrics falls through to the regular view."""
+    A browser session on /metrics or /readyz falls through to the regular view."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -66,7 +67,8 @@ class ProbeMiddleware:
         if request.method in ("GET", "HEAD"):
             if path == "/healthz":
                 return views.healthz(request)
-            if path == "/readyz":
+            # A browser session falls through to the regular view, which knows whether it is staff's.
+            if path == "/readyz" and settings.SESSION_COOKIE_NAME not in request.COOKIES:
                 return views.readyz(request)
             if path == "/metrics" and views.metrics_access(request, with_session=False) == 200:
                 return views.metrics_view(request)

@@ -13,6 +13,12 @@ from . import health, metrics
 __all__ = ["healthz", "readyz", "metrics_view", "metrics_access"]
 
 
+def _may_see_details(request: HttpRequest) -> bool:
+    """Probe details (which check failed, timings, error text naming hosts and ports) are for whoever may
+    scrape the metrics: a staff session or the metrics bearer token. Everyone else gets the status only."""
+    return metrics_access(request, with_session=hasattr(request, "user")) == 200
+
+
 def healthz(request: HttpRequest) -> HttpResponse:
     """The process answers: no database, no broker."""
     response = JsonResponse({"status": "ok"})
@@ -21,9 +27,11 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 
 def readyz(request: HttpRequest) -> HttpResponse:
-    """The database and the broker answer (each within 2 s); 503 naming what failed."""
+    """The database and the broker answer (each within 2 s): 200, else 503. Details only for staff or with
+    the metrics token (see _may_see_details); the status code is what a load balancer needs."""
     ok, report = health.readiness()
-    response = JsonResponse(report, status=200 if ok else 503)
+    body = report if _may_see_details(request) else {"status": report["status"]}
+    response = JsonResponse(body, status=200 if ok else 503)
     response["Cache-Control"] = "no-store"
     return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.test import Client
 
 from egressportal.core import services
 from egressportal.core.models import App, Gateway, HealthStatus
@@ -43,7 +44,27 @@ def test_probes_answer_any_host_header_and_skip_https_redirect(client, settings,
     response = client.get("/healthz", HTTP_HOST="198.18.21.3:8000")
     assert response.status_code == 200
     response = client.get("/readyz", HTTP_HOST="198.18.21.3:8000")
-    assert response.status_code in (200, 503) and "checks" in response.json()
+    assert response.status_code in (200, 503) and response.json()["status"] in ("ok", "unavailable")
+
+
+def test_readyz_tells_the_anonymous_the_status_only(client, db, settings, make_user):
+    """The broker of the test settings is not running: the details name its address and port."""
+    settings.METRICS_TOKEN = "scrape-token-for-tests-0123456789"
+    settings.METRICS_PUBLIC = False
+    port = settings.CELERY_BROKER_URL.rsplit(":", 1)[1].split("/")[0]
+    anonymous = client.get("/readyz")
+    assert anonymous.status_code == 503
+    assert anonymous.json() == {"status": "unavailable"}
+    detailed = client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}")
+    assert detailed.status_code == 503 and detailed.json()["failed"] == ["broker"] and port in detailed.content.decode()
+    # A tenant's browser session: status only; a staff session: details.
+    tenant, staff = Client(), Client()
+    tenant.force_login(make_user("tenant"))
+    staff.force_login(make_user("ops", staff=True))
+    assert tenant.get("/readyz").json() == {"status": "unavailable"}
+    assert "checks" in staff.get("/readyz").json()
+    # /healthz never had anything to tell.
+    assert client.get("/healthz").json() == {"status": "ok"}
 
 
 @pytest.fixture

@@ -89,6 +89,9 @@ def test_queue_depth_is_the_length_of_each_celery_list(redis_server, staff_clien
 
 
 def test_readyz_follows_redis(redis_server, client, db, settings):
+    # Details need the metrics token (the anonymous get the status only: tests/ops/test_http.py).
+    settings.METRICS_TOKEN = "scrape-token-for-tests-0123456789"
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {settings.METRICS_TOKEN}"
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     assert response.json()["checks"]["broker"]["ok"] is True

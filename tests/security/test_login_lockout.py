@@ -1,5 +1,6 @@
 """Brute-force login protection (django-axes): 5 failures for one username from one address lock that pair out,
-even with the right password; the portal login and the admin login both count."""
+20 from one address across usernames (password spraying) lock the address out, even with the right password;
+the portal login and the admin login both count."""
 
 from __future__ import annotations
 
@@ -61,10 +62,38 @@ def test_lockout_expires_after_the_cooloff(alice, settings):
     assert _login(Client(), reverse("login"), "alice", PASSWORD).status_code == 302
 
 
-def test_settings_are_five_failures_fifteen_minutes_username_and_ip(settings):
+def test_settings_are_five_failures_per_user_and_address_twenty_per_address_fifteen_minutes(settings):
     from datetime import timedelta
 
     assert settings.AXES_FAILURE_LIMIT == 5
+    assert settings.AXES_IP_FAILURE_LIMIT == 20
     assert settings.AXES_COOLOFF_TIME == timedelta(minutes=15)
-    assert settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"]]
+    assert settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"], "ip_address"]
+    assert settings.AXES_HANDLER == "egressportal.loginlimits.LoginLimitHandler"
     assert settings.AUTHENTICATION_BACKENDS[0] == "axes.backends.AxesStandaloneBackend"
+
+
+def test_password_spraying_from_one_address_is_locked_out(make_user, bob):
+    """A few guesses for each of many users (never 5 for one) still lock the address out at 20."""
+    victims = [make_user(f"victim{i}") for i in range(10)]
+    statuses = [
+        _login(Client(), reverse("login"), victim.username, "wrong-password").status_code
+        for victim in victims
+        for _ in range(2)
+    ]
+    assert statuses[:19] == [200] * 19 and statuses[19] == 429
+    # Now nobody logs in from that address, not even with the right password; elsewhere they do.
+    assert _login(Client(), reverse("login"), "bob", PASSWORD).status_code == 429
+    assert _login(Client(), reverse("login"), "bob", PASSWORD, ip="198.51.100.8").status_code == 302
+
+
+def test_logging_in_to_ones_own_account_does_not_clear_the_address(make_user, alice):
+    victims = [make_user(f"target{i}") for i in range(5)]
+    for victim in victims:
+        for _ in range(3):
+            _login(Client(), reverse("login"), victim.username, "wrong-password")
+    for _ in range(4):
+        _login(Client(), reverse("login"), victims[0].username + "x", "wrong-password")
+    # 19 failures so far; the attacker logs in to their own account, which clears only their own failures.
+    assert _login(Client(), reverse("login"), "alice", PASSWORD).status_code == 302
+    assert _login(Client(), reverse("login"), victims[1].username, "wrong-password").status_code == 429
