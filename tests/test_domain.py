@@ -232,6 +232,30 @@ class TestEgress:
         services.egress_ips_allocate(app=a)
         assert EgressIP.objects.get(pk=ip.pk).app_id == a.pk
 
+    def test_a_withdrawn_address_stays_reserved_past_the_quarantine_while_its_app_is_dedicated(
+        self, infra, make_app, alice, bob, settings
+    ):
+        """A drain can last longer than the quarantine: the app still wants (and allow-lists) the address."""
+        infra["pool"].delete()
+        services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
+        a = make_app(alice)
+        services.egress_enable(app=a, actor=alice)
+        ip = EgressIP.objects.get(app=a, role="standby")
+        long_ago = timezone.now() - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS * 3)
+        EgressIP.objects.filter(pk=ip.pk).update(
+            status="quarantined", released_at=long_ago, last_app=a, last_owner=alice, app=None, gateway=None, role="",
+        )
+        b = make_app(bob, cidrs=["198.18.200.0/28"])
+        with pytest.raises(PoolExhausted):
+            services.egress_ips_allocate(app=b, count=1)
+        assert EgressIP.objects.get(pk=ip.pk).app_id is None
+        # When the app lets go of dedicated egress, the quarantine starts then, not at the withdrawal.
+        App.objects.filter(pk=a.pk).update(egress_type="shared", egress_status="disabled")
+        services.egress_ips_release(app=a)
+        assert EgressIP.objects.get(pk=ip.pk).released_at > long_ago + dt.timedelta(days=1)
+        with pytest.raises(PoolExhausted):
+            services.egress_ips_allocate(app=b, count=1)
+
     def test_delete_with_dedicated_egress_waits_for_release(self, infra, make_app, alice):
         app = make_app(alice)
         assert services.app_delete(app=make_app(alice), actor=alice) is True

@@ -27,6 +27,7 @@ from ..models import (
     EgressIP,
     EgressIPRole,
     EgressIPStatus,
+    EgressType,
     Gateway,
     HealthStatus,
     IPPool,
@@ -267,11 +268,15 @@ def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | Non
         used = set(rows.values_list("address_int", flat=True))
         for addr in ipam.iter_available(net, used, pool.excluded_addresses):
             return EgressIP(pool=pool, address=str(addr))
-    # Free rows first, then the quarantine that ended longest ago.
+    # Free rows first, then the quarantine that ended longest ago; never an address withdrawn from an app that
+    # still wants dedicated egress (during a long drain), however long ago: it is that app's until it lets go.
     return (
         rows.filter(
             Q(status=EgressIPStatus.FREE)
-            | Q(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now))
+            | (
+                Q(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now))
+                & ~Q(last_app__egress_type=EgressType.DEDICATED)
+            )
         )
         .annotate(rank=Case(When(status=EgressIPStatus.FREE, then=Value(0)), default=Value(1)))
         .order_by("rank", "released_at")
@@ -402,4 +407,8 @@ def egress_ips_release(*, app: App, now: dt.datetime | None = None) -> list[str]
                     "status", "released_at", "last_app", "last_owner", "app", "gateway", "role", "programmed"
                 ]
             )
+        # Addresses withdrawn during a drain were the app's until now: their quarantine starts now too.
+        EgressIP.objects.filter(last_app=app, app__isnull=True, status=EgressIPStatus.QUARANTINED).update(
+            released_at=now
+        )
     return [ip.address for ip in ips]
