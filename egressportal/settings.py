@@ -276,6 +276,13 @@ EGRESS_SSH_KEY_FILE = env.str("EGRESS_SSH_KEY_FILE", default=str(BASE_DIR / "var
 EGRESS_FERNET_KEYS = env.list("EGRESS_FERNET_KEYS", default=[])
 EGRESS_IPS_PER_APP = env.int("EGRESS_IPS_PER_APP", default=2)
 EGRESS_QUARANTINE_DAYS = env.int("EGRESS_QUARANTINE_DAYS", default=30)
+# Placements (which addresses on which node are an app's) come from the platform only. A node's
+# report holds at most this many addresses (a real node runs a few hundred pods at most).
+EGRESS_MAX_PLACEMENTS_PER_NODE = env.int("EGRESS_MAX_PLACEMENTS_PER_NODE", default=5000)
+# Per-tenant quotas; staff override them per user (admin: Tenant quotas). Addresses in quarantine
+# count against the tenant that released them until their quarantine ends.
+EGRESS_QUOTA_APPS = env.int("EGRESS_QUOTA_APPS", default=50)
+EGRESS_QUOTA_ADDRESSES = env.int("EGRESS_QUOTA_ADDRESSES", default=20)
 EGRESS_SWEEP_SECONDS = env.float("EGRESS_SWEEP_SECONDS", default=30.0)
 EGRESS_HEALTH_SECONDS = env.float("EGRESS_HEALTH_SECONDS", default=1.0)
 EGRESS_HEALTH_FAILURE_THRESHOLD = env.int("EGRESS_HEALTH_FAILURE_THRESHOLD", default=2)

@@ -6,10 +6,12 @@ import itertools
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 
 from egressportal.core import services
 from egressportal.core.models import Region
+from egressportal.core.roles import PLATFORM_GROUP
 
 pytest_plugins = ["tests.integration.worker_fixtures"] + (
     ["tests.integration.lab_fixtures"] if (Path(__file__).parent / "integration" / "lab_fixtures.py").exists() else []
@@ -54,6 +56,14 @@ def bob(make_user):
 @pytest.fixture
 def staff(make_user):
     return make_user("admin", staff=True)
+
+
+@pytest.fixture
+def platform_user(make_user):
+    """A service account of the platform: a member of the group the migrations create."""
+    user = make_user("scheduler")
+    user.groups.add(Group.objects.get(name=PLATFORM_GROUP))
+    return user
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ Staff endpoints need an active staff account *and* the Django model permission f
 (view, add, change, delete), exactly as the admin checks them; a staff user without permissions gets 403
 here just as in the admin. Actions that change a host (drain, undrain, accept a host key) need that model's
 change permission; the audit log needs ``core.view_event``.
+
+Placements are the platform's (egressportal/core/roles.py): its service accounts and staff, each with the
+placement permission; tenants never say where an app runs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-__all__ = ["StaffModelPermission", "model_permission_codenames"]
+from egressportal.core import roles
+
+__all__ = ["PlacementsPermission", "StaffModelPermission", "StaffOrPlatformReadOnly", "model_permission_codenames"]
 
 # What each HTTP method needs, by model permission action (the admin's four).
 _METHOD_ACTION = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
@@ -54,3 +59,28 @@ class StaffModelPermission(BasePermission):
             "(the admin site's user page)."
         )
         return False
+
+
+class PlacementsPermission(BasePermission):
+    """Reading a node's placements needs view_placement, reporting them change_placement, and either
+    way the caller is the platform or staff. Tenants get 403: they never say where an app runs."""
+
+    message = (
+        "Only the platform reports placements (which addresses on which node are an app's); "
+        "app owners cannot read or change them here."
+    )
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return roles.can_view_placements(request.user)
+        return roles.can_report_placements(request.user)
+
+
+class StaffOrPlatformReadOnly(StaffModelPermission):
+    """Staff manage nodes (with the model permissions); the platform may read them: it reports
+    placements by node id."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in SAFE_METHODS and roles.can_view_placements(request.user) and roles.is_platform(request.user):
+            return True
+        return super().has_permission(request, view)

@@ -11,7 +11,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from egressportal.core import ipam, limits, secrets, selectors, services
+from egressportal.core import ipam, limits, roles, secrets, selectors, services
 from egressportal.core.models import (
     App,
     EgressIPRole,
@@ -34,6 +34,7 @@ __all__ = [
     "EgressSerializer",
     "EventSerializer",
     "GatewaySerializer",
+    "NodePlacementsSerializer",
     "NodeSerializer",
     "PoolSerializer",
     "RegionSerializer",
@@ -122,7 +123,8 @@ class SourceCIDRsField(serializers.ListField):
 
 
 def may_set_owner(user: Any) -> bool:
-    return bool(getattr(user, "is_staff", False))
+    """The platform and staff create apps for any owner (roles.acts_for_others)."""
+    return roles.acts_for_others(user)
 
 
 class OwnerField(serializers.SlugRelatedField):
@@ -138,7 +140,7 @@ class OwnerField(serializers.SlugRelatedField):
         if not may_set_owner(user):
             if user is not None and isinstance(data, str) and data == user.get_username():
                 return user
-            raise serializers.ValidationError("Only platform staff can set the owner of an app; leave it out.")
+            raise serializers.ValidationError("Only the platform or staff can set the owner of an app; leave it out.")
         return super().to_internal_value(data)
 
     def get_choices(self, cutoff: int | None = None) -> dict:
@@ -157,7 +159,10 @@ class AppSerializer(serializers.Serializer):
         required=False,
         help_text="IPv4 CIDRs the app's instances send from; never overlapping another app's.",
     )
-    owner = OwnerField(required=False, help_text="Owner's username. Only staff may set it (at creation); it defaults to you.")
+    owner = OwnerField(
+        required=False,
+        help_text="Owner's username. Only the platform and staff may set it (at creation); it defaults to you.",
+    )
     egress = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -458,3 +463,28 @@ class NodeSerializer(_HostSerializer):
             if not enabled:
                 node = services.host_update(host=node, enabled=False, actor=_actor(self))
         return node
+
+
+# The platform: placements -----------------------------------------------------------------------------------------
+
+
+class PlacementEntrySerializer(serializers.Serializer):
+    app = serializers.IntegerField(min_value=1, help_text="The app's id.")
+    addresses = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        help_text="The app's instance addresses on this node: '198.18.64.17/32' (or a bare address) or a CIDR "
+        "of at most /24, each inside one of the node's pod CIDRs.",
+    )
+
+
+class NodePlacementsSerializer(serializers.Serializer):
+    """A node's complete set of placements. The service validates every entry (naming it in errors);
+    this serializer only documents the shape."""
+
+    node = serializers.IntegerField(read_only=True, help_text="The node's id.")
+    placements = PlacementEntrySerializer(
+        many=True,
+        help_text="Every app instance address on this node; what is absent is removed. At most "
+        "EGRESS_MAX_PLACEMENTS_PER_NODE addresses (default 5000).",
+    )

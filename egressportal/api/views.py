@@ -24,7 +24,7 @@ from .exceptions import api_exception_handler
 from .filters import AppFilterSet, AuditFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
 from .pagination import ApiPagination
 from .parsers import ApiJSONParser, find_unstorable_text
-from .permissions import StaffModelPermission
+from .permissions import PlacementsPermission, StaffModelPermission, StaffOrPlatformReadOnly
 from .schema import ApiAutoSchema, ErrorSerializer
 from .throttling import AnonThrottle, UserThrottle
 
@@ -300,11 +300,47 @@ class GatewayViewSet(_HostViewSet):
 
 
 class NodeViewSet(_HostViewSet):
-    """Cluster nodes (staff only). Health fields are written by the workers."""
+    """Cluster nodes (staff; the platform may read them). Health fields are written by the workers."""
 
     serializer_class = s.NodeSerializer
     queryset = Node.objects.select_related("region")
     filterset_class = host_filterset(Node)
+    permission_classes = [StaffOrPlatformReadOnly]
+
+    @extend_schema(
+        methods=["GET"],
+        summary="A node's placements (the platform and staff)",
+        description="Which addresses on this node are which app's, as last reported.",
+        request=None,
+        responses={200: s.NodePlacementsSerializer},
+    )
+    @extend_schema(
+        methods=["PUT"],
+        summary="Report a node's complete set of placements (the platform and staff)",
+        description="The complete set for this node: what is absent is removed. Idempotent and all or nothing: "
+        "200 with the stored set. Refused, changing nothing: an address outside the node's pod CIDRs, wider than "
+        "/24 (so never 0.0.0.0/0), malformed, an unknown app or one of another region, or more addresses than "
+        "EGRESS_MAX_PLACEMENTS_PER_NODE (400, naming the entry in 'fields'); an address placed for another app "
+        "of the region (409, code placement_conflict, naming the entry, never the other app). Tenants get 403. "
+        "Only what changed is reconciled: this node and the gateways of dedicated apps whose placements changed.",
+        request=s.NodePlacementsSerializer,
+        responses={200: s.NodePlacementsSerializer, 409: CONFLICT},
+    )
+    @action(
+        detail=True,
+        methods=["get", "put"],
+        url_path="placements",
+        filter_backends=[],
+        pagination_class=None,
+        permission_classes=[PlacementsPermission],
+    )
+    def placements(self, request: Request, pk: str | None = None) -> Response:
+        node = self.get_object()
+        if request.method == "PUT":
+            if not isinstance(request.data, dict) or "placements" not in request.data:
+                raise ValidationError({"placements": ['Send {"placements": [{"app": <id>, "addresses": [...]}, ...]}.']})
+            services.node_placements_set(node=node, placements=request.data["placements"], actor=request.user)
+        return Response({"node": node.pk, "placements": selectors.node_placements(node)})
 
 
 # Staff: the audit log -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from . import secrets, selectors, services
 from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
-from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Region
+from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
 from .services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
 
 
@@ -333,9 +333,29 @@ class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
             messages.info(request, f"{gateway.name}: back in service; {topped} app(s) regain redundancy.")
 
 
+class NodePlacementInline(admin.TabularInline):
+    """What the platform reported for this node: read-only here (it changes only through the
+    platform's report, PUT /api/v1/nodes/{id}/placements/)."""
+
+    model = Placement
+    fk_name = "node"
+    extra = 0
+    can_delete = False
+    fields = ["app", "cidr", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "placements (reported by the platform; read-only)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Node)
 class NodeAdmin(HostAdminMixin, admin.ModelAdmin):
     list_display = ["name", "region", "mgmt_address", "transit_address", "health_badge", "enabled", "last_reconciled_at"]
+    inlines = [NodePlacementInline]
 
 
 class AppSourceCIDRInline(admin.TabularInline):
@@ -405,6 +425,41 @@ class AppAdmin(admin.ModelAdmin):
             except (ValidationError, DomainError) as exc:
                 messages.error(request, f"{app.name}: {getattr(exc, 'message', exc)}")
         messages.info(request, f"{changed} app(s) changed.")
+
+
+@admin.register(TenantQuota)
+class TenantQuotaAdmin(admin.ModelAdmin):
+    """Per-user overrides of the default quotas; empty fields mean the default."""
+
+    list_display = ["user", "max_apps", "max_addresses", "usage", "updated_at"]
+    search_fields = ["user__username"]
+    list_select_related = ["user"]
+    autocomplete_fields: list[str] = []
+    fields = ["user", "max_apps", "max_addresses"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["user"] if obj is not None else []
+
+    @admin.display(description="in use (apps / addresses)")
+    def usage(self, obj: TenantQuota) -> str:
+        quota = services.quota_usage(obj.user_id)
+        return f"{quota.apps}/{quota.max_apps} apps, {quota.addresses}/{quota.max_addresses} addresses"
+
+    # Through the service: validated and audited with the actor.
+    def save_model(self, request: HttpRequest, obj: TenantQuota, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        user = obj.user if change else data["user"]
+        saved = services.tenant_quota_set(
+            user=user, max_apps=data.get("max_apps"), max_addresses=data.get("max_addresses"), actor=request.user
+        )
+        obj.pk = saved.pk if saved else obj.pk
+
+    def delete_model(self, request: HttpRequest, obj: TenantQuota) -> None:
+        services.tenant_quota_set(user=obj.user, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TenantQuota]) -> None:
+        for quota in queryset.select_related("user"):
+            services.tenant_quota_set(user=quota.user, actor=request.user)
 
 
 @admin.register(EgressIP)

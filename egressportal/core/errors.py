@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DomainError", "ConflictError", "PoolExhausted", "NoGatewaysAvailable"]
+__all__ = ["DomainError", "ConflictError", "PoolExhausted", "NoGatewaysAvailable", "QuotaExceeded"]
 
 
 class DomainError(Exception):
@@ -30,3 +30,9 @@ class PoolExhausted(ConflictError):
 
 class NoGatewaysAvailable(ConflictError):
     code = "no_gateways"
+
+
+class QuotaExceeded(ConflictError):
+    """The tenant is at its quota (apps or dedicated addresses); nothing was created or allocated."""
+
+    code = "quota_exceeded"

@@ -19,11 +19,15 @@ __all__ = [
     "usable_count",
     "iter_available",
     "overlapping",
+    "parse_placement",
 ]
 
 # Pools larger than this would make utilization and allocation scans costly and
 # are almost certainly a typo (nobody owns a /8 of egress addresses).
 MAX_POOL_PREFIXLEN = 16
+# The widest placement the platform may report: a /24 (256 addresses) covers a node's whole pod range
+# in common setups; anything wider is a mistake or an attempt to claim other apps' traffic.
+MIN_PLACEMENT_PREFIXLEN = 24
 
 
 class IPAMError(ValueError):
@@ -101,3 +105,17 @@ def iter_available(
 def overlapping(candidate: IPv4Network, others: Iterable[IPv4Network]) -> list[IPv4Network]:
     """The networks among ``others`` that share at least one address with ``candidate``."""
     return [o for o in others if candidate.overlaps(o)]
+
+
+def parse_placement(value: object) -> IPv4Network:
+    """An address ("198.18.64.17", read as /32) or a small CIDR ("198.18.64.16/28") an app's instance
+    uses; never wider than /MIN_PLACEMENT_PREFIXLEN (so never 0.0.0.0/0)."""
+    if isinstance(value, str) and value.strip() and "/" not in value:
+        return ipaddress.IPv4Network(f"{parse_address(value, what='placement address')}/32")
+    net = parse_network(value, what="placement address or CIDR")
+    if net.prefixlen < MIN_PLACEMENT_PREFIXLEN:
+        raise IPAMError(
+            f"{net} is too wide: a placement is an instance's address or a CIDR of at most "
+            f"/{MIN_PLACEMENT_PREFIXLEN} ({2 ** (32 - MIN_PLACEMENT_PREFIXLEN)} addresses)."
+        )
+    return net

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from .models import App, EgressIP, EgressIPStatus, Event, Gateway, HealthStatus, IPPool, Node, Region
+from .models import App, EgressIP, EgressIPStatus, Event, Gateway, HealthStatus, IPPool, Node, Placement, Region
 from .services.events import SYSTEM, WORKER
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "region_capacity",
     "egress_summary",
     "event_actor_label",
+    "node_placements",
+    "app_placements",
 ]
 
 # What a tenant is told about who did something that was not them: never another user's name.
@@ -175,3 +177,22 @@ def hosts_in_region(region: Region) -> tuple[QuerySet[Gateway], QuerySet[Node]]:
         Gateway.objects.filter(region=region, enabled=True),
         Node.objects.filter(region=region, enabled=True),
     )
+
+
+def node_placements(node: Node) -> list[dict[str, Any]]:
+    """A node's stored placements in the shape the platform reports them:
+    [{"app": id, "addresses": [cidr, ...]}, ...] by app id, addresses in order (one query)."""
+    out: dict[int, list[str]] = {}
+    for app_id, cidr in Placement.objects.filter(node=node).order_by("app_id", "first_int").values_list("app_id", "cidr"):
+        out.setdefault(app_id, []).append(cidr)
+    return [{"app": app_id, "addresses": cidrs} for app_id, cidrs in out.items()]
+
+
+def app_placements(app: App) -> list[dict[str, Any]]:
+    """Where an app runs: [{"node": name, "addresses": [cidr, ...]}, ...]. Uses prefetched placements
+    (with their nodes) when present."""
+    out: dict[str, list[str]] = {}
+    rows = sorted(app.placements.all(), key=lambda p: (p.node.name, p.first_int))
+    for placement in rows:
+        out.setdefault(placement.node.name, []).append(placement.cidr)
+    return [{"node": node, "addresses": cidrs} for node, cidrs in out.items()]

@@ -2,6 +2,7 @@ from .apps import App, AppSourceCIDR, EgressStatus, EgressType, HostSync
 from .events import Event, EventLevel
 from .hosts import Gateway, HealthStatus, ManagedHost, Node
 from .network import EgressIP, EgressIPRole, EgressIPStatus, IPPool, Region
+from .placements import Placement, TenantQuota
 
 __all__ = [
     "App",
@@ -19,5 +20,7 @@ __all__ = [
     "IPPool",
     "ManagedHost",
     "Node",
+    "Placement",
     "Region",
+    "TenantQuota",
 ]

@@ -22,6 +22,8 @@ from .network import (
     region_delete,
     region_update,
 )
+from .placements import node_placements_set
+from .quotas import quota_usage, tenant_quota_set
 from .reconcile import reconcile_dispatch, reconcile_request
 
 __all__ = [
@@ -42,12 +44,15 @@ __all__ = [
     "host_delete",
     "host_update",
     "node_create",
+    "node_placements_set",
     "pool_create",
     "pool_delete",
     "pool_update",
+    "quota_usage",
     "reconcile_dispatch",
     "reconcile_request",
     "region_create",
     "region_delete",
     "region_update",
+    "tenant_quota_set",
 ]

@@ -18,6 +18,7 @@ from ..models import App, AppSourceCIDR, EgressIP, EgressStatus, EgressType, Hos
 from ..validators import normalize_cidr_list, validate_app_name
 from .events import event_record
 from .network import egress_ips_allocate
+from .quotas import quota_check_addresses, quota_check_apps, quota_lock_owner
 from .reconcile import reconcile_request
 
 __all__ = [
@@ -58,6 +59,7 @@ def app_create(
     with transaction.atomic():
         if App.objects.filter(owner=owner, name=name).exists():
             raise ValidationError({"name": f"You already have an app named {name}."})
+        quota_check_apps(owner=owner)
         app = App(owner=owner, region=region, name=name)
         app.full_clean()
         app.save()
@@ -194,7 +196,11 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
         if not app.source_cidrs.exists():
             raise ConflictError("This app has no source CIDRs yet, so there is no traffic to route; deploy it first.")
         before = {"type": app.egress_type, "status": app.egress_status}
+        quota_lock_owner(owner=app.owner_id)
         ips = egress_ips_allocate(app=app)
+        # Counted after allocating: re-enabling takes back the tenant's own quarantined addresses,
+        # which counted already. Over the quota, this transaction rolls back the allocation.
+        quota_check_addresses(owner=app.owner_id)
         now = timezone.now()
         app.egress_type = EgressType.DEDICATED
         _bump(app, status=EgressStatus.ASSIGNING, message="Configuring gateways.", now=now)

@@ -8,9 +8,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from .. import secrets
+from .. import ipam, secrets
 from ..errors import ConflictError
-from ..models import EgressIP, Gateway, Node, Region
+from ..models import EgressIP, Gateway, Node, Placement, Region
 from ..validators import normalize_cidr_list
 from .events import event_record
 from .reconcile import reconcile_request
@@ -171,6 +171,7 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
         fields["host_key"] = _normalize_host_key(fields["host_key"])
     if "pod_cidrs" in fields:
         fields["pod_cidrs"] = normalize_cidr_list(fields["pod_cidrs"], what="pod CIDR")
+        _refuse_orphaned_placements(host, fields["pod_cidrs"])
     before = {k: getattr(host, k) for k in fields}
     changed = {k: v for k, v in fields.items() if before[k] != v}
     if not changed:
@@ -199,6 +200,24 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
         else:
             reconcile_request(nodes=[host], gateways=region_gateways)
     return host
+
+
+def _refuse_orphaned_placements(node: Node, pod_cidrs: list[str]) -> None:
+    """A node keeps every pod CIDR its placements lie in (PostgreSQL's trigger is the last guard): the
+    platform reports the node's new placements first, then the pod CIDRs can shrink."""
+    pods = [ipam.parse_network(p) for p in pod_cidrs]
+    outside = [
+        cidr
+        for cidr in Placement.objects.filter(node=node).values_list("cidr", flat=True)
+        if not any(ipam.parse_network(cidr).subnet_of(p) for p in pods)
+    ]
+    if outside:
+        raise ValidationError(
+            {
+                "pod_cidrs": f"{len(outside)} placement(s) on {node.name} would lie outside these pod CIDRs "
+                f"(e.g. {outside[0]}); the platform must report the node's placements again first."
+            }
+        )
 
 
 def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | Node:
