@@ -3,10 +3,14 @@ Redis, reconciling the lab's hosts over SSH."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import pytest
+from django.db import connection, transaction
 from django.db.models import Count, Sum
+from django.utils import timezone
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync, Node, Region
@@ -48,21 +52,82 @@ def test_enable_and_disable_through_the_worker(lab, worker):
     assert set(EgressIP.objects.filter(last_app=shop).values_list("status", flat=True)) == {"quarantined"}
 
 
+class AppRowsHeld:
+    """Holds the row locks of some apps from another database connection, as a slow concurrent request
+    would. A reconcile records its outcome under these locks (app rows first), so a worker that has applied a
+    host's rules waits here: inside the reconcile, holding the host's lease, nothing recorded yet."""
+
+    def __init__(self, apps: list[App]) -> None:
+        self.pks = sorted(app.pk for app in apps)
+        self.locked = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic():
+                list(App.objects.select_for_update().filter(pk__in=self.pks).order_by("pk").values_list("pk"))
+                self.locked.set()
+                self._release.wait(60)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> AppRowsHeld:
+        self._thread.start()
+        assert self.locked.wait(10), "could not lock the apps' rows"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._thread.join(10)
+
+
+def gateway_addresses(lab, gateway: str) -> set[str]:
+    """The IPv4 addresses configured on a lab gateway right now (read in its namespace, not from our records)."""
+    links = json.loads(lab.host_exec(gateway, ["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
+    return {a["local"] for link in links for a in link.get("addr_info", [])}
+
+
 def test_worker_killed_mid_reconcile_converges_after_restart(lab, start_worker):
-    first = start_worker()
-    apps = list(App.objects.filter(name__in=["shop-api", "billing", "crawler"]))
+    if connection.vendor != "postgresql":
+        pytest.skip("stopping a worker inside its reconcile relies on PostgreSQL row locks")
+    apps = list(App.objects.filter(name__in=["shop-api", "billing", "crawler"]).order_by("name"))
     for app in apps:
-        services.egress_enable(app=app)
-    # Kill the worker while reconciles are in flight.
-    wait_for(lambda: Gateway.objects.exclude(lease_token="").exists() or not HostSync.objects.exists(),
-             timeout=10, interval=0.005, what="a reconcile in flight")
-    first.kill()
+        services.egress_enable(app=app)  # no worker yet: the messages wait in Redis
+    shop = next(app for app in apps if app.name == "shop-api")
+    active = EgressIP.objects.select_related("gateway").get(app=shop, role="active")
+    gateway = active.gateway
+    with AppRowsHeld(apps):
+        first = start_worker()
+        # The first worker takes the gateway's lease, applies its rules over SSH (the address is on the
+        # host) and then waits to record the outcome.
+        wait_for(
+            lambda: Gateway.objects.exclude(lease_token="").filter(pk=gateway.pk).exists()
+            and active.address in gateway_addresses(lab, gateway.name),
+            timeout=30,
+            what=f"{gateway.name} leased with {active.address} applied",
+        )
+        held = Gateway.objects.get(pk=gateway.pk)
+        time.sleep(0.5)  # still the same reconcile: it cannot finish while the rows are held
+        assert Gateway.objects.get(pk=gateway.pk).lease_token == held.lease_token
+        first.kill()
+    # Proof that the kill hit a reconcile in flight: the lease was never released (it only expires), and the
+    # apply the host already holds was never recorded.
+    gateway.refresh_from_db()
+    assert gateway.lease_token == held.lease_token and gateway.lease_expires_at > timezone.now()
+    assert HostSync.objects.filter(gateway=gateway).exists()
+    assert not EgressIP.objects.filter(gateway=gateway, programmed=True).exists()
+    assert {status_of(app) for app in apps} == {"assigning"}
+
     start_worker()
     for app in apps:
         wait_status(app, "assigned", timeout=45)
         assert lab.seen_ip(app.name) == EgressIP.objects.get(app=app, role="active").address
     assert_no_address_held_twice()
     assert EgressIP.objects.filter(status="assigned").count() == 2 * len(apps)
+    gateway.refresh_from_db()
+    assert gateway.lease_token == ""
+    assert gateway.last_reconciled_at is not None and gateway.last_reconciled_at != held.last_reconciled_at
 
 
 def test_redis_restart_loses_nothing(lab, redis_server, start_worker):
