@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "egressportal.api",
     "egressportal.portal",
     "egressportal.ops",
+    "egressportal.notifications",
 ]
 
 MIDDLEWARE = [
@@ -127,6 +128,9 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+
+# A failed CSRF check in the portal's look; htmx requests get a banner that offers a reload.
+CSRF_FAILURE_VIEW = "egressportal.portal.views.csrf_failure"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
@@ -297,6 +301,23 @@ EGRESS_COALESCE_STALE_SECONDS = env.float("EGRESS_COALESCE_STALE_SECONDS", defau
 # Set by `./run` when the portal runs next to the lab: enables "Check egress".
 EGRESS_LAB_PREFIX = env.str("EGRESS_LAB_PREFIX", default="")
 EGRESS_RECONCILE_DISPATCH = env.str("EGRESS_RECONCILE_DISPATCH", default="celery")
+
+# Notifications. Webhooks go to https URLs on public addresses only; plain http to a loopback
+# address is for development (a receiver on the same machine), on by default only with DEBUG.
+EGRESS_WEBHOOK_ALLOW_HTTP_LOOPBACK = env.bool("EGRESS_WEBHOOK_ALLOW_HTTP_LOOPBACK", default=DEBUG)
+EGRESS_WEBHOOK_TIMEOUT = env.float("EGRESS_WEBHOOK_TIMEOUT", default=5.0)
+# Email goes through Django's backend: the console in development, SMTP (EMAIL_HOST, ...) otherwise.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="egress-portal@localhost")
 
 # Operability: /metrics is closed unless a staff session, this bearer token, or METRICS_PUBLIC.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

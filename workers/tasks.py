@@ -73,3 +73,32 @@ def health_check() -> dict:
     from egressportal.core.services.health import hosts_health_check
 
     return hosts_health_check()
+
+
+WEBHOOK_MAX_RETRIES = 6
+
+
+@shared_task(bind=True, name="workers.tasks.deliver_webhook", acks_late=True, ignore_result=True,
+             max_retries=WEBHOOK_MAX_RETRIES, time_limit=60, soft_time_limit=45)
+def deliver_webhook(self, delivery_id: int) -> bool:
+    """One attempt per run; a failure a later attempt may fix (timeout, 5xx, 429)
+    is retried with exponential backoff and jitter (about 2 s, 4 s, ... 2 min)."""
+    from egressportal.notifications.services import webhook_attempt
+
+    final = self.request.retries >= WEBHOOK_MAX_RETRIES
+    countdown = backoff(self.request.retries, base=2.0, cap=120.0)
+    outcome = webhook_attempt(delivery_id=delivery_id, final=final, retry_in=countdown)
+    if outcome.retry:
+        raise self.retry(countdown=countdown)
+    return outcome.delivered
+
+
+@shared_task(bind=True, name="workers.tasks.send_notification_email", acks_late=True, ignore_result=True,
+             max_retries=5, time_limit=60, soft_time_limit=45)
+def send_notification_email(self, user_id: int, event: str, app_id: int, message: str) -> bool:
+    from egressportal.notifications.services import notification_email_send
+
+    try:
+        return notification_email_send(user_id=user_id, event=event, app_id=app_id, message=message)
+    except OSError as exc:  # the mail server is unreachable: try again later
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries, base=5.0, cap=300.0)) from None

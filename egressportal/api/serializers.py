@@ -24,6 +24,7 @@ from egressportal.core.models import (
     Node,
     Region,
 )
+from egressportal.core.selectors import ADDRESS_STATES
 from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
 from egressportal.core.validators import normalize_cidr_list, validate_app_name
 
@@ -93,6 +94,24 @@ class EgressSerializer(serializers.Serializer):
     ips = EgressIPSerializer(many=True, read_only=True)
     message = serializers.CharField(read_only=True, allow_blank=True)
     updated_at = serializers.DateTimeField(read_only=True)
+
+
+class AddressSerializer(serializers.Serializer):
+    """One dedicated egress address of an app (selectors.AddressRow): assigned to it now, or reserved for it."""
+
+    address = serializers.IPAddressField(protocol="IPv4", read_only=True)
+    app = serializers.CharField(source="app_name", read_only=True, help_text="The app's name.")
+    app_id = serializers.IntegerField(read_only=True, allow_null=True, help_text="Null when the app was deleted.")
+    region = serializers.CharField(read_only=True)
+    role = serializers.CharField(read_only=True, allow_blank=True, help_text="active, standby, or empty when reserved.")
+    state = serializers.ChoiceField(
+        choices=list(ADDRESS_STATES.items()), read_only=True,
+        help_text="in_use: carrying the app's traffic; standby: ready for failover; gateway_down; pending: being "
+        "configured; releasing; reserved: on no gateway, held for the app until reserved_until.",
+    )
+    gateway = serializers.CharField(read_only=True, allow_blank=True)
+    reserved_until = serializers.DateTimeField(read_only=True, allow_null=True,
+                                               help_text="Until when no other tenant gets it (reserved addresses only).")
 
 
 class EgressRequestSerializer(serializers.Serializer):

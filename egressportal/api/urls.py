@@ -11,6 +11,7 @@ app_name = "api"
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("apps", views.AppViewSet, basename="app")
+router.register("addresses", views.AddressViewSet, basename="address")
 router.register("regions", views.RegionViewSet, basename="region")
 router.register("pools", views.PoolViewSet, basename="pool")
 router.register("gateways", views.GatewayViewSet, basename="gateway")

@@ -28,7 +28,7 @@ from .permissions import PlacementsPermission, StaffModelPermission, StaffOrPlat
 from .schema import ApiAutoSchema, ErrorSerializer
 from .throttling import AnonThrottle, UserThrottle
 
-__all__ = ["AppViewSet", "AuditViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
+__all__ = ["AddressViewSet", "AppViewSet", "AuditViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The current state does not allow this.")
 
@@ -341,6 +341,25 @@ class NodeViewSet(_HostViewSet):
                 raise ValidationError({"placements": ['Send {"placements": [{"app": <id>, "addresses": [...]}, ...]}.']})
             services.node_placements_set(node=node, placements=request.data["placements"], actor=request.user)
         return Response({"node": node.pk, "placements": selectors.node_placements(node)})
+
+
+# Addresses ------------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Every dedicated egress address of your apps (staff: all apps)",
+        description="For firewall allow-lists: the addresses carrying traffic, the standbys traffic fails over to, "
+        "and the addresses reserved for an app (withdrawn during a gateway drain, or released when it went back "
+        "to shared egress) with the time until which no other tenant gets them.",
+    )
+)
+class AddressViewSet(ApiViewMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.AddressSerializer
+    filter_backends: list[Any] = []
+
+    def get_queryset(self) -> Any:
+        return selectors.address_rows_for(self.request.user)
 
 
 # Staff: the audit log -------------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import pluralize
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils import timezone
 from django.utils.html import format_html
 
 from . import secrets, selectors, services
@@ -19,6 +22,7 @@ from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
 from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
 from .services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
+from .wording import duration_words, status_label
 
 
 def _report(request: HttpRequest, exc: Exception) -> None:
@@ -223,17 +227,23 @@ class HostAdminMixin:
         "host_key_mismatch_at",
         "presented_host_key",
         "last_reconciled_at",
-        "last_reconcile_duration",
+        "reconcile_duration",
         "last_reconcile_error",
         "reconcile_failures",
         "reconcile_count",
         "reconcile_queued_at",
+        "reconcile_retry_at",
         "lease_token",
         "lease_expires_at",
         "created_at",
         "updated_at",
     ]
     actions = ["resync", "accept_presented_key"]
+
+    @admin.display(description="last reconcile duration")
+    def reconcile_duration(self, obj: Any) -> str:
+        seconds = obj.last_reconcile_duration if obj else None
+        return duration_words(seconds) if seconds is not None else "–"
 
     @admin.display(description="own SSH key")
     def ssh_credential(self, obj: Any) -> str:
@@ -243,6 +253,9 @@ class HostAdminMixin:
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         identity = (["name", "region", "slot"] if isinstance(obj, Gateway) else ["name", "region"]) if obj else []
         return [*identity, *self.readonly_fields]
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["last_reconcile_duration"]  # shown in words (reconcile_duration)
 
     # Writes go through the services: validation, reconcile requests and the audit log in one place.
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
@@ -293,7 +306,9 @@ class HostAdminMixin:
     def resync(self, request: HttpRequest, queryset: QuerySet) -> None:
         kind = "gateway" if queryset.model is Gateway else "node"
         sent = services.reconcile_dispatch([(kind, pk) for pk in queryset.values_list("pk", flat=True)], force=True)
-        messages.info(request, f"Re-sync requested for {queryset.count()} host(s) ({sent} queued).")
+        count = queryset.count()
+        messages.info(request, f"Re-sync requested for {count} host{pluralize(count)} ({sent} queued now, "
+                               "the others already had a reconcile waiting).")
 
     @admin.action(description="Accept the host key each selected host presented (audited)")
     def accept_presented_key(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -308,29 +323,61 @@ class HostAdminMixin:
 @admin.register(Gateway)
 class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
     list_display = [
-        "name", "region", "mgmt_address", "public_interface", "slot", "health_badge", "draining",
+        "name", "region", "mgmt_address", "public_interface", "slot", "health_badge", "service_state",
         "enabled", "last_reconciled_at",
     ]
     list_filter = ["region", "health", "enabled", "draining"]
     actions = [*HostAdminMixin.actions, "drain", "drain_active_only", "undrain"]
 
+    @admin.display(description="service", ordering="draining")
+    def service_state(self, obj: Gateway) -> str:
+        # Words, not the boolean icons: a green tick for "draining" read as "all good".
+        if obj.draining:
+            return format_html('<span class="egress-health egress-health--draining">Draining</span>')
+        return format_html('<span class="egress-health egress-health--in-service">In service</span>')
+
+    def _confirm_drain(self, request: HttpRequest, queryset: QuerySet[Gateway], *, rehome: bool, action: str) -> Any:
+        """Drain changes where many apps' traffic leaves from: show who is affected and ask first."""
+        if request.POST.get("confirm") == "yes":
+            for gateway in queryset:
+                result = services.gateway_drain(gateway=gateway, rehome=rehome, actor=request.user)
+                moved = result.moved_active
+                text = (f"{gateway.name}: draining. {moved} app{pluralize(moved)} moved to "
+                        f"{pluralize(moved, 'its,their')} standby address")
+                if result.kept_active:
+                    text += f"; kept on it for lack of a healthy alternative: {', '.join(result.kept_active)}"
+                messages.info(request, text + ".")
+            return None
+        gateways = [{"gateway": g, "apps": selectors.gateway_affected_apps(g)} for g in queryset]
+        return TemplateResponse(
+            request,
+            "admin/core/gateway/drain_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Drain gateways?",
+                "gateways": gateways,
+                "rehome": rehome,
+                "action": action,
+                "queryset": queryset,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
     @admin.action(description="Drain: move every app off (addresses keep their apps; no allow-list changes)")
-    def drain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
-        for gateway in queryset:
-            result = services.gateway_drain(gateway=gateway, rehome=True, actor=request.user)
-            messages.info(request, f"{gateway.name}: draining; {result.moved_active} active role(s) moved.")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> Any:
+        return self._confirm_drain(request, queryset, rehome=True, action="drain")
 
     @admin.action(description="Drain active roles only (addresses stay as standby)")
-    def drain_active_only(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
-        for gateway in queryset:
-            result = services.gateway_drain(gateway=gateway, rehome=False, actor=request.user)
-            messages.info(request, f"{gateway.name}: {result.moved_active} active role(s) moved.")
+    def drain_active_only(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> Any:
+        return self._confirm_drain(request, queryset, rehome=False, action="drain_active_only")
 
     @admin.action(description="Undrain: back into service, give apps their addresses back")
     def undrain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
         for gateway in queryset:
             topped = services.gateway_undrain(gateway=gateway, actor=request.user)
-            messages.info(request, f"{gateway.name}: back in service; {topped} app(s) regain redundancy.")
+            messages.info(request, f"{gateway.name}: back in service; {topped} app{pluralize(topped)} "
+                                   f"regain{pluralize(topped, 's,')} redundancy.")
 
 
 class NodePlacementInline(admin.TabularInline):
@@ -383,7 +430,7 @@ class EgressIPInline(admin.TabularInline):
 
 @admin.register(App)
 class AppAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "region", "egress_type", "egress_status", "addresses", "egress_updated_at"]
+    list_display = ["name", "owner", "region", "egress_type", "egress_state", "addresses", "egress_updated_at"]
     list_filter = ["region", "egress_type", "egress_status"]
     search_fields = ["name", "owner__username", "source_cidrs__cidr", "egress_ips__address"]
     list_select_related = ["owner", "region"]
@@ -400,6 +447,10 @@ class AppAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # apps are created by their owners (portal/API) or the platform
+
+    @admin.display(description="egress status", ordering="egress_status")
+    def egress_state(self, obj: App) -> str:
+        return status_label(obj.egress_status)
 
     @admin.display(description="egress IPs")
     def addresses(self, obj: App) -> str:
@@ -424,7 +475,7 @@ class AppAdmin(admin.ModelAdmin):
                 changed += did
             except (ValidationError, DomainError) as exc:
                 messages.error(request, f"{app.name}: {getattr(exc, 'message', exc)}")
-        messages.info(request, f"{changed} app(s) changed.")
+        messages.info(request, f"{changed} app{pluralize(changed)} changed.")
 
 
 @admin.register(TenantQuota)
@@ -481,13 +532,18 @@ class EgressIPAdmin(admin.ModelAdmin):
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "level", "kind", "actor_name", "subject", "message"]
+    list_display = ["when", "level", "kind", "actor_name", "subject", "message"]
     list_filter = ["level", "kind", "actor_name", "created_at"]
     search_fields = ["message", "subject", "actor_name", "kind"]
     date_hierarchy = "created_at"
     actions = ["export_selected_csv", "export_selected_json"]
     # The change list links to the export views with its own filters (templates/admin/core/event/).
     change_list_template = "admin/core/event/change_list.html"
+
+    @admin.display(description="time (UTC)", ordering="created_at")
+    def when(self, obj: Event) -> str:
+        # To the second: an audit trail read next to logs needs more than the minute.
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S")
 
     def get_urls(self) -> list[URLPattern]:
         export = [

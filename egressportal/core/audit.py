@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from .models import Event
 
-__all__ = ["AUDIT_COLUMNS", "audit_csv_response", "audit_json_response", "audit_row"]
+__all__ = ["AUDIT_COLUMNS", "audit_csv_response", "audit_json_response", "audit_row", "safe_cell"]
 
 AUDIT_COLUMNS = ["id", "created_at", "kind", "level", "actor", "actor_id", "app_id", "gateway", "node", "subject",
                  "message", "data"]
@@ -49,6 +49,10 @@ def _safe_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+# Other exports (the portal's address list) guard their cells with the same rule.
+safe_cell = _safe_cell
 
 
 class _Echo:

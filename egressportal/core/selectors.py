@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from .models import App, EgressIP, EgressIPStatus, Event, Gateway, HealthStatus, IPPool, Node, Placement, Region
+from .desired import steering_choice
+from .models import (
+    App,
+    EgressIP,
+    EgressIPRole,
+    EgressIPStatus,
+    EgressStatus,
+    Event,
+    Gateway,
+    HealthStatus,
+    HostSync,
+    IPPool,
+    Node,
+    Placement,
+    Region,
+)
 from .services.events import SYSTEM, WORKER
 
 __all__ = [
@@ -15,6 +34,9 @@ __all__ = [
     "app_list",
     "app_get",
     "app_events",
+    "app_next_attempt_at",
+    "reserved_by_app",
+    "HOST_DETAIL_KINDS",
     "pool_list",
     "pool_utilization",
     "region_capacity",
@@ -22,6 +44,13 @@ __all__ = [
     "event_actor_label",
     "node_placements",
     "app_placements",
+    "AddressRow",
+    "ADDRESS_STATES",
+    "reserved_until",
+    "app_reserved_addresses",
+    "app_address_rows",
+    "address_rows_for",
+    "gateway_affected_apps",
 ]
 
 # What a tenant is told about who did something that was not them: never another user's name.
@@ -85,9 +114,35 @@ def app_get(*, user: Any, pk: Any) -> App:
     return app_list(user=user).get(pk=pk)
 
 
-def app_events(*, app: App, limit: int | None = None) -> QuerySet[Event]:
+# Per-host steps of a toggle ("Node node2 configured."): staff follow them; the
+# owner's timeline tells the app's story (requested, live, with its duration).
+HOST_DETAIL_KINDS = ("egress.gateway_configured", "egress.node_configured")
+
+
+def app_events(*, app: App, limit: int | None = None, host_detail: bool = True) -> QuerySet[Event]:
     qs = Event.objects.filter(app=app).select_related("gateway", "node").order_by("-created_at", "-id")
+    if not host_detail:
+        qs = qs.exclude(kind__in=HOST_DETAIL_KINDS)
     return qs[:limit] if limit else qs
+
+
+def app_next_attempt_at(app: App) -> dt.datetime | None:
+    """When the workers next try a host this app is waiting for (a retry after
+    a failure), or None when no retry is scheduled."""
+    syncs = HostSync.objects.filter(app=app)
+    times = [
+        t
+        for t in (
+            *Gateway.objects.filter(pk__in=syncs.exclude(gateway=None).values("gateway_id")).values_list(
+                "reconcile_retry_at", flat=True
+            ),
+            *Node.objects.filter(pk__in=syncs.exclude(node=None).values("node_id")).values_list(
+                "reconcile_retry_at", flat=True
+            ),
+        )
+        if t is not None
+    ]
+    return min(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -196,3 +251,140 @@ def app_placements(app: App) -> list[dict[str, Any]]:
     for placement in rows:
         out.setdefault(placement.node.name, []).append(placement.cidr)
     return [{"node": node, "addresses": cidrs} for node, cidrs in out.items()]
+
+
+# Addresses reserved for apps: what an owner must keep in allow-lists.
+
+
+@dataclass(frozen=True)
+class AddressRow:
+    """One address of an app as its owner sees it: assigned to the app now, or
+    reserved for it (withdrawn during a drain, or released when the app went
+    back to shared egress) until ``reserved_until``."""
+
+    address: str
+    app_id: int | None
+    app_name: str
+    region: str
+    role: str  # active | standby | "" (reserved, on no gateway)
+    state: str  # see ADDRESS_STATES
+    gateway: str
+    reserved_until: dt.datetime | None
+
+
+ADDRESS_STATES = {
+    "in_use": "Carrying traffic",
+    "standby": "Ready for failover",
+    "gateway_down": "Gateway down",
+    "pending": "Being configured",
+    "releasing": "Being released",
+    "reserved": "Reserved",
+}
+
+
+def reserved_until(ip: EgressIP) -> dt.datetime | None:
+    """When an address in quarantine may go to someone else (None: it is assigned)."""
+    if ip.status != EgressIPStatus.QUARANTINED or ip.released_at is None:
+        return None
+    return ip.released_at + dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
+
+
+def _reserved_filter(now: dt.datetime | None = None) -> Q:
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
+    return Q(status=EgressIPStatus.QUARANTINED, released_at__gte=cutoff)
+
+
+def reserved_by_app(app_ids: Sequence[int]) -> dict[int, list[EgressIP]]:
+    """Reserved addresses of many apps in one query (the dashboard's page of apps)."""
+    out: dict[int, list[EgressIP]] = {}
+    for ip in EgressIP.objects.filter(_reserved_filter(), last_app_id__in=list(app_ids)).order_by("released_at"):
+        out.setdefault(ip.last_app_id, []).append(ip)
+    return out
+
+
+def app_reserved_addresses(app: App) -> list[EgressIP]:
+    """Addresses out of service but still reserved for ``app``, soonest expiry first."""
+    return list(EgressIP.objects.filter(_reserved_filter(), last_app=app).order_by("released_at", "address_int"))
+
+
+def app_address_rows(app: App, *, reserved: Sequence[EgressIP] | None = None) -> list[AddressRow]:
+    """Every address of the app, assigned first (active, then standby), then reserved."""
+    assigned = [ip for ip in app.egress_ips.all() if ip.status == EgressIPStatus.ASSIGNED]
+    assigned.sort(key=lambda ip: (ip.role != EgressIPRole.ACTIVE, ip.address_int))
+    carrying = _carrying_gateway(app, assigned)
+    rows = [
+        AddressRow(
+            address=ip.address,
+            app_id=app.pk,
+            app_name=app.name,
+            region=app.region.slug,
+            role=ip.role,
+            state=_assigned_state(app, ip, carrying),
+            gateway=ip.gateway.name if ip.gateway else "",
+            reserved_until=None,
+        )
+        for ip in assigned
+    ]
+    for ip in app_reserved_addresses(app) if reserved is None else reserved:
+        rows.append(
+            AddressRow(
+                address=ip.address, app_id=app.pk, app_name=app.name, region=app.region.slug, role="",
+                state="reserved", gateway="", reserved_until=reserved_until(ip),
+            )
+        )
+    return rows
+
+
+def _carrying_gateway(app: App, assigned: Sequence[EgressIP]) -> str | None:
+    """The gateway the nodes steer this app to right now (the same rule the nodes follow)."""
+    if not app.is_dedicated or app.egress_status not in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED):
+        return None
+    choice = steering_choice(
+        [(ip.role, ip.programmed, ip.gateway.health, ip.gateway.slot, ip.gateway.name) for ip in assigned if ip.gateway]
+    )
+    return choice[1] if choice else None
+
+
+def _assigned_state(app: App, ip: EgressIP, carrying: str | None) -> str:
+    if not app.is_dedicated:
+        return "releasing"
+    if not ip.programmed:
+        return "pending"
+    if ip.gateway and ip.gateway.health == HealthStatus.UNHEALTHY:
+        return "gateway_down"
+    if carrying is not None and ip.gateway and ip.gateway.name == carrying:
+        return "in_use"
+    return "standby" if carrying is not None else "pending"
+
+
+def address_rows_for(user: Any) -> list[AddressRow]:
+    """Every address across the apps ``user`` may see (staff: all apps), assigned
+    or still reserved, plus reserved addresses of their apps that are gone."""
+    apps = list(app_list(user=user))
+    reserved: dict[int, list[EgressIP]] = {app.pk: [] for app in apps}
+    orphans: list[EgressIP] = []
+    owner_q = Q() if user.is_staff else Q(last_owner=user)
+    held = EgressIP.objects.filter(_reserved_filter()).filter(owner_q).select_related("pool__region")
+    for ip in held.order_by("released_at", "address_int"):
+        if ip.last_app_id in reserved:
+            reserved[ip.last_app_id].append(ip)
+        elif ip.last_app_id is None:
+            orphans.append(ip)  # the app was deleted; the address is still held for its owner
+    rows: list[AddressRow] = []
+    for app in apps:
+        rows.extend(app_address_rows(app, reserved=reserved[app.pk]))
+    for ip in orphans:
+        rows.append(
+            AddressRow(address=ip.address, app_id=None, app_name="(deleted app)", region=ip.pool.region.slug,
+                       role="", state="reserved", gateway="", reserved_until=reserved_until(ip))
+        )
+    return rows
+
+
+def gateway_affected_apps(gateway: Gateway) -> list[EgressIP]:
+    """The addresses (with their apps and owners) a drain of ``gateway`` moves."""
+    return list(
+        EgressIP.objects.filter(gateway=gateway, status=EgressIPStatus.ASSIGNED)
+        .select_related("app", "app__owner")
+        .order_by("role", "app__name")
+    )

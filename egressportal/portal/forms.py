@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django import forms
 
-from egressportal.core.models import EgressStatus, EgressType
+from egressportal.core.models import App, EgressType
+
+from .presentation import status_filter_choices
 
 __all__ = ["AppSearchForm", "EgressToggleForm"]
 
@@ -13,10 +15,21 @@ class AppSearchForm(forms.Form):
     q = forms.CharField(
         label="Search apps", required=False, max_length=63, widget=forms.SearchInput(attrs={"placeholder": "App name"})
     )
-    status = forms.ChoiceField(
-        label="Egress status", required=False, choices=[("", "Any status"), *EgressStatus.choices]
-    )
+    status = forms.ChoiceField(label="Egress status", required=False, choices=())
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", "Any status"), *status_filter_choices()]
 
 
 class EgressToggleForm(forms.Form):
     type = forms.ChoiceField(choices=EgressType.choices, error_messages={"invalid_choice": "Choose shared or dedicated egress."})
+    # Sent by the confirmation step: going back to shared egress breaks allow-lists at once.
+    confirm = forms.BooleanField(required=False)
+
+    def needs_confirmation(self, app: App) -> bool:
+        return (
+            self.cleaned_data["type"] == EgressType.SHARED
+            and app.egress_type == EgressType.DEDICATED
+            and not self.cleaned_data["confirm"]
+        )

@@ -94,6 +94,72 @@
     if (status) status.focus();
   });
 
+  // An htmx request the portal could not serve is never silent: the session ended
+  // (401), the page is out of date (403 after logging in again elsewhere: its CSRF
+  // token is stale), or the portal did not answer. Say so and offer what helps.
+  var PROBLEMS = {
+    "session-expired": "Your session has ended, so nothing was changed. Log in again to continue.",
+    "csrf": "This page is out of date (you may have logged in or out in another tab), so nothing was changed. Reload it and try again.",
+    "forbidden": "You are not allowed to do this any more, so nothing was changed. Reload the page to see the current state.",
+    "server": "Something went wrong on our side, so this may not have happened. Reload the page to see the current state.",
+    "network": "The portal did not answer. Check your connection, then reload the page."
+  };
+
+  function showProblem(kind, loginUrl) {
+    var banner = document.getElementById("problem-banner");
+    if (!banner) return;
+    var text = document.getElementById("problem-text");
+    var login = banner.querySelector("[data-problem-action='login']");
+    text.textContent = PROBLEMS[kind] || PROBLEMS.server;
+    banner.setAttribute("data-problem", kind);
+    if (kind === "session-expired" || kind === "csrf") {
+      var next = encodeURIComponent(window.location.pathname + window.location.search);
+      login.href = loginUrl || (document.body.getAttribute("data-login-url") + "?next=" + next);
+      login.hidden = false;
+    } else {
+      login.hidden = true;
+    }
+    banner.hidden = false;
+    var first = banner.querySelector(kind === "session-expired" ? "[data-problem-action='login']" : "button");
+    if (first) first.focus();
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    var kind = xhr.getResponseHeader("X-Portal-Problem");
+    if (!kind) {
+      if (xhr.status === 401) kind = "session-expired";
+      else if (xhr.status === 403) kind = "forbidden";
+      else kind = "server";
+    }
+    showProblem(kind, xhr.getResponseHeader("X-Portal-Login"));
+  });
+  document.addEventListener("htmx:sendError", function () { showProblem("network"); });
+  document.addEventListener("click", function (event) {
+    var reload = event.target.closest("[data-problem-action='reload']");
+    if (reload) window.location.reload();
+  });
+
+  // A "Check egress" answer belongs to the status it was taken in: once the
+  // status changes it would mislead (the old shared address next to "Assigned").
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var panel = document.getElementById("egress-panel");
+    if (!panel || event.detail.target !== panel) return;
+    var body = panel.querySelector("[data-testid='egress-panel-body']");
+    var result = document.querySelector("[data-testid='check-egress-result']");
+    if (!body || !result) return;
+    if (result.getAttribute("data-egress-status") !== body.getAttribute("data-status")) {
+      result.parentNode.textContent = "";
+    }
+  });
+
+  // The disable confirmation takes the panel's place: put the reader on its question.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var heading = event.detail.target && event.detail.target.querySelector
+      ? event.detail.target.querySelector("#disable-confirm-heading") : null;
+    if (heading) heading.focus();
+  });
+
   reveal(document.body);
   // htmx fires htmx:load for every piece of content it swaps in.
   document.addEventListener("htmx:load", function (event) { reveal(event.target); });

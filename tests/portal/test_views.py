@@ -52,10 +52,13 @@ class TestLogin:
         app = make_app(alice)
         response = client.post(reverse("portal:app_egress", args=[app.pk]), {"type": "dedicated"})
         assert response.status_code == 302 and reverse("login") in response["Location"]
-        # htmx gets a full-page redirect instead of a login form swapped into the panel.
-        response = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX)
-        assert response.status_code == 200
-        assert response["HX-Redirect"].startswith(reverse("login"))
+        # htmx gets no login form swapped into the panel: a 401 that says the session ended and where to log in
+        # (the page shows a banner with "Log in again", static/portal/portal.js).
+        response = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX,
+                              HTTP_HX_CURRENT_URL=f"http://testserver/apps/{app.pk}/")
+        assert response.status_code == 401
+        assert response["X-Portal-Problem"] == "session-expired"
+        assert response["X-Portal-Login"] == reverse("login") + f"?next=%2Fapps%2F{app.pk}%2F"
         app.refresh_from_db()
         assert app.egress_status == EgressStatus.DISABLED
 
@@ -199,9 +202,13 @@ class TestToggle:
         assert 'data-testid="egress-status" data-status="assigning"' in html
         assert html.count('data-testid="egress-ip"') == 2
         assert 'hx-trigger="load delay:1s"' in _panel_root(html)
-        # Turning it off again from the panel.
+        # Turning it off again from the panel: first the question, then the change.
         _settle(app)
         response = client.post(reverse("portal:app_egress", args=[app.pk]), {"type": "shared"}, **HTMX)
+        assert 'data-testid="disable-confirm"' in response.content.decode()
+        app.refresh_from_db()
+        assert app.egress_type == "dedicated"
+        response = client.post(reverse("portal:app_egress", args=[app.pk]), {"type": "shared", "confirm": "on"}, **HTMX)
         assert 'data-status="releasing"' in response.content.decode()
         app.refresh_from_db()
         assert app.egress_type == "shared"
@@ -270,9 +277,12 @@ class TestErrors:
         services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
         app = make_app(alice)
         services.egress_enable(app=app, actor=alice)
+        _settle(app)
+        assert app.egress_status == EgressStatus.ASSIGNED
         page = _client(alice).get(reverse("portal:app_detail", args=[app.pk])).content.decode()
-        assert 'data-testid="redundancy-reduced"' in page
-        assert "Redundancy is reduced" in page
+        # Not the green "Assigned": the badge and the words say redundancy is reduced.
+        assert 'data-view="reduced"' in page and "Assigned · reduced redundancy" in page
+        assert "1 of the 2 addresses" in page
 
 
 class TestLiveStatus:
@@ -286,7 +296,10 @@ class TestLiveStatus:
             root = _panel_root(client.get(url, {"n": n}, **HTMX).content.decode())
             delays.append(int(re.search(r'hx-trigger="load delay:(\d+)s"', root).group(1)))
             assert f"?n={n + 1}" in root
-        assert delays == [1, 2, 3, 4, 5, 5, 5]
+        # Assigning usually lands within a second or two: no back-off that would show "assigned" late.
+        assert delays == [1, 1, 1, 1, 1, 1, 1]
+        root = _panel_root(client.get(url, {"n": 200}, **HTMX).content.decode())
+        assert 'hx-trigger="load delay:3s"' in root  # a change that takes minutes is polled more slowly
         # The full page polls too, while pending.
         page = client.get(reverse("portal:app_detail", args=[app.pk])).content.decode()
         assert 'hx-trigger="load delay:1s"' in page
@@ -321,8 +334,9 @@ class TestLiveStatus:
         )
         client = _client(alice)
         html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX).content.decode()
-        assert 'hx-trigger="load delay:1s"' in _panel_root(html)
+        assert 'hx-trigger="load delay:2s"' in _panel_root(html)  # retrying: backing off
         assert "could not be configured" in html and 'data-testid="egress-retry"' in html
+        assert 'data-view="retrying"' in html and ">Retrying<" in html and "retry on their own" in html
         HostSync.objects.filter(app=app).delete()  # nothing owed any more: no retry is running
         html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX).content.decode()
         assert "hx-trigger" not in html

@@ -60,6 +60,8 @@ class ManagedHost(models.Model):
     # Coalescing: at most one queued reconcile per host; a lease (with expiry,
     # so a killed worker cannot hold it forever) for at most one running.
     reconcile_queued_at = models.DateTimeField(null=True, blank=True)
+    # After a failure: when the workers try this host again (shown to the apps waiting for it).
+    reconcile_retry_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 

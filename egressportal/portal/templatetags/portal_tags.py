@@ -7,20 +7,31 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.timesince import timesince
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
 
 from egressportal.core import selectors
+from egressportal.core.wording import duration_words, status_label
 
 register = template.Library()
 
 
 @register.filter
 def ago(value: dt.datetime | None) -> str:
-    """'just now' for the last minute (where timesince says '0 minutes'), else '3 minutes ago'."""
+    """Relative time in words: 'just now' (never '0 minutes ago'), '40 seconds ago',
+    '3 minutes ago'; for a time ahead, 'in 30 days'."""
     if not value:
         return ""
-    if (timezone.now() - value).total_seconds() < 60:
+    seconds = (timezone.now() - value).total_seconds()
+    if -5 < seconds < 5:
         return "just now"
+    if 0 < seconds < 60:
+        return f"{int(seconds)} seconds ago"
+    if -60 < seconds < 0:
+        return f"in {int(-seconds)} seconds"
+    if seconds < 0:
+        return f"in {timeuntil(value, depth=1)}"
     return f"{timesince(value, depth=1)} ago"
 
 
@@ -28,6 +39,42 @@ def ago(value: dt.datetime | None) -> str:
 def actor_for(event: Any, viewer: Any) -> str:
     """Who did it, as the viewer may know it (no other tenant's name): selectors.event_actor_label."""
     return selectors.event_actor_label(event, viewer=viewer)
+
+
+@register.simple_tag
+def when(value: dt.datetime | None) -> SafeString | str:
+    """A time both ways: the absolute time to the second (UTC) and how long ago (or ahead) it is."""
+    if not value:
+        return ""
+    value = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time> <span class="when__relative">({})</span>',
+        value.isoformat(),
+        value.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        value.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        ago(value),
+    )
+
+
+@register.filter
+def get(mapping: dict | None, key: Any) -> Any:
+    return (mapping or {}).get(key, key)
+
+
+@register.filter
+def egress_label(status: str) -> str:
+    """The one name of an egress status (presentation.STATUS_LABELS)."""
+    return status_label(status or "")
+
+
+@register.filter
+def seconds_words(value: float | None) -> str:
+    return duration_words(float(value)) if value is not None else ""
+
+
+@register.filter
+def ms_words(value: float | None) -> str:
+    return duration_words(float(value) / 1000) if value is not None else ""
 
 
 @register.inclusion_tag("admin/_egress_overview.html")
