@@ -7,6 +7,7 @@ Target (DESIGN.md): p50 <= 500 ms, p95 <= 1.5 s to "assigned".
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -36,13 +37,14 @@ def _poll_until(client, url: str, headers: dict, status: str, started: float, ti
 def measure_toggles(env: BenchEnv) -> dict:
     from django.contrib.auth import get_user_model
     from django.test import Client
-    from rest_framework.authtoken.models import Token
 
     from egressportal.core.models import App
+    from egressportal.tokens.models import ApiToken
 
     users = {u.username: u for u in get_user_model().objects.all()}
     apps = list(App.objects.filter(name__in=["shop-api", "billing", "crawler"]).order_by("name"))
-    tokens = {u: Token.objects.get_or_create(user=users[u])[0].key for u in users}
+    tokens = {u: ApiToken.objects.create(user=users[u], expiry=dt.timedelta(days=1), name=f"bench-{time.time_ns()}")[1]
+              for u in users}
     client = Client()
     enable_s: list[float] = []
     disable_s: list[float] = []

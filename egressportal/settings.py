@@ -37,7 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "egressportal.core",
+    "egressportal.tokens",
     "egressportal.api",
     "egressportal.portal",
     "egressportal.ops",
@@ -204,7 +205,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 # REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "egressportal.tokens.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -229,6 +230,19 @@ REST_FRAMEWORK = {
         "user": env.str("API_THROTTLE_USER", default="6000/min"),
     },
 }
+# API tokens (django-rest-knox, egressportal/tokens/): only a SHA-512 hash is stored; each token expires; a user
+# makes, names and revokes them in the portal. "egp_" marks ours (secret scanners, the retired-token message);
+# the header stays "Authorization: Token <token>".
+KNOX_TOKEN_MODEL = "tokens.ApiToken"  # noqa: S105 - a model name, not a secret
+REST_KNOX = {
+    "TOKEN_PREFIX": "egp_",
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": timedelta(days=90),
+    "AUTO_REFRESH": False,
+}
+EGRESS_API_TOKEN_MAX_DAYS = env.int("EGRESS_API_TOKEN_MAX_DAYS", default=365)
+EGRESS_API_TOKENS_PER_USER = env.int("EGRESS_API_TOKENS_PER_USER", default=20)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Egress Portal API",
     "DESCRIPTION": "Dedicated egress IPs for apps: self-service and automation.",

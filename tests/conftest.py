@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 
@@ -21,6 +22,19 @@ pytest_plugins = ["tests.integration.worker_fixtures"] + (
 TEST_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 _counter = itertools.count(1)
+
+
+def api_token_for(user, name: str | None = None, *, days: int = 30) -> str:
+    """A new API token for ``user`` (the secret), made the way the service makes it but without an audit event.
+    Marked as just used, so the once-a-minute "last used" write does not land in a test's query counts."""
+    from django.utils import timezone
+
+    from egressportal.tokens.models import ApiToken
+
+    _, secret = ApiToken.objects.create(
+        user=user, expiry=dt.timedelta(days=days), name=name or f"t{next(_counter)}", last_used_at=timezone.now()
+    )
+    return secret
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

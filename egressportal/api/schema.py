@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
-__all__ = ["ApiAutoSchema", "ErrorSerializer"]
+__all__ = ["ApiAutoSchema", "ApiTokenScheme", "ErrorSerializer"]
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Our (knox) token authentication, in the schema as DRF's token scheme was: the same header."""
+
+    target_class = "egressportal.tokens.authentication.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "'Token <token>': make a token in the portal (API tokens page); it is shown once.",
+        }
 
 
 class ErrorDetailSerializer(serializers.Serializer):

@@ -27,8 +27,10 @@ from egressportal.core.models import (
 from egressportal.core.selectors import ADDRESS_STATES
 from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
 from egressportal.core.validators import normalize_cidr_list, validate_app_name
+from egressportal.tokens.models import ApiToken
 
 __all__ = [
+    "ApiTokenSerializer",
     "AppSerializer",
     "AuditEventSerializer",
     "EgressRequestSerializer",
@@ -246,6 +248,24 @@ class AuditEventSerializer(EventSerializer):
     class Meta(EventSerializer.Meta):
         fields = [*EventSerializer.Meta.fields, "actor_id", "app", "subject"]
         read_only_fields = fields
+
+
+# API tokens -----------------------------------------------------------------------------------------------------
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    """One of your tokens. The token itself is shown only once, in the portal, when it is made."""
+
+    current = serializers.SerializerMethodField(help_text="Whether this request is authenticated by this token.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "created", "expiry", "last_used_at", "current"]
+        read_only_fields = fields
+
+    def get_current(self, token: ApiToken) -> bool:
+        request = self.context.get("request")
+        return getattr(getattr(request, "auth", None), "pk", None) == token.pk
 
 
 # Staff: regions and pools ---------------------------------------------------------------------------------------

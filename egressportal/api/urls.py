@@ -17,6 +17,7 @@ router.register("pools", views.PoolViewSet, basename="pool")
 router.register("gateways", views.GatewayViewSet, basename="gateway")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("audit", views.AuditViewSet, basename="audit")
+router.register("tokens", views.ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -18,6 +18,9 @@ from rest_framework.response import Response
 
 from egressportal.core import limits, selectors, services
 from egressportal.core.models import App, Event, Gateway, Node, Region
+from egressportal.tokens import selectors as token_selectors
+from egressportal.tokens import services as token_services
+from egressportal.tokens.models import ApiToken
 
 from . import serializers as s
 from .exceptions import api_exception_handler
@@ -28,7 +31,16 @@ from .permissions import PlacementsPermission, StaffModelPermission, StaffOrPlat
 from .schema import ApiAutoSchema, ErrorSerializer
 from .throttling import AnonThrottle, UserThrottle
 
-__all__ = ["AddressViewSet", "AppViewSet", "AuditViewSet", "GatewayViewSet", "NodeViewSet", "PoolViewSet", "RegionViewSet"]
+__all__ = [
+    "AddressViewSet",
+    "ApiTokenViewSet",
+    "AppViewSet",
+    "AuditViewSet",
+    "GatewayViewSet",
+    "NodeViewSet",
+    "PoolViewSet",
+    "RegionViewSet",
+]
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The current state does not allow this.")
 
@@ -182,6 +194,38 @@ class AppViewSet(
         app = self.get_object()
         page = self.paginate_queryset(selectors.app_events(app=app))
         return self.get_paginated_response(s.EventSerializer(page, many=True, context=self.get_serializer_context()).data)
+
+
+# API tokens -----------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your API tokens (never the tokens themselves)"),
+    retrieve=extend_schema(summary="Get one of your API tokens"),
+    destroy=extend_schema(summary="Revoke one of your API tokens", description="It stops working at once."),
+)
+class ApiTokenViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                      viewsets.GenericViewSet):
+    """Your tokens: list and revoke. Tokens are made in the portal (API tokens page), where the token is
+    shown once; a token cannot make more tokens, so a leaked one cannot outlive its own revocation."""
+
+    serializer_class = s.ApiTokenSerializer
+    filter_backends = [WhitelistOrderingFilter]
+    ordering_fields = {"created": "created", "expiry": "expiry", "name": "name"}
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return ApiToken.objects.none()
+        return token_selectors.api_token_list(user=self.request.user).order_by("-created", "-id")
+
+    def get_object(self) -> ApiToken:
+        try:
+            return token_selectors.api_token_get(user=self.request.user, pk=self.kwargs["pk"])
+        except (ApiToken.DoesNotExist, ValueError):
+            raise NotFound() from None
+
+    def perform_destroy(self, instance: ApiToken) -> None:
+        token_services.api_token_revoke(token=instance, actor=self.request.user)
 
 
 # Staff: regions, pools, gateways, nodes -------------------------------------------------------------------------

@@ -5,10 +5,11 @@ from __future__ import annotations
 from django import forms
 
 from egressportal.core.models import App, EgressType
+from egressportal.tokens.services import TOKEN_LIFETIME_CHOICES
 
 from .presentation import status_filter_choices
 
-__all__ = ["AppSearchForm", "EgressToggleForm"]
+__all__ = ["ApiTokenForm", "AppSearchForm", "EgressToggleForm"]
 
 
 class AppSearchForm(forms.Form):
@@ -33,3 +34,18 @@ class EgressToggleForm(forms.Form):
             and app.egress_type == EgressType.DEDICATED
             and not self.cleaned_data["confirm"]
         )
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=64,
+        help_text="What the token is for, e.g. 'terraform' or 'ci'.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. terraform"}),
+    )
+    days = forms.TypedChoiceField(
+        label="Expires after",
+        coerce=int,
+        choices=[(d, f"{d} days") for d in TOKEN_LIFETIME_CHOICES],
+        initial=90,
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import token_views, views
 
 app_name = "portal"
 urlpatterns = [
@@ -14,4 +14,6 @@ urlpatterns = [
     path("apps/<int:pk>/egress/panel/", views.app_egress_panel, name="app_egress_panel"),
     path("apps/<int:pk>/events/", views.app_events, name="app_events"),
     path("apps/<int:pk>/check-egress/", views.app_check_egress, name="app_check_egress"),
+    path("tokens/", token_views.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", token_views.token_revoke, name="token_revoke"),
 ]

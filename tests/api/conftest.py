@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from tests.conftest import api_token_for
 
 
 @dataclass
@@ -60,7 +61,7 @@ def api_as(db):
         client = APIClient()
         key = None
         if user is not None:
-            key = Token.objects.get_or_create(user=user)[0].key
+            key = api_token_for(user)
             client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         return ApiCaller(user=user, token=key, client=client)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from .conftest import assert_error
@@ -65,14 +63,6 @@ def test_staff_can_list_admin_resources(staff_api, infra, url):
     response = staff_api.get(url)
     assert response.status_code == 200
     assert response.json()["count"] >= 1
-
-
-def test_drf_create_token_command(alice):
-    call_command("drf_create_token", "alice")
-    token = Token.objects.get(user=alice)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    assert client.get("/api/v1/apps/").status_code == 200
 
 
 def test_session_auth_enforces_csrf_on_unsafe_methods(alice, region, make_app):

@@ -14,11 +14,11 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from egressportal.wsgi import application
+from tests.conftest import api_token_for
 
 MAX_EXAMPLES = 25
 
@@ -39,7 +39,9 @@ def _keep_the_test_transaction():
 def staff_auth(staff, infra, make_app) -> dict[str, str]:
     # Some rows to find, change and delete: a region, gateways, nodes, a pool and an app.
     make_app(staff, "seed-app")
-    return {"Authorization": f"Token {Token.objects.get_or_create(user=staff)[0].key}"}
+    # Tokens to list, read and revoke (the one in use among them).
+    api_token_for(staff, "spare")
+    return {"Authorization": f"Token {api_token_for(staff, 'schemathesis', days=1)}"}
 
 
 # Loaded at collection from the running app (the schema view needs no database).

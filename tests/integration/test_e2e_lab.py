@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from egressportal.core.models import App
+from tests.conftest import api_token_for
 from tests.integration.worker_fixtures import wait_for
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
 
@@ -22,9 +22,9 @@ NODE1_IP = "203.0.113.21"
 
 def test_life_of_an_app_through_the_api_alone(lab, worker):
     alice = get_user_model().objects.get(username="alice")
-    token = Token.objects.create(user=alice)
+    token = api_token_for(alice)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     instance = lab.add_app("api-e2e", "node1")
 
     created = api.post("/api/v1/apps/", {"name": "api-e2e", "region": "lab", "source_cidrs": [instance.cidr]},

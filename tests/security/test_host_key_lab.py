@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, Event, Gateway
 from egressportal.core.services.hosts import host_credential_set
 from egressportal.core.services.hostsync import host_reconcile
+from tests.conftest import api_token_for
 from tests.integration.test_reconcile_lab import converge
 from workers.ssh import HostKeyMismatch, SSHError, close_all_sessions, fingerprint, parse_host_key
 
@@ -53,7 +53,7 @@ def test_changed_host_key_is_refused_alerted_and_accepted_by_staff_only(lab, lab
 
     # Visible: API, admin, portal.
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_for(staff_user)}")
     body = api.get(f"/api/v1/gateways/{gw.pk}/").json()
     assert body["host_key_mismatch_at"] and body["presented_host_key"] == new_key
     admin = Client()
@@ -70,7 +70,7 @@ def test_changed_host_key_is_refused_alerted_and_accepted_by_staff_only(lab, lab
 
     # Only staff can accept; the owner's token is refused.
     owner_api = APIClient()
-    owner_api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=shop.owner).key}")
+    owner_api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_for(shop.owner)}")
     assert owner_api.post(f"/api/v1/gateways/{gw.pk}/accept-host-key/").status_code == 403
 
     response = api.post(f"/api/v1/gateways/{gw.pk}/accept-host-key/")
