@@ -16,11 +16,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync
 from egressportal.core.services.hostsync import app_settle
+from tests.conftest import api_token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -297,11 +297,11 @@ class TestAddresses:
         data = client.get(reverse("portal:addresses_json")).json()["addresses"]
         assert {r["address"] for r in data} == mine
         assert {r["state"] for r in data if r["app"] == "shop"} == {"in_use", "standby"}
-        token = Token.objects.create(user=alice)
-        api = Client().get("/api/v1/addresses/", HTTP_AUTHORIZATION=f"Token {token.key}").json()
+        token = api_token_for(alice)
+        api = Client().get("/api/v1/addresses/", HTTP_AUTHORIZATION=f"Token {token}").json()
         assert {r["address"] for r in api["results"]} == mine
         assert {r["role"] for r in api["results"] if r["app"] == "shop"} == {"active", "standby"}
-        schema = Client().get("/api/v1/schema/", HTTP_AUTHORIZATION=f"Token {token.key}").content.decode()
+        schema = Client().get("/api/v1/schema/", HTTP_AUTHORIZATION=f"Token {token}").content.decode()
         assert "/api/v1/addresses/" in schema and "reserved_until" in schema
 
 
