@@ -18,6 +18,7 @@ from .models import (
     EgressIPRole,
     EgressIPStatus,
     EgressStatus,
+    EgressType,
     Event,
     Gateway,
     HealthStatus,
@@ -282,16 +283,23 @@ ADDRESS_STATES = {
 }
 
 
-def reserved_until(ip: EgressIP) -> dt.datetime | None:
-    """When an address in quarantine may go to someone else (None: it is assigned)."""
+def reserved_until(ip: EgressIP, *, app: App | None = None) -> dt.datetime | None:
+    """Until when an address in quarantine is kept from other tenants. None when
+    it is assigned, or when it was withdrawn (a drain) from an app that still
+    wants dedicated egress: it stays that app's until the app lets go."""
     if ip.status != EgressIPStatus.QUARANTINED or ip.released_at is None:
+        return None
+    app = app if app is not None else ip.last_app
+    if app is not None and app.is_dedicated:
         return None
     return ip.released_at + dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
 
 
 def _reserved_filter(now: dt.datetime | None = None) -> Q:
     cutoff = (now or timezone.now()) - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
-    return Q(status=EgressIPStatus.QUARANTINED, released_at__gte=cutoff)
+    return Q(status=EgressIPStatus.QUARANTINED) & (
+        Q(released_at__gte=cutoff) | Q(last_app__egress_type=EgressType.DEDICATED)
+    )
 
 
 def reserved_by_app(app_ids: Sequence[int]) -> dict[int, list[EgressIP]]:
@@ -329,7 +337,7 @@ def app_address_rows(app: App, *, reserved: Sequence[EgressIP] | None = None) ->
         rows.append(
             AddressRow(
                 address=ip.address, app_id=app.pk, app_name=app.name, region=app.region.slug, role="",
-                state="reserved", gateway="", reserved_until=reserved_until(ip),
+                state="reserved", gateway="", reserved_until=reserved_until(ip, app=app),
             )
         )
     return rows

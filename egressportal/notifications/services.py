@@ -148,8 +148,9 @@ def _app_payload(app: App) -> dict[str, Any]:
             "message": egress["message"],
             "ips": egress["ips"],
             "reserved": [
-                {"address": ip.address, "reserved_until": selectors.reserved_until(ip).isoformat()}
-                for ip in selectors.app_reserved_addresses(app)
+                {"address": r.address, "reserved_until": r.reserved_until.isoformat() if r.reserved_until else None}
+                for r in selectors.app_address_rows(app)
+                if r.state == "reserved"
             ],
         },
     }

@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from egressportal.core import services as core_services
-from egressportal.core.models import Event
+from egressportal.core.models import App, Event
 from egressportal.notifications import services, signing, transport
 from egressportal.notifications.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
@@ -172,6 +172,15 @@ class TestDelivery:
         assert services.notifications_app_status_changed(app=app, old_status="assigned", new_status="degraded") == 1
         payload = WebhookDelivery.objects.get(event="egress.degraded").payload
         assert payload["app"]["name"] == app.name and payload["event"] == "egress.degraded"
+
+    def test_the_domains_status_signal_queues_them(self, alice, infra, make_app):
+        from egressportal.core.signals import egress_status_changed
+
+        app = make_app(alice)
+        self._endpoint(alice, "https://hooks.example.com/a")
+        egress_status_changed.send(sender=App, app=app, old_status="assigning", new_status="failed", message="gw down")
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.event == "egress.failed" and delivery.payload["message"] == "gw down"
 
     def test_email_through_djangos_backend(self, alice, infra, make_app, settings):
         settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -90,7 +90,7 @@ def test_enable_and_watch_it_go_live_without_reload(browser, live_server, alice,
     expect(ips).to_have_count(2)
     expect(status).to_be_focused()  # the clicked button is gone; focus stays in the panel
     expect(ips.first).to_contain_text("203.0.113.")
-    expect(ips.first).to_contain_text("Pending")
+    expect(ips.first).to_contain_text("Being configured")
     assert page.evaluate("window.__noReloadMarker") == "still-here"
 
     # The worker's part: hosts configured, app settled.
@@ -99,9 +99,10 @@ def test_enable_and_watch_it_go_live_without_reload(browser, live_server, alice,
     expect(status).to_have_attribute("data-status", "assigned", timeout=15_000)
     expect(status).to_contain_text("Assigned")
     expect(ips).to_have_count(2)
-    for i in range(2):
-        expect(ips.nth(i)).to_contain_text("Live")
-    expect(page.get_by_test_id("egress-toggle")).to_have_text("Disable dedicated egress")
+    # The tags say where traffic goes: the active address carries it, the standby is ready.
+    expect(ips.nth(0)).to_contain_text("Carrying traffic")
+    expect(ips.nth(1)).to_contain_text("Ready for failover")
+    expect(page.get_by_test_id("egress-toggle")).to_have_text("Disable dedicated egress…")
     # The timeline below the panel was refreshed along with it.
     expect(page.get_by_test_id("timeline")).to_contain_text("Dedicated egress is live")
     assert page.evaluate("window.__noReloadMarker") == "still-here", "the page was reloaded"
