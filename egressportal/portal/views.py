@@ -148,8 +148,9 @@ def _panel_context(
         "assigned_rows": assigned,
         "reserved_rows": [r for r in rows if r.state == "reserved"],
         "address_states": selectors.ADDRESS_STATES,
-        # The worker's own words, unless they only repeat what the status already says.
-        "message": message if message and message not in view.hint else "",
+        # The worker's own words where they add to the status (why it is failing, degraded, waiting);
+        # for "assigned" the status line above already says all of it.
+        "message": message if message and app.egress_status != EgressStatus.ASSIGNED and message not in view.hint else "",
         "pending": pending,
         "poll_attempt": attempt + 1,
         "poll_delay": poll_delay(status=app.egress_status, attempt=attempt),

@@ -40,6 +40,14 @@ def loopback_allowed(settings):
 
 
 class TestSigning:
+    def test_the_signature_is_hmac_sha256_over_timestamp_dot_body(self):
+        import hashlib
+        import hmac
+
+        body = b'{"a":1}'
+        expected = hmac.new(b"whsec_k", b"1700000000." + body, hashlib.sha256).hexdigest()
+        assert signing.signature_header("whsec_k", 1_700_000_000, body) == f"t=1700000000,v1={expected}"
+
     def test_round_trip_replay_and_tampering(self):
         secret = signing.derive_secret("server-key", "salt-1")
         assert secret.startswith("whsec_") and secret != signing.derive_secret("server-key", "salt-2")
