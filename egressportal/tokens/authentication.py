@@ -28,7 +28,10 @@ _LAST_USED_EVERY = dt.timedelta(minutes=1)
 
 class TokenAuthentication(KnoxTokenAuthentication):
     def authenticate_credentials(self, token: bytes) -> tuple[Any, ApiToken]:
-        text = token.decode("utf-8", "replace")
+        try:
+            text = token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None  # knox would let it become a 500
         if not text.startswith(knox_settings.TOKEN_PREFIX) and _RETIRED_SHAPE.match(text):
             raise exceptions.AuthenticationFailed(RETIRED_TOKEN_MESSAGE)
         user, auth_token = super().authenticate_credentials(token)

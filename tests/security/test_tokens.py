@@ -183,6 +183,12 @@ def test_an_old_style_token_is_told_what_to_do():
     assert "old kind" not in error["message"]
 
 
+def test_a_token_that_is_not_text_is_a_401_not_a_500():
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token egp_\xff\xfe")  # bytes 0xff 0xfe: not UTF-8
+    assert_error(client.get("/api/v1/apps/"), 401)
+
+
 def test_no_token_table_but_ours():
     tables = connection.introspection.table_names()
     assert "authtoken_token" not in tables  # the retired tokens, stored in clear
