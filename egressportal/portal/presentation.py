@@ -102,11 +102,12 @@ def status_view(
     if status == EgressStatus.DEGRADED:
         in_use = [r.address for r in assigned if r.state == "in_use"]
         hint = (
-            f"Traffic leaves from {in_use[0]}, but a gateway of this app is down: there is no failover left."
+            f"Traffic leaves from {in_use[0]}, but a gateway of this app is down or cannot be configured: "
+            "there is no failover left."
             if in_use
             else "A gateway of this app is down and traffic cannot leave from a dedicated address until one recovers."
         )
-        return StatusView("degraded", status_label(status), "warn", hint)
+        return StatusView("degraded", status_label(status), "warn", hint + next_try)
     # assigned
     healthy_standby = [r for r in assigned if r.state == "standby"]
     reduced = len(assigned) < wanted or bool(reserved) or not healthy_standby and wanted > 1

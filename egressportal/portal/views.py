@@ -137,7 +137,7 @@ def _panel_context(
         wanted=wanted,
         retrying=failed and pending,
         unreachable=unreachable,
-        next_attempt_at=selectors.app_next_attempt_at(app) if pending else None,
+        next_attempt_at=selectors.app_next_attempt_at(app) if pending or app.host_syncs.exists() else None,
     )
     message = egress["message"]
     return {
