@@ -37,6 +37,7 @@ __all__ = [
     "app_events",
     "app_next_attempt_at",
     "reserved_by_app",
+    "apps_with_pending_work",
     "HOST_DETAIL_KINDS",
     "pool_list",
     "pool_utilization",
@@ -300,6 +301,11 @@ def _reserved_filter(now: dt.datetime | None = None) -> Q:
     return Q(status=EgressIPStatus.QUARANTINED) & (
         Q(released_at__gte=cutoff) | Q(last_app__egress_type=EgressType.DEDICATED)
     )
+
+
+def apps_with_pending_work(app_ids: Sequence[int]) -> set[int]:
+    """Which of these apps hosts still owe a reconcile (one query): a failed one among them is retrying."""
+    return set(HostSync.objects.filter(app_id__in=list(app_ids)).values_list("app_id", flat=True).distinct())
 
 
 def reserved_by_app(app_ids: Sequence[int]) -> dict[int, list[EgressIP]]:

@@ -197,7 +197,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         status = form.cleaned_data["status"] or None
     apps = selectors.app_list(user=request.user, search=search, status=status)
     page = Paginator(apps, APPS_PER_PAGE).get_page(request.GET.get("page"))
-    reserved = selectors.reserved_by_app([app.pk for app in page.object_list])
+    ids = [app.pk for app in page.object_list]
+    reserved = selectors.reserved_by_app(ids)
+    failed = [app.pk for app in page.object_list if app.egress_status == EgressStatus.FAILED]
+    working = selectors.apps_with_pending_work(failed) if failed else set()
     rows = []
     for app in page.object_list:
         addresses = selectors.app_address_rows(app, reserved=reserved.get(app.pk, []))
@@ -207,8 +210,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "view": status_view(
                 egress_type=app.egress_type, status=app.egress_status, rows=addresses,
                 wanted=settings.EGRESS_IPS_PER_APP,
-                # The list does not ask every app's hosts; a failed app with work owed shows as retrying on its page.
-                retrying=False,
+                retrying=app.pk in working,  # the same name as on the app's page
             ),
         })
     return render(

@@ -142,6 +142,8 @@ class TestRetrying:
         App.objects.filter(pk=app.pk).update(egress_status="failed", egress_message="gw-a could not be configured.")
         html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX).content.decode()
         assert 'data-view="retrying"' in html and ">Retrying<" in html and ">Failed<" not in html
+        dashboard = client.get(reverse("portal:dashboard")).content.decode()
+        assert 'data-view="retrying">Retrying<' in dashboard  # one name in both places
         HostSync.objects.filter(app=app).delete()  # nothing retries any more: now it is failed
         html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX).content.decode()
         assert 'data-view="failed"' in html and "does not use dedicated egress" in html
