@@ -25,7 +25,9 @@ def status_label(status: str) -> str:
 
 
 def duration_words(seconds: float) -> str:
-    """'1.2 seconds', '45 seconds', '15 minutes', '2 hours 5 minutes', '30 days': never ISO 8601."""
+    """'141 ms', '1.2 seconds', '45 seconds', '15 minutes', '2 hours 5 minutes', '30 days': never ISO 8601."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 10:
         value = round(seconds, 1)
         return f"{value:g} second{'' if value == 1 else 's'}"

@@ -20,7 +20,7 @@ def row(address: str, role: str, state: str) -> AddressRow:
 
 @pytest.mark.parametrize(
     ("seconds", "words"),
-    [(0.1410806369999591, "0.1 seconds"), (1, "1 second"), (1.2, "1.2 seconds"), (45, "45 seconds"),
+    [(0.1410806369999591, "141 ms"), (0.04, "40 ms"), (1, "1 second"), (1.2, "1.2 seconds"), (45, "45 seconds"),
      (900, "15 minutes"), (60, "60 seconds"), (91, "2 minutes"), (3600, "1 hour"), (7500, "2 hours 5 minutes"),
      (30 * 86400, "30 days")],
 )
