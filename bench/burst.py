@@ -69,7 +69,7 @@ def measure_naive(env: BenchEnv, sample: list[tuple[str, str]]) -> list[float]:
     from django.conf import settings
 
     from egressportal.core.models import Gateway
-    from egressportal.core.services.hostsync import host_target
+    from workers.reconcile import host_target
     from workers.ssh import SSHSession
 
     gateway = Gateway.objects.get(name="gw1")

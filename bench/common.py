@@ -266,7 +266,7 @@ class BenchEnv:
             self.lab.up()
             for _, app, node in DEMO_APPS:
                 self.lab.add_app(app, node)
-            from egressportal.core.services.lab import lab_register
+            from workers.lab_register import lab_register
 
             self.info = lab_register(self.lab, demo=True)
 

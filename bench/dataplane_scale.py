@@ -50,7 +50,7 @@ print(json.dumps(out))
 
 def reconcile_until_assigned(app_id: int, rounds: int = 8) -> None:
     from egressportal.core.models import App, Gateway, Node
-    from egressportal.core.services.hostsync import host_reconcile
+    from workers.reconcile import host_reconcile
 
     for _ in range(rounds):
         for gw in Gateway.objects.all():
@@ -103,13 +103,13 @@ def probe(lab, netns: str, n: int) -> list[float]:
 
 
 def main() -> int:
-    from workers import dataplane as dp
+    from egressportal import dataplane as dp
 
     with BenchEnv(NAME, env={"EGRESS_RECONCILE_DISPATCH": "none"}) as env:
         from egressportal.core import services
         from egressportal.core.desired import gateway_desired
         from egressportal.core.models import App, EgressIP, Gateway, Region
-        from egressportal.core.services.hostsync import host_read_actual, host_reconcile, host_session
+        from workers.reconcile import host_read_actual, host_reconcile, host_session
 
         lab = env.lab
         assert lab is not None

@@ -78,7 +78,7 @@ def reconcile_breakdown() -> dict:
 
 def measure_floor(env: BenchEnv) -> dict:
     from egressportal.core.models import Gateway
-    from egressportal.core.services.hostsync import host_session
+    from workers.reconcile import host_session
 
     session = host_session(Gateway.objects.get(name="gw1"))
     session.run(["true"])  # the handshake is not part of the floor: the workers keep their sessions

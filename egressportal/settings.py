@@ -8,6 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from .celery import HEALTH_CHECK_TASK
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,8 +22,6 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
 
@@ -50,6 +51,8 @@ INSTALLED_APPS = [
     "egressportal.portal",
     "egressportal.ops",
     "egressportal.notifications",
+    # The worker side: the lab command and the lab locator (no models).
+    "workers",
 ]
 
 MIDDLEWARE = [
@@ -286,7 +289,7 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # database and beat, so they do not need it. Set it to true for `celery inspect`.
 # Health probes run every second on their own queue, served by their own
 # worker process, so a burst of reconciles never delays failover detection.
-CELERY_TASK_ROUTES = {"workers.tasks.health_check": {"queue": "health"}}
+CELERY_TASK_ROUTES = {HEALTH_CHECK_TASK: {"queue": "health"}}
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
 CELERY_BEAT_SCHEDULER = env.str("CELERY_BEAT_SCHEDULER", default="celery.beat:PersistentScheduler")
 CELERY_TIMEZONE = TIME_ZONE

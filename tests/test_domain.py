@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from egressportal.core import selectors, services
+from egressportal.core import capacity, selectors, services
 from egressportal.core.errors import ConflictError, NoGatewaysAvailable, PoolExhausted
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync, IPPool
 
@@ -341,10 +341,10 @@ class TestSelectors:
         with pytest.raises(App.DoesNotExist):
             selectors.app_get(user=alice, pk="1 OR 1=1")
 
-    def test_region_capacity_explains_problems(self, region, make_gateway):
-        cap = selectors.region_capacity(region)
-        assert "no egress gateway" in cap.problem()
+    def test_enable_problem_explains_capacity(self, region, make_gateway, make_app, alice):
+        app = make_app(alice)
+        assert "no egress gateway" in capacity.egress_enable_problem(app)
         make_gateway()
-        assert "run out" in selectors.region_capacity(region).problem()
+        assert "run out" in capacity.egress_enable_problem(app)
         services.pool_create(region=region, name="p", cidr="203.0.113.0/30")
-        assert selectors.region_capacity(region).problem() is None
+        assert capacity.egress_enable_problem(app) is None

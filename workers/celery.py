@@ -1,28 +1,27 @@
-"""The Celery application: Redis broker, JSON, late acks, bounded tasks."""
+"""The worker's Celery entry point (``celery -A workers.celery worker|beat``): the portal's app plus the
+tasks, structured logs, the heartbeat and the periodic schedule."""
 
 from __future__ import annotations
 
-import os
-
+import django
 from celery import Celery
+from django.conf import settings
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "egressportal.settings")
+from egressportal.celery import HEALTH_CHECK_TASK, SWEEP_TASK, app
+from egressportal.ops.worker import install as ops_install
 
-app = Celery("egressportal")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"], related_name="tasks")
+# The worker's modules use the ORM from their first line: load the Django apps before importing them
+# (the settings module is set by egressportal.celery).
+django.setup()
 
-# Imported after ``app`` exists: the egressportal package imports this module.
-from egressportal.ops.worker import install as ops_install  # noqa: E402
+from . import tasks  # noqa: E402 - needs the Django apps loaded just above
+
+__all__ = ["app", "tasks"]
 
 ops_install(app)  # structured logs, task ids on log lines, the heartbeat, the sweep time
 
 
 @app.on_after_finalize.connect
 def _schedule(sender: Celery, **_: object) -> None:
-    from django.conf import settings
-
-    sender.add_periodic_task(settings.EGRESS_SWEEP_SECONDS, sender.signature("workers.tasks.sweep"), name="sweep")
-    sender.add_periodic_task(
-        settings.EGRESS_HEALTH_SECONDS, sender.signature("workers.tasks.health_check"), name="health check"
-    )
+    sender.add_periodic_task(settings.EGRESS_SWEEP_SECONDS, sender.signature(SWEEP_TASK), name="sweep")
+    sender.add_periodic_task(settings.EGRESS_HEALTH_SECONDS, sender.signature(HEALTH_CHECK_TASK), name="health check")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import os
@@ -17,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paramiko
+
+from egressportal.dataplane.hostkeys import fingerprint, openssh_line, parse_host_key
 
 __all__ = [
     "CommandFailed",
@@ -38,9 +38,6 @@ KEEPALIVE_SECONDS = 15
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # protects the worker's memory from a runaway remote command
 STDERR_KEEP = 4000
 _CHUNK = 32768
-SUPPORTED_KEY_TYPES = frozenset(
-    {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"}
-)
 
 
 class SSHError(Exception):
@@ -65,11 +62,6 @@ class HostKeyMismatch(SSHError):
         self.expected = expected
         self.actual = actual
         self.actual_key = actual_key
-
-
-def openssh_line(key: paramiko.PKey) -> str:
-    """The public key as an OpenSSH line ("ssh-ed25519 AAAA..."), as host_key stores it."""
-    return f"{key.get_name()} {key.get_base64()}"
 
 
 class CommandFailed(SSHError):
@@ -104,39 +96,6 @@ class HostTarget:
 
 def _truncate(text: str, limit: int = STDERR_KEEP) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
-
-
-def parse_host_key(line: str) -> paramiko.PKey:
-    """Parse one OpenSSH public key line; ValueError with a readable message if it is not one."""
-    if not isinstance(line, str):
-        raise ValueError("host key must be text")
-    if "\n" in line.strip() or "\r" in line or "\x00" in line:
-        raise ValueError("host key must be a single line")
-    fields = line.strip().split()
-    if len(fields) < 2:
-        raise ValueError('host key must look like "ssh-ed25519 AAAA... [comment]"')
-    key_type, blob_b64 = fields[0], fields[1]
-    if key_type not in SUPPORTED_KEY_TYPES:
-        raise ValueError(
-            f"unsupported host key type {key_type[:40]!r}; expected one of {', '.join(sorted(SUPPORTED_KEY_TYPES))}"
-        )
-    try:
-        blob = base64.b64decode(blob_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("host key data is not valid base64") from None
-    try:
-        key = paramiko.PKey.from_type_string(key_type, blob)
-    except Exception as exc:  # paramiko raises a zoo of types for malformed blobs
-        raise ValueError(f"host key data is not a valid {key_type} key: {exc}") from None
-    # The blob names its own type; "ssh-rsa <ed25519 blob>" is a copy-paste error, not a key.
-    if key.get_name() != key_type and not (key_type == "ssh-rsa" and key.get_name().startswith("rsa")):
-        raise ValueError(f"host key data is a {key.get_name()} key, not {key_type}")
-    return key
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style SHA256 fingerprint, as ``ssh-keygen -lf`` prints it."""
-    return key.fingerprint
 
 
 def _known_host_names(target: HostTarget) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import pluralize
@@ -157,8 +157,6 @@ class IPPoolAdmin(admin.ModelAdmin):
             return super().changeform_view(request, *args, **kwargs)
         except (ValidationError, DomainError) as exc:
             _report(request, exc)
-            from django.http import HttpResponseRedirect
-
             return HttpResponseRedirect(request.get_full_path())
 
     def delete_model(self, request: HttpRequest, obj: IPPool) -> None:
@@ -556,8 +554,6 @@ class EventAdmin(admin.ModelAdmin):
     def export_view(self, request: HttpRequest, fmt: str) -> HttpResponse:
         """The change list as it is filtered (same query string: filters, search, date drill-down), streamed."""
         if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         queryset = self.get_changelist_instance(request).get_queryset(request)
         return audit_csv_response(queryset) if fmt == "csv" else audit_json_response(queryset)

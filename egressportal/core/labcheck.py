@@ -1,17 +1,41 @@
 """'Which address does the internet see for this app?' for apps that live in
 the lab: curl from the app's namespace to the lab's echo server. Only
-available where the portal runs next to a lab (EGRESS_LAB_PREFIX, as root)."""
+available where the portal runs next to a lab (EGRESS_LAB_PREFIX, as root).
+
+The lab is worker-side tooling (workers/lab) and the portal never imports the
+workers: the workers' Django app registers how to find a lab
+(``lab_locator_set``, from workers/apps.py) when Django starts."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from django.conf import settings
 
 from .models import App, EgressIP, EgressIPStatus
 
-__all__ = ["EgressCheck", "lab_for_portal", "lab_app_available", "egress_check"]
+__all__ = ["EgressCheck", "LabView", "lab_for_portal", "lab_app_available", "lab_locator_set", "egress_check"]
+
+
+class LabView(Protocol):
+    """What the check needs of a lab (workers.lab.Lab is one)."""
+
+    @property
+    def apps(self) -> Mapping[str, Any]: ...
+
+    def seen_ip(self, name: str, *, timeout: float) -> str | None: ...
+
+
+_locator: Callable[[str], LabView | None] | None = None
+
+
+def lab_locator_set(locator: Callable[[str], LabView | None] | None) -> None:
+    """Register how to find the running lab of a prefix (None: there is no lab tooling)."""
+    global _locator
+    _locator = locator
 
 
 @dataclass(frozen=True)
@@ -36,14 +60,11 @@ class EgressCheck:
         return f"The internet sees {self.seen}, not the active dedicated address {self.active} (yet)."
 
 
-def lab_for_portal():  # returns a workers.lab.Lab or None (imported lazily)
-    prefix = getattr(settings, "EGRESS_LAB_PREFIX", "")
-    if not prefix or os.geteuid() != 0:
+def lab_for_portal() -> LabView | None:
+    prefix = settings.EGRESS_LAB_PREFIX
+    if not prefix or os.geteuid() != 0 or _locator is None:
         return None
-    from workers.lab import Lab, LabConfig
-
-    lab = Lab(LabConfig(prefix=prefix))
-    return lab if lab.config.state_dir.exists() else None
+    return _locator(prefix)
 
 
 def lab_app_available(app: App) -> bool:

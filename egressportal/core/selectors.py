@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from .desired import steering_choice
 from .models import (
     App,
     EgressIP,
@@ -26,8 +25,8 @@ from .models import (
     IPPool,
     Node,
     Placement,
-    Region,
 )
+from .rules.desired import SteerIP, steering_choice
 from .services.events import SYSTEM, WORKER
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "HOST_DETAIL_KINDS",
     "pool_list",
     "pool_utilization",
-    "region_capacity",
     "egress_summary",
     "event_actor_label",
     "node_placements",
@@ -182,31 +180,6 @@ def pool_utilization(pool: IPPool) -> PoolUtilization:
     return PoolUtilization(size=pool.size, assigned=assigned, quarantined=quarantined)
 
 
-@dataclass(frozen=True)
-class RegionCapacity:
-    gateways: int
-    healthy_gateways: int
-    free_addresses: int
-
-    def problem(self, needed: int = 1) -> str | None:
-        """What would stop an enable right now, in words a user can act on."""
-        if self.gateways == 0:
-            return "This region has no egress gateway yet; dedicated egress cannot be enabled."
-        if self.free_addresses < needed:
-            return "This region has run out of dedicated egress addresses; a platform admin must add a pool."
-        return None
-
-
-def region_capacity(region: Region) -> RegionCapacity:
-    gateways = Gateway.objects.filter(region=region, enabled=True, draining=False)
-    free = sum(pool_utilization(p).free for p in pool_list().filter(region=region))
-    return RegionCapacity(
-        gateways=gateways.count(),
-        healthy_gateways=gateways.filter(health=HealthStatus.HEALTHY).count(),
-        free_addresses=free,
-    )
-
-
 def egress_summary(app: App) -> dict[str, Any]:
     """The egress object of DESIGN.md (type, status, ips, message, updated_at).
     Uses prefetched egress_ips when present."""
@@ -228,12 +201,6 @@ def egress_summary(app: App) -> dict[str, Any]:
         "updated_at": app.egress_updated_at,
     }
 
-
-def hosts_in_region(region: Region) -> tuple[QuerySet[Gateway], QuerySet[Node]]:
-    return (
-        Gateway.objects.filter(region=region, enabled=True),
-        Node.objects.filter(region=region, enabled=True),
-    )
 
 
 def node_placements(node: Node) -> list[dict[str, Any]]:
@@ -354,7 +321,12 @@ def _carrying_gateway(app: App, assigned: Sequence[EgressIP]) -> str | None:
     if not app.is_dedicated or app.egress_status not in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED):
         return None
     choice = steering_choice(
-        [(ip.role, ip.programmed, ip.gateway.health, ip.gateway.slot, ip.gateway.name) for ip in assigned if ip.gateway]
+        SteerIP(
+            ip.role == EgressIPRole.ACTIVE, ip.programmed, ip.gateway.health == HealthStatus.UNHEALTHY,
+            ip.gateway.slot, ip.gateway.name,
+        )
+        for ip in assigned
+        if ip.gateway
     )
     return choice[1] if choice else None
 

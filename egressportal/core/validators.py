@@ -6,6 +6,7 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from ..dataplane.hostkeys import parse_host_key
 from . import ipam
 
 INTERFACE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -53,8 +54,6 @@ def validate_ipv4_address(value: str) -> None:
 
 def validate_ssh_host_key(value: str) -> None:
     """An OpenSSH public key line as printed by ``ssh-keyscan`` or found in ``/etc/ssh/ssh_host_*_key.pub``."""
-    from workers.ssh import parse_host_key
-
     try:
         parse_host_key(value)
     except ValueError as exc:

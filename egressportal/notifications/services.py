@@ -20,6 +20,8 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from egressportal.celery import EMAIL_TASK, WEBHOOK_TASK
+from egressportal.celery import app as celery_app
 from egressportal.core import selectors
 from egressportal.core.models import App, EgressStatus
 from egressportal.core.services.events import event_record
@@ -45,8 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_TASK = "workers.tasks.deliver_webhook"
-EMAIL_TASK = "workers.tasks.send_notification_email"
 MAX_WEBHOOKS_PER_USER = 10
 
 # Status → the event an owner can subscribe to.
@@ -170,11 +170,8 @@ def _enqueue(task: str, *args: Any) -> None:
     """Send the task once the current transaction commits (the rows must be there)."""
 
     def send() -> None:
-        if getattr(settings, "EGRESS_RECONCILE_DISPATCH", "celery") == "none":
+        if settings.EGRESS_RECONCILE_DISPATCH == "none":
             return  # no broker in this process (tests without workers)
-        # Imported here: the Celery app imports Django settings and this package at start-up.
-        from workers.celery import app as celery_app
-
         try:
             celery_app.send_task(task, args=list(args))
         except Exception:  # the status change stands; the delivery stays "pending" in the owner's log

@@ -7,11 +7,7 @@ Two sources, one scrape:
   nothing is kept in a process.
 - Worker-side observations (reconcile outcomes and durations, SSH errors,
   toggle-to-assigned latency, gateway failovers) recorded in Redis by the
-  hook functions below (see store.py for why) and rendered here.
-
-The hooks are one-line calls from the services; each defers to the commit of
-the surrounding transaction (a rolled-back reconcile measured nothing) and
-never raises.
+  hooks in instruments.py (see store.py for why) and rendered here.
 """
 
 from __future__ import annotations
@@ -22,142 +18,26 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .store import MetricSpec, decode_counter, decode_histogram, metric_store, redis_client
+from egressportal.core import selectors
+from egressportal.core.models import App, EgressStatus, Gateway, HealthStatus, Node
 
-__all__ = [
-    "RECONCILES",
-    "RECONCILE_DURATION",
-    "SSH_ERRORS",
-    "TOGGLE_LATENCY",
-    "GATEWAY_FAILOVERS",
-    "WORKER_METRICS",
-    "STUCK_AFTER",
-    "gateway_health_changed",
-    "reconcile_busy",
-    "reconcile_failed",
-    "reconcile_succeeded",
-    "render",
-    "ssh_error",
-    "toggle_assigned",
-]
+from .instruments import WORKER_METRICS
+from .liveness import last_sweep_timestamp, worker_heartbeats
+from .store import decode_counter, decode_histogram, metric_store, redis_client
+
+__all__ = ["STUCK_AFTER", "EgressCollector", "render"]
 
 logger = logging.getLogger(__name__)
 
 STUCK_AFTER = dt.timedelta(minutes=5)
-
-RECONCILES = MetricSpec(
-    "egress_reconciles",
-    "counter",
-    "Reconciles of one host by outcome: success, failure (SSH, dataplane or host key), busy (another worker held the host).",
-    ("kind", "host", "outcome"),
-)
-# Per kind, not per host: a histogram per host multiplies the bucket series by
-# the number of nodes; per-host timings are in egress_host_last_reconcile_duration_seconds.
-RECONCILE_DURATION = MetricSpec(
-    "egress_reconcile_duration_seconds",
-    "histogram",
-    "Duration of host reconciles (read, plan, apply, verify), by host kind and outcome.",
-    ("kind", "outcome"),
-    (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
-)
-SSH_ERRORS = MetricSpec(
-    "egress_ssh_errors",
-    "counter",
-    "SSH errors by kind (unreachable, auth, host_key_mismatch, timeout, command_failed, protocol) and operation.",
-    ("kind", "operation"),
-)
-TOGGLE_LATENCY = MetricSpec(
-    "egress_toggle_to_assigned_seconds",
-    "histogram",
-    "Time from an enable request to the app's egress being assigned (API, broker, worker, SSH, nft).",
-    (),
-    (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0),
-)
-GATEWAY_FAILOVERS = MetricSpec(
-    "egress_gateway_failovers",
-    "counter",
-    "Gateways turning unhealthy: their apps' traffic fails over to the standby gateway.",
-    ("gateway",),
-)
-WORKER_METRICS = (RECONCILES, RECONCILE_DURATION, SSH_ERRORS, TOGGLE_LATENCY, GATEWAY_FAILOVERS)
-
-
-# -- hooks (called by the services and the tasks) --------------------------------------------------
-
-
-def _after_commit(func: Any) -> None:
-    def run() -> None:
-        try:
-            func()
-        except Exception:
-            logger.debug("recording a metric failed", exc_info=True)
-
-    try:
-        # Outside a transaction, record now: asking on_commit would open a
-        # database connection (in a probe thread, one that is never closed).
-        if transaction.get_connection().in_atomic_block:
-            transaction.on_commit(run)
-        else:
-            run()
-    except Exception:
-        logger.debug("scheduling a metric failed", exc_info=True)
-
-
-def reconcile_succeeded(*, host: Any, duration: float) -> None:
-    kind, name = host.kind, host.name
-    _after_commit(lambda: _reconciled(kind, name, "success", duration))
-
-
-def reconcile_failed(*, host: Any, exc: BaseException, duration: float | None = None) -> None:
-    kind, name = host.kind, host.name
-    _after_commit(lambda: _reconciled(kind, name, "failure", duration))
-    ssh_error(exc, operation="reconcile")
-
-
-def reconcile_busy(*, kind: str, pk: int) -> None:
-    def record() -> None:
-        from egressportal.core.models import Gateway, Node
-
-        name = (Gateway if kind == "gateway" else Node).objects.filter(pk=pk).values_list("name", flat=True).first()
-        metric_store.inc(RECONCILES, (kind, name or str(pk), "busy"))
-
-    _after_commit(record)
-
-
-def _reconciled(kind: str, name: str, outcome: str, duration: float | None) -> None:
-    metric_store.inc(RECONCILES, (kind, name, outcome))
-    if duration is not None:
-        metric_store.observe(RECONCILE_DURATION, (kind, outcome), duration)
-
-
-def ssh_error(exc: BaseException, *, operation: str) -> None:
-    """Counts SSH errors only (dataplane and OS errors are reconcile failures, not SSH's)."""
-    from workers.ssh import SSHError
-
-    if isinstance(exc, SSHError):
-        kind = getattr(exc, "kind", "protocol") or "protocol"
-        _after_commit(lambda: metric_store.inc(SSH_ERRORS, (kind, operation)))
-
-
-def toggle_assigned(latency: float | None) -> None:
-    if latency is not None and latency >= 0:
-        _after_commit(lambda: metric_store.observe(TOGGLE_LATENCY, (), latency))
-
-
-def gateway_health_changed(*, gateway: Any) -> None:
-    from egressportal.core.models import HealthStatus
-
-    if gateway.health == HealthStatus.UNHEALTHY:
-        name = gateway.name
-        _after_commit(lambda: metric_store.inc(GATEWAY_FAILOVERS, (name,)))
 
 
 # -- collectors ------------------------------------------------------------------------------------
@@ -195,8 +75,6 @@ class EgressCollector(Collector):
 
 
 def _database_metrics() -> Iterable[Metric]:
-    from egressportal.core import selectors
-    from egressportal.core.models import App, EgressStatus, Gateway, HealthStatus, Node
 
     labels = ["pool", "region"]
     size = GaugeMetricFamily("egress_pool_size_addresses", "Usable addresses of an IP pool.", labels=labels)
@@ -297,8 +175,6 @@ def _worker_metrics() -> Iterable[Metric]:
 
 
 def _broker_metrics() -> Iterable[Metric]:
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
     url = settings.CELERY_BROKER_URL
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return
@@ -331,8 +207,6 @@ def _queue_names() -> list[str]:
 
 
 def _heartbeat_metrics() -> Iterable[Metric]:
-    from .health import last_sweep_timestamp, worker_heartbeats
-
     sweep = last_sweep_timestamp()
     family = GaugeMetricFamily(
         "egress_last_sweep_timestamp_seconds", "When the drift-repair sweep (scheduled by beat) last ran."

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import health, metrics
+from . import liveness, metrics
 
 __all__ = ["healthz", "readyz", "metrics_view", "metrics_access"]
 
@@ -29,7 +29,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def readyz(request: HttpRequest) -> HttpResponse:
     """The database and the broker answer (each within 2 s): 200, else 503. Details only for staff or with
     the metrics token (see _may_see_details); the status code is what a load balancer needs."""
-    ok, report = health.readiness()
+    ok, report = liveness.readiness()
     body = report if _may_see_details(request) else {"status": report["status"]}
     response = JsonResponse(body, status=200 if ok else 503)
     response["Cache-Control"] = "no-store"

@@ -1,6 +1,6 @@
 """Celery wiring: structured logs and task ids in workers, the worker heartbeat, the sweep time.
 
-``install(app)`` is called once from workers/celery.py.
+``install(app)`` is called once from workers/celery.py, the worker's entry point.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import setup_logging, task_postrun, task_prerun
+from django.conf import settings
 
+from ..celery import SWEEP_TASK
 from . import logs
+from .liveness import record_sweep, worker_heartbeat
 
 __all__ = ["HeartbeatStep", "install", "HEARTBEAT_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
-SWEEP_TASK = "workers.tasks.sweep"
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
@@ -32,8 +34,6 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.tref: Any = None
 
     def start(self, worker: Any) -> None:
-        from django.conf import settings
-
         interval = float(getattr(settings, "EGRESS_WORKER_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(interval, self._beat, (worker,), priority=10)
@@ -45,8 +45,6 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
     @staticmethod
     def _beat(worker: Any) -> None:
-        from .health import worker_heartbeat
-
         try:
             worker_heartbeat(worker.hostname)
         except Exception:  # a heartbeat never takes the worker down
@@ -55,8 +53,6 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
 def _setup_logging(**_: Any) -> None:
     """Use the project's LOGGING (JSON lines, context, scrubbing) instead of Celery's own format."""
-    from django.conf import settings
-
     logging.config.dictConfig(settings.LOGGING)
 
 
@@ -68,8 +64,6 @@ def _task_prerun(task_id: str | None = None, **_: Any) -> None:
 def _task_postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
     try:
         if task is not None and task.name == SWEEP_TASK and state == "SUCCESS":
-            from .health import record_sweep
-
             record_sweep()
     finally:
         logs.clear()

@@ -17,7 +17,6 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import redirect, render
 from django.template import loader
@@ -28,9 +27,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from egressportal.core import labcheck, selectors, services
+from egressportal.core import capacity, labcheck, selectors, services
 from egressportal.core.errors import DomainError
-from egressportal.core.models import App, EgressIP, EgressIPStatus, EgressStatus, EgressType, Gateway, HealthStatus
+from egressportal.core.models import App, EgressStatus, EgressType, Gateway, HealthStatus
 
 from .allowlist import allowlist_snippets
 from .exports import ADDRESS_FIELDS, address_row_dict, csv_safe
@@ -72,30 +71,6 @@ def _is_pending(app: App) -> bool:
     if app.egress_status in (EgressStatus.ASSIGNING, EgressStatus.RELEASING):
         return True
     return app.egress_status == EgressStatus.FAILED and app.host_syncs.exists()
-
-
-def _enable_problem(app: App, held: int) -> str | None:
-    """Why enabling would fail right now, told before the user clicks. Mirrors
-    what egress_enable refuses, so nothing is offered that cannot happen."""
-    if app.delete_requested:
-        return "This app is being deleted."
-    if not app.source_cidrs.all():
-        return "This app has no source CIDRs yet, so there is no traffic to route; deploy it first."
-    if held:
-        return None  # re-enabling keeps the addresses it holds
-    capacity = selectors.region_capacity(app.region)
-    if capacity.gateways == 0:
-        return capacity.problem()
-    needed = max(1, min(settings.EGRESS_IPS_PER_APP, capacity.gateways))
-    # Addresses this app or owner held before come back first, even from quarantine.
-    reusable = (
-        EgressIP.objects.filter(pool__region=app.region_id, status=EgressIPStatus.QUARANTINED)
-        .filter(Q(last_app=app) | Q(last_owner=app.owner_id))
-        .count()
-    )
-    if reusable >= needed:
-        return None
-    return capacity.problem(needed=needed - reusable)
 
 
 def _enable_warning(app: App) -> str | None:
@@ -158,7 +133,7 @@ def _panel_context(
         "offer_disable": not shared and not app.delete_requested,
         "offer_retry": failed and not app.delete_requested,
         "retry_type": EgressType.SHARED if shared else EgressType.DEDICATED,
-        "enable_problem": _enable_problem(app, held=len(assigned)) if shared else None,
+        "enable_problem": capacity.egress_enable_problem(app, held=len(assigned)) if shared else None,
         "enable_warning": _enable_warning(app) if shared else None,
         "quarantine_days": settings.EGRESS_QUARANTINE_DAYS,
         "snippets": allowlist_snippets(app_name=app.name, addresses=[r.address for r in rows]),

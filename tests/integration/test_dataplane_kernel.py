@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from workers.dataplane import (
+from egressportal.dataplane import (
     GatewayState,
     NodeState,
     gateway_read_commands,

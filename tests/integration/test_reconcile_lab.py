@@ -9,8 +9,8 @@ import pytest
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, Event, Gateway, HostSync, Node
-from egressportal.core.services.hostsync import host_reconcile
-from workers.dataplane import DataplaneValueError
+from egressportal.dataplane import DataplaneValueError
+from workers.reconcile import host_reconcile
 from workers.ssh import HostKeyMismatch
 
 pytestmark = [pytest.mark.lab]

@@ -134,7 +134,7 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 @pytest.fixture
 def lab_world(clean_lab, transactional_db, settings):
     """The lab registered in the (transactional) test database, with clean hosts."""
-    from egressportal.core.services.lab import lab_register
+    from workers.lab_register import lab_register
 
     lab = clean_lab
     info = lab_register(lab, demo=True)

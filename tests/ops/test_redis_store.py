@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from egressportal.ops import metrics as ops_metrics
+from egressportal.ops import instruments
 from egressportal.ops.store import metric_store
-from workers.ssh import SSHError
 
 from .helpers import value
 
@@ -32,11 +31,11 @@ def test_hooks_record_in_redis_and_metrics_renders_them(transactional_db, redis_
     gw = make_gateway("gw-metrics")
     before = scrape(staff_client)
     assert value(before, "egress_metrics_source_up", source="worker_metrics") == 1
-    ops_metrics.reconcile_succeeded(host=gw, duration=0.3)
-    ops_metrics.reconcile_failed(host=gw, exc=SSHError("boom", kind="unreachable"), duration=2.0)
-    ops_metrics.toggle_assigned(0.42)
+    instruments.reconcile_succeeded(host=gw, duration=0.3)
+    instruments.reconcile_failed(host=gw, ssh_error_kind="unreachable", duration=2.0)
+    instruments.toggle_assigned(0.42)
     gw.health = "unhealthy"
-    ops_metrics.gateway_health_changed(gateway=gw)
+    instruments.gateway_failed_over(gateway=gw)
     after = scrape(staff_client)
 
     def delta(name: str, **labels: str) -> float:
@@ -63,7 +62,7 @@ def test_metrics_inside_a_rolled_back_transaction_are_not_recorded(transactional
     gw = make_gateway("gw-rollback")
     before = scrape(staff_client)
     with pytest.raises(RuntimeError), transaction.atomic():
-        ops_metrics.reconcile_succeeded(host=gw, duration=0.1)
+        instruments.reconcile_succeeded(host=gw, duration=0.1)
         raise RuntimeError("rolled back")
     after = scrape(staff_client)
     name = "egress_reconciles_total"
@@ -108,7 +107,7 @@ def test_readyz_follows_redis(redis_server, client, db, settings):
         # With Redis down, recording a metric costs nothing and raises nothing.
         started = time.monotonic()
         for _ in range(20):
-            ops_metrics.toggle_assigned(0.5)
+            instruments.toggle_assigned(0.5)
         assert time.monotonic() - started < 1.5
         # The scrape still answers from the database, with the Redis sources marked down.
         settings.METRICS_PUBLIC = True

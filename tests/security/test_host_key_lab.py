@@ -12,9 +12,9 @@ from rest_framework.test import APIClient
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, Event, Gateway
 from egressportal.core.services.hosts import host_credential_set
-from egressportal.core.services.hostsync import host_reconcile
 from tests.conftest import api_token_for
 from tests.integration.test_reconcile_lab import converge
+from workers.reconcile import host_reconcile
 from workers.ssh import HostKeyMismatch, SSHError, close_all_sessions, fingerprint, parse_host_key
 
 from .conftest import new_private_key

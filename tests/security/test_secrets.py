@@ -13,8 +13,8 @@ from django.urls import reverse
 from egressportal.core import secrets
 from egressportal.core.models import Event, Gateway, Node
 from egressportal.core.services.hosts import host_credential_set
-from egressportal.core.services.hostsync import host_session
 from tests.conftest import TEST_HOST_KEY
+from workers.reconcile import host_session
 
 from .conftest import new_private_key
 

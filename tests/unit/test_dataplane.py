@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import pytest
 
-from workers.dataplane import (
+from egressportal.dataplane import (
     UNROUTED,
     DataplaneParseError,
     DataplaneValueError,
@@ -25,7 +25,7 @@ from workers.dataplane import (
     render_node_ip,
     render_node_nft,
 )
-from workers.dataplane import validate as v
+from egressportal.dataplane import validate as v
 
 # Captured from nft 1.0.6 / iproute2 6.1 (ip -N -j -4) in a scratch netns after applying rendered plans.
 GW_NFT_JSON = (

@@ -6,6 +6,13 @@ No Django here: the management command, the tests, the benchmarks and the demo a
 from .plan import DEMO_APPS, ECHO_ADDRESS, EGRESS_POOL, HOST_PLAN
 from .topology import REPO_ROOT, Lab, LabApp, LabConfig, LabError, LabHost
 
+
+def running_lab(prefix: str) -> Lab | None:
+    """The lab of ``prefix`` when it was built on this machine (its state directory exists), else None."""
+    lab = Lab(LabConfig(prefix=prefix))
+    return lab if lab.config.state_dir.exists() else None
+
+
 __all__ = [
     "DEMO_APPS",
     "ECHO_ADDRESS",
@@ -17,4 +24,5 @@ __all__ = [
     "LabConfig",
     "LabError",
     "LabHost",
+    "running_lab",
 ]

@@ -1,10 +1,11 @@
 from .apps import App, AppSourceCIDR, EgressStatus, EgressType, HostSync
 from .events import Event, EventLevel
-from .hosts import Gateway, HealthStatus, ManagedHost, Node
+from .hosts import HOST_MODELS, Gateway, HealthStatus, ManagedHost, Node, host_model
 from .network import EgressIP, EgressIPRole, EgressIPStatus, IPPool, Region
 from .placements import Placement, TenantQuota
 
 __all__ = [
+    "HOST_MODELS",
     "App",
     "AppSourceCIDR",
     "EgressIP",
@@ -23,4 +24,5 @@ __all__ = [
     "Placement",
     "Region",
     "TenantQuota",
+    "host_model",
 ]

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from .. import ipam
+from ..rules import states
 from ..validators import validate_app_name, validate_ipv4_cidr
 from .hosts import Gateway, Node
 from .network import Region
@@ -20,12 +21,12 @@ class EgressType(models.TextChoices):
 
 
 class EgressStatus(models.TextChoices):
-    DISABLED = "disabled", "Disabled"
-    ASSIGNING = "assigning", "Assigning"
-    ASSIGNED = "assigned", "Assigned"
-    DEGRADED = "degraded", "Degraded"
-    RELEASING = "releasing", "Releasing"
-    FAILED = "failed", "Failed"
+    DISABLED = states.DISABLED, "Disabled"
+    ASSIGNING = states.ASSIGNING, "Assigning"
+    ASSIGNED = states.ASSIGNED, "Assigned"
+    DEGRADED = states.DEGRADED, "Degraded"
+    RELEASING = states.RELEASING, "Releasing"
+    FAILED = states.FAILED, "Failed"
 
 
 class App(models.Model):

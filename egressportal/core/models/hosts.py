@@ -6,16 +6,17 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from ..rules import states
 from ..validators import validate_interface_name, validate_ssh_host_key, validate_ssh_user
 from .network import Region
 
-__all__ = ["ManagedHost", "Gateway", "Node", "HealthStatus"]
+__all__ = ["HOST_MODELS", "ManagedHost", "Gateway", "Node", "HealthStatus", "host_model"]
 
 
 class HealthStatus(models.TextChoices):
-    UNKNOWN = "unknown", "Unknown"
-    HEALTHY = "healthy", "Healthy"
-    UNHEALTHY = "unhealthy", "Unhealthy"
+    UNKNOWN = states.UNKNOWN, "Unknown"
+    HEALTHY = states.HEALTHY, "Healthy"
+    UNHEALTHY = states.UNHEALTHY, "Unhealthy"
 
 
 class ManagedHost(models.Model):
@@ -79,12 +80,12 @@ class ManagedHost(models.Model):
     def has_ssh_private_key(self) -> bool:
         return bool(self.ssh_private_key_encrypted)
 
-    @property
-    def kind(self) -> str:
-        return self._meta.model_name
+    # "gateway" or "node": the word in task arguments, event kinds and API paths (see host_model()).
+    kind: str = ""
 
 
 class Gateway(ManagedHost):
+    kind = "gateway"
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="gateways")
     public_interface = models.CharField(max_length=15, validators=[validate_interface_name])
     slot = models.PositiveSmallIntegerField(
@@ -105,6 +106,7 @@ class Gateway(ManagedHost):
 
 
 class Node(ManagedHost):
+    kind = "node"
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="nodes")
     pod_cidrs = models.JSONField(default=list, blank=True, help_text="The node's pod subnets.")
 
@@ -112,3 +114,15 @@ class Node(ManagedHost):
         constraints = [
             models.UniqueConstraint(fields=["mgmt_address", "ssh_port"], name="node_unique_mgmt_endpoint"),
         ]
+
+
+# The one kind -> model mapping ("gateway"/"node" travel in task arguments and sync rows).
+HOST_MODELS: dict[str, type[Gateway] | type[Node]] = {model.kind: model for model in (Gateway, Node)}
+
+
+def host_model(kind: str) -> type[Gateway] | type[Node]:
+    """The model of a host kind; ValueError for anything else."""
+    try:
+        return HOST_MODELS[kind]
+    except KeyError:
+        raise ValueError(f"unknown host kind {kind!r}") from None

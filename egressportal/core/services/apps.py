@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .. import ipam
+from ..capacity import BEING_DELETED, egress_enable_refusal
 from ..errors import ConflictError
 from ..models import App, AppSourceCIDR, EgressIP, EgressStatus, EgressType, HostSync, Node, Region
 from ..validators import normalize_cidr_list, validate_app_name
@@ -190,11 +191,12 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
     with transaction.atomic():
         app = App.objects.select_for_update(of=("self",)).select_related("region").get(pk=app.pk)
         if app.delete_requested:
-            raise ConflictError("This app is being deleted.")
+            raise ConflictError(BEING_DELETED)
         if app.is_dedicated and app.egress_status != EgressStatus.FAILED:
             return app, False
-        if not app.source_cidrs.exists():
-            raise ConflictError("This app has no source CIDRs yet, so there is no traffic to route; deploy it first.")
+        refusal = egress_enable_refusal(app)
+        if refusal:
+            raise ConflictError(refusal)
         before = {"type": app.egress_type, "status": app.egress_status}
         quota_lock_owner(owner=app.owner_id)
         ips = egress_ips_allocate(app=app)

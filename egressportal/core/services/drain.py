@@ -15,12 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from ..models import App, EgressIP, EgressIPRole, EgressIPStatus, EgressType, Gateway, HealthStatus, Node
 from .apps import app_hosts_mark_pending
 from .events import event_record
+from .network import egress_ips_allocate
 from .reconcile import reconcile_request
 
 __all__ = ["DrainResult", "gateway_drain", "gateway_undrain", "drain_progress"]
@@ -135,8 +138,6 @@ def _rehome_one(ip: EgressIP, drained: Gateway) -> int:
             reconcile_request(gateways=[target.pk, drained.pk], nodes=nodes)
             return 1
         # No gateway can take it: withdraw it, reserved for this app (quarantine).
-        from django.utils import timezone
-
         EgressIP.objects.filter(pk=ip.pk).update(
             status=EgressIPStatus.QUARANTINED,
             released_at=timezone.now(),
@@ -164,15 +165,11 @@ def _rehome_one(ip: EgressIP, drained: Gateway) -> int:
 def gateway_undrain(*, gateway: Gateway, actor: Any = None) -> int:
     """Put a gateway back into service and give apps back the redundancy (and
     the very addresses) they lost while it was drained. Returns apps topped up."""
-    from .network import egress_ips_allocate
-
     topped = 0
     with transaction.atomic():
         Gateway.objects.filter(pk=gateway.pk).update(draining=False, drain_rehome=True)
         event_record(kind="gateway.drain_ended", message=f"Gateway {gateway.name} is back in service.",
                      actor=actor, gateway=gateway)
-    from django.conf import settings
-
     short = (
         App.objects.filter(region_id=gateway.region_id, egress_type=EgressType.DEDICATED)
         .annotate(n=Count("egress_ips", filter=Q(egress_ips__status=EgressIPStatus.ASSIGNED)))

@@ -8,10 +8,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from ...dataplane.hostkeys import fingerprint, parse_host_key
 from .. import ipam, secrets
 from ..errors import ConflictError
 from ..models import EgressIP, Gateway, Node, Placement, Region
 from ..validators import normalize_cidr_list
+from .drain import gateway_drain, gateway_undrain
 from .events import event_record
 from .reconcile import reconcile_request
 
@@ -157,7 +159,6 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
         raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
     if "draining" in fields and isinstance(host, Gateway):
         # Draining moves traffic and addresses: it is its own operation.
-        from .drain import gateway_drain, gateway_undrain
 
         draining = bool(fields.pop("draining"))
         if draining and not host.draining:
@@ -222,8 +223,6 @@ def _refuse_orphaned_placements(node: Node, pod_cidrs: list[str]) -> None:
 
 def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | Node:
     """Pin the key a host presented after a mismatch: an explicit, audited staff decision."""
-    from workers.ssh import fingerprint, parse_host_key
-
     if not host.presented_host_key:
         raise ValidationError("This host has not presented a different key.")
     kind = "gateway" if isinstance(host, Gateway) else "node"

@@ -21,13 +21,13 @@ from django.db.models import Case, Count, Max, Q, Value, When
 from django.utils import timezone
 
 from .. import ipam
+from ..capacity import addresses_reusable_by, addresses_takeable
 from ..errors import ConflictError, NoGatewaysAvailable, PoolExhausted
 from ..models import (
     App,
     EgressIP,
     EgressIPRole,
     EgressIPStatus,
-    EgressType,
     Gateway,
     HealthStatus,
     IPPool,
@@ -44,7 +44,6 @@ __all__ = [
     "pool_delete",
     "egress_ips_allocate",
     "egress_ips_release",
-    "quarantine_cutoff",
 ]
 
 ALLOCATION_ATTEMPTS = 5
@@ -213,10 +212,6 @@ def pool_delete(*, pool: IPPool, actor: Any = None) -> None:
                  data={"before": before})
 
 
-def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
-    return (now or timezone.now()) - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
-
-
 _HEALTH_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.UNKNOWN: 1, HealthStatus.UNHEALTHY: 2}
 
 
@@ -241,11 +236,8 @@ def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | Non
     the one whose quarantine ended longest ago. Another tenant's address in
     quarantine is never handed out."""
     rows = EgressIP.objects.filter(pool=pool)
-    # Another app of the same owner may reuse an address, unless that app
-    # still wants dedicated egress (its address was only withdrawn during a drain).
     own = (
-        rows.filter(status=EgressIPStatus.QUARANTINED)
-        .filter(Q(last_app=app) | (Q(last_owner=app.owner_id) & ~Q(last_app__egress_type="dedicated")))
+        rows.filter(addresses_reusable_by(app))
         .annotate(mine=Case(When(last_app=app, then=Value(0)), default=Value(1)))
         .order_by("mine", "released_at")
         .first()
@@ -268,16 +260,9 @@ def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | Non
         used = set(rows.values_list("address_int", flat=True))
         for addr in ipam.iter_available(net, used, pool.excluded_addresses):
             return EgressIP(pool=pool, address=str(addr))
-    # Free rows first, then the quarantine that ended longest ago; never an address withdrawn from an app that
-    # still wants dedicated egress (during a long drain), however long ago: it is that app's until it lets go.
+    # Free rows first, then the quarantine that ended longest ago (capacity.addresses_takeable says which).
     return (
-        rows.filter(
-            Q(status=EgressIPStatus.FREE)
-            | (
-                Q(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now))
-                & ~Q(last_app__egress_type=EgressType.DEDICATED)
-            )
-        )
+        rows.filter(addresses_takeable(now))
         .annotate(rank=Case(When(status=EgressIPStatus.FREE, then=Value(0)), default=Value(1)))
         .order_by("rank", "released_at")
         .first()

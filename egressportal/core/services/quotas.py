@@ -22,10 +22,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ..capacity import quarantine_cutoff
 from ..errors import QuotaExceeded
 from ..models import App, EgressIP, EgressIPStatus, TenantQuota
 from .events import event_record
-from .network import quarantine_cutoff
 
 __all__ = [
     "Quota",

@@ -19,14 +19,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Gateway, Node
+from ...celery import RECONCILE_TASK
+from ...celery import app as celery_app
+from ..models import Gateway, Node, host_model
 
-__all__ = ["reconcile_request", "reconcile_dispatch", "RECONCILE_TASK"]
+__all__ = ["reconcile_request", "reconcile_dispatch", "reconcile_mark_queued", "RECONCILE_TASK"]
 
 logger = logging.getLogger(__name__)
-
-RECONCILE_TASK = "workers.tasks.reconcile_host"
-
 
 def _stale_after() -> dt.timedelta:
     return dt.timedelta(seconds=getattr(settings, "EGRESS_COALESCE_STALE_SECONDS", 30))
@@ -35,7 +34,8 @@ def _stale_after() -> dt.timedelta:
 def reconcile_request(*, gateways: Iterable[Gateway | int] = (), nodes: Iterable[Node | int] = ()) -> None:
     """Reconcile these hosts once the current transaction commits (never before:
     a worker must find the data it is asked to apply)."""
-    targets = [("gateway", getattr(g, "pk", g)) for g in gateways] + [("node", getattr(n, "pk", n)) for n in nodes]
+    targets = [(Gateway.kind, getattr(g, "pk", g)) for g in gateways]
+    targets += [(Node.kind, getattr(n, "pk", n)) for n in nodes]
     if not targets:
         return
     transaction.on_commit(lambda: reconcile_dispatch(targets))
@@ -46,12 +46,10 @@ def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = Fals
     mode = getattr(settings, "EGRESS_RECONCILE_DISPATCH", "celery")
     if mode == "none":
         return 0
-    from workers.celery import app as celery_app
-
     sent = 0
     now = timezone.now()
     for kind, pk in dict.fromkeys(targets):
-        model = Gateway if kind == "gateway" else Node
+        model = host_model(kind)
         claim = model.objects.filter(pk=pk)
         if not force:
             claim = claim.filter(Q(reconcile_queued_at__isnull=True) | Q(reconcile_queued_at__lt=now - _stale_after()))
@@ -71,3 +69,8 @@ def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = Fals
             model.objects.filter(pk=pk).update(reconcile_queued_at=None)
             logger.warning("could not enqueue reconcile of %s %s: %s", kind, pk, exc)
     return sent
+
+
+def reconcile_mark_queued(*, kind: str, pk: int) -> None:
+    """A retry of this host's reconcile is scheduled: requests meanwhile are absorbed by it."""
+    host_model(kind).objects.filter(pk=pk).update(reconcile_queued_at=timezone.now())

@@ -10,6 +10,11 @@ from django import template
 from django.conf import settings
 from django.utils import timezone
 
+from egressportal.core import selectors
+from egressportal.core.models import App, EgressStatus, Gateway, HealthStatus, Node
+from egressportal.ops.liveness import last_sweep_timestamp, worker_heartbeats
+from egressportal.ops.metrics import STUCK_AFTER
+
 register = template.Library()
 
 NEAR_EXHAUSTION_PERCENT = 80
@@ -18,11 +23,6 @@ NEAR_EXHAUSTION_PERCENT = 80
 @register.inclusion_tag("ops/admin_attention.html")
 def egress_ops_attention(limit: int = 10) -> dict[str, Any]:
     """Pools near exhaustion, unhealthy hosts, stuck or failed apps, the last sweep and live workers."""
-    from egressportal.core import selectors
-    from egressportal.core.models import App, EgressStatus, Gateway, HealthStatus, Node
-    from egressportal.ops.health import last_sweep_timestamp, worker_heartbeats
-    from egressportal.ops.metrics import STUCK_AFTER
-
     pools = []
     for pool in selectors.pool_list():
         util = selectors.pool_utilization(pool)

@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
 from egressportal.core import selectors
+from egressportal.core.models import App, EgressStatus, Gateway
 from egressportal.core.wording import duration_words, status_label
 
 register = template.Library()
@@ -80,8 +81,6 @@ def ms_words(value: float | None) -> str:
 @register.inclusion_tag("admin/_egress_overview.html")
 def egress_admin_overview(limit: int = 20) -> dict:
     """Pools by utilization and gateways by health, for the admin index."""
-    from egressportal.core.models import App, EgressStatus, Gateway
-
     pools = []
     for pool in selectors.pool_list()[:limit]:
         util = selectors.pool_utilization(pool)

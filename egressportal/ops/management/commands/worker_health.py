@@ -11,12 +11,13 @@ database; reading the sweep time needs Redis (a timeout of 1 s).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from egressportal.ops.health import heartbeat_file, last_sweep_timestamp, worker_heartbeat_age
+from egressportal.ops.liveness import heartbeat_file, last_sweep_timestamp, worker_heartbeat_age
 from egressportal.ops.worker import HEARTBEAT_SECONDS
 
 
@@ -42,8 +43,6 @@ class Command(BaseCommand):
         problems: list[str] = []
         report: list[str] = []
         if check_worker:
-            from pathlib import Path
-
             period = float(getattr(settings, "EGRESS_WORKER_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
             limit = opts["max_age"] if opts["max_age"] is not None else 6 * period
             path = Path(opts["heartbeat_file"]) if opts["heartbeat_file"] else heartbeat_file()

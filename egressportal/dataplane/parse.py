@@ -29,6 +29,8 @@ from .render import KEEP_MASK
 __all__ = [
     "DataplaneParseError",
     "gateway_read_commands",
+    "probe_gateway_links_command",
+    "probe_node_command",
     "is_missing_table_error",
     "node_read_commands",
     "parse_gateway",
@@ -60,6 +62,16 @@ def node_read_commands() -> dict[str, list[str]]:
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
     }
+
+
+def probe_gateway_links_command() -> list[str]:
+    """The health probe of a gateway: its IPv4 links and addresses (judged by the health rules)."""
+    return ["ip", "-j", "-4", "addr", "show"]
+
+
+def probe_node_command() -> list[str]:
+    """The health probe of a node: answering a command at all is what counts."""
+    return ["true"]
 
 
 def is_missing_table_error(stderr: str) -> bool:

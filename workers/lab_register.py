@@ -1,4 +1,4 @@
-"""Registering the lab (workers.lab) in the database: region, pool, gateways, nodes and, for the demo,
+"""Registering the lab (workers/lab) in the database: region, pool, gateways, nodes and, for the demo,
 users with apps whose source CIDRs are the lab apps' real /28s.
 
 Idempotent: after a lab rebuild (new host keys, another management index) it updates what changed
@@ -13,10 +13,18 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from workers.lab import DEMO_APPS, EGRESS_POOL, Lab
+from egressportal.core.models import App, Gateway, IPPool, Node, Region
+from egressportal.core.services import (
+    app_create,
+    app_update,
+    gateway_create,
+    host_update,
+    node_create,
+    pool_create,
+    region_create,
+)
 
-from ..models import App, Gateway, IPPool, Node, Region
-from . import app_create, app_update, gateway_create, host_update, node_create, pool_create, region_create
+from .lab import DEMO_APPS, EGRESS_POOL, Lab
 
 __all__ = ["LAB_POOL_NAME", "lab_register"]
 

@@ -4,13 +4,11 @@ A worker proves it is alive by a heartbeat written from its own event loop
 (a Celery bootstep timer, so a wedged consumer stops beating): to a local file
 for a liveness probe that must not depend on Redis, and to Redis for the
 metrics. Beat proves it is alive by the sweeps it schedules: each sweep a
-worker runs records its time in Redis (and sweeps.py keeps its own copy in the
-cache).
+worker runs records its time in Redis.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
+from kombu import Connection
 
 from .logs import scrub
 from .store import redis_client
@@ -97,31 +97,19 @@ def record_sweep(*, now: float | None = None) -> None:
 
 
 def last_sweep_timestamp() -> float | None:
-    """Unix time of the last sweep: the newest of our Redis key and sweeps.py's cache entry."""
-    stamps: list[float] = []
+    """Unix time of the last finished sweep, or None when there was none (or Redis cannot say)."""
     try:
         raw = redis_client(timeout=1.0).get(LAST_SWEEP_KEY)
-        if raw:
-            stamps.append(float(raw))
     except Exception as exc:
         logger.debug("reading the sweep time from Redis failed: %s", exc)
-    try:
-        from egressportal.core.services.sweeps import last_sweep_at
-
-        iso = last_sweep_at()
-        if iso:
-            stamps.append(dt.datetime.fromisoformat(iso).timestamp())
-    except Exception as exc:
-        logger.debug("reading the sweep time from the cache failed: %s", exc)
-    return max(stamps) if stamps else None
+        return None
+    return float(raw) if raw else None
 
 
 # -- readiness -------------------------------------------------------------------------------------
 
 
 def _check_database() -> None:
-    from django.db import connections
-
     # A thread of its own has a connection of its own: closed right after, so
     # a probe neither keeps connections open nor shares a broken one.
     try:
@@ -138,8 +126,6 @@ def _check_broker() -> None:
         if not redis_client(url, timeout=1.0).ping():
             raise ConnectionError("no PONG from the broker")
         return
-    from kombu import Connection
-
     with Connection(url, connect_timeout=1.0) as conn:
         conn.ensure_connection(max_retries=1, timeout=1.0)
 

@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from workers.lab import Lab, LabConfig, LabError
+from ...lab import DEMO_APPS, Lab, LabConfig, LabError
+from ...lab_register import lab_register
 
 
 class Command(BaseCommand):
@@ -46,13 +47,9 @@ class Command(BaseCommand):
         lab.up()
         info: dict[str, Any] = {}
         if not opts["no_register"]:
-            from egressportal.core.services.lab import lab_register
-
             self.stdout.write("  registering in the database")
             info = lab_register(lab, demo=not opts["no_demo"])
         elif not opts["no_demo"]:
-            from workers.lab import DEMO_APPS
-
             for _, name, node in DEMO_APPS:
                 lab.add_app(name, node)
         self._summary(lab, info)

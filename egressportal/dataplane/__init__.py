@@ -1,4 +1,8 @@
-"""Dataplane of gateways and nodes: state model, validation, rendering (nft/ip) and parsing of host output."""
+"""Dataplane of gateways and nodes: state model, validation, rendering (nft/ip), the commands that read a
+host and parsing of their output, SSH host keys.
+
+Pure: no Django and no other module of the project (an import-linter contract holds this), so the
+portal and the workers share it and it is unit-tested without any server."""
 
 from .model import (
     MARK_MASK,
@@ -19,6 +23,8 @@ from .parse import (
     node_read_commands,
     parse_gateway,
     parse_node,
+    probe_gateway_links_command,
+    probe_node_command,
 )
 from .render import (
     Plan,
@@ -52,6 +58,8 @@ __all__ = [
     "parse_node",
     "plan_gateway",
     "plan_node",
+    "probe_gateway_links_command",
+    "probe_node_command",
     "render_gateway_ip",
     "render_gateway_nft",
     "render_node_ip",

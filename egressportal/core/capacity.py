@@ -1,0 +1,100 @@
+"""Can this app be enabled? One answer for the portal (told before the click), the API and the allocator.
+
+The allocator (services/network.py) picks addresses with ``addresses_reusable_by`` and
+``addresses_takeable``; ``addresses_available`` counts with the very same rules, and
+``egress_enable_problem`` adds the refusals of ``services.egress_enable``. So the portal never says the pool
+ran out while the allocator would hand out an address (or the other way round).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from .models import App, EgressIP, EgressIPStatus, EgressType, Gateway, IPPool
+
+__all__ = [
+    "BEING_DELETED",
+    "NO_GATEWAY",
+    "NO_SOURCES",
+    "OUT_OF_ADDRESSES",
+    "addresses_available",
+    "addresses_reusable_by",
+    "addresses_takeable",
+    "egress_enable_problem",
+    "egress_enable_refusal",
+    "quarantine_cutoff",
+]
+
+NO_GATEWAY = "This region has no egress gateway yet; dedicated egress cannot be enabled."
+OUT_OF_ADDRESSES = "This region has run out of dedicated egress addresses; a platform admin must add a pool."
+BEING_DELETED = "This app is being deleted."
+NO_SOURCES = "This app has no source CIDRs yet, so there is no traffic to route; deploy it first."
+
+
+def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
+    """Addresses released before this moment have served their quarantine."""
+    return (now or timezone.now()) - dt.timedelta(days=settings.EGRESS_QUARANTINE_DAYS)
+
+
+def addresses_reusable_by(app: App) -> Q:
+    """Quarantined addresses that come back to ``app`` whatever their age: its own, or its owner's unless
+    the app that held it still wants dedicated egress (it was only withdrawn during a drain)."""
+    return Q(status=EgressIPStatus.QUARANTINED) & (
+        Q(last_app=app) | (Q(last_owner=app.owner_id) & ~Q(last_app__egress_type=EgressType.DEDICATED))
+    )
+
+
+def addresses_takeable(now: dt.datetime | None = None) -> Q:
+    """Rows anybody may be given: free, or out of a quarantine that has ended, but never an address withdrawn
+    from an app that still wants dedicated egress (during a long drain), however long ago: it is that app's
+    until it lets go."""
+    return Q(status=EgressIPStatus.FREE) | (
+        Q(status=EgressIPStatus.QUARANTINED, released_at__lt=quarantine_cutoff(now))
+        & ~Q(last_app__egress_type=EgressType.DEDICATED)
+    )
+
+
+def addresses_available(*, app: App, now: dt.datetime | None = None) -> int:
+    """How many addresses the allocator could give ``app`` in its region right now: never used ones, plus
+    the rows ``addresses_takeable`` or ``addresses_reusable_by`` it (the allocator picks by the same rules)."""
+    pools = list(IPPool.objects.filter(region_id=app.region_id))
+    if not pools:
+        return 0
+    rows = EgressIP.objects.filter(pool__in=pools).aggregate(
+        rows=Count("id"),
+        takeable=Count("id", filter=addresses_takeable(now) | addresses_reusable_by(app)),
+    )
+    return sum(p.size for p in pools) - rows["rows"] + rows["takeable"]
+
+
+def egress_enable_refusal(app: App) -> str | None:
+    """What refuses an enable whatever the region's capacity (egress_enable raises it as a conflict)."""
+    if app.delete_requested:
+        return BEING_DELETED
+    if not app.source_cidrs.all():
+        return NO_SOURCES
+    return None
+
+
+def egress_enable_problem(app: App, *, held: int | None = None) -> str | None:
+    """Why enabling dedicated egress would fail right now, in words a user can act on; None when it would
+    go ahead. Told before the user clicks (portal) with the refusals of ``egress_enable`` and the
+    allocator's own counting, so nothing is offered that cannot happen and nothing refused that can."""
+    refusal = egress_enable_refusal(app)
+    if refusal:
+        return refusal
+    if held is None:
+        held = EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).count()
+    if held:
+        return None  # re-enabling keeps the addresses it holds
+    gateways = Gateway.objects.filter(region_id=app.region_id, enabled=True, draining=False).count()
+    if gateways == 0:
+        return NO_GATEWAY
+    needed = max(1, min(settings.EGRESS_IPS_PER_APP, gateways))
+    if addresses_available(app=app) < needed:
+        return OUT_OF_ADDRESSES
+    return None

@@ -1,0 +1,192 @@
+"""Desired state of gateways and nodes as a pure function of a snapshot.
+
+``egressportal.core.desired`` loads a snapshot from the database (plain values, nothing lazy);
+``gateway_plan`` and ``node_plan`` decide from it what the host must hold and which pending app
+syncs a successful apply of that state settles. No database, no Django: every rule here is
+unit-tested on plain values (tests/unit/test_desired_rules.py).
+
+The rules (docs/ARCHITECTURE.md, "Make before break"):
+- A gateway holds every address assigned to it whose app wants dedicated egress, and keeps the
+  addresses of a disabling app until no node steers that app any more.
+- A node steers an app only once one of its addresses is live on a gateway (programmed), towards the
+  active gateway while it is not unhealthy, else towards a healthy standby, else the active one.
+  Apps without dedicated egress are never steered.
+- A drained gateway that holds no address any more is decommissioned: nothing of ours stays on it.
+- A dedicated app's gateway sync settles once the gateway holds its address; a disabling app's
+  gateway sync only once its addresses are gone. A dedicated app's node sync settles once the node
+  steers it towards the gateway it prefers; a disabling app's node sync as soon as the node no longer
+  steers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, ip_address, ip_network
+from typing import NamedTuple
+
+from ...dataplane import GatewayState, NodeState
+
+__all__ = [
+    "GatewayIP",
+    "GatewayPlan",
+    "GatewaySnapshot",
+    "NodePlan",
+    "NodeSnapshot",
+    "SteerIP",
+    "gateway_plan",
+    "node_plan",
+    "steering_choice",
+]
+
+
+class GatewayIP(NamedTuple):
+    """An address assigned to the gateway."""
+
+    ip_id: int
+    address: str
+    app_id: int
+    dedicated: bool  # the app wants dedicated egress (else it is disabling)
+
+
+class SteerIP(NamedTuple):
+    """One assigned address of a dedicated app, as a node sees it."""
+
+    active: bool  # role active (else standby)
+    programmed: bool  # live on its gateway
+    gateway_unhealthy: bool
+    slot: int  # the gateway's routing slot
+    gateway: str  # the gateway's name (for events)
+
+
+@dataclass(frozen=True)
+class GatewaySnapshot:
+    public_interface: str
+    # Pending sync rows of this gateway: (sync id, app id), read BEFORE the rest (see desired.py).
+    pending: Sequence[tuple[int, int]]
+    ips: Sequence[GatewayIP]
+    # Apps that some node still owes a reconcile: a node may still steer them here.
+    apps_pending_on_nodes: frozenset[int]
+    # app id -> its source CIDRs
+    app_cidrs: Mapping[int, Sequence[str]]
+    # Enabled nodes of the region: (transit address, pod CIDRs)
+    region_nodes: Sequence[tuple[str, Sequence[str]]]
+    # Drained for maintenance (no new addresses; its own move away).
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    pending: Sequence[tuple[int, int]]
+    # Of the pending apps, those that want dedicated egress.
+    pending_dedicated: frozenset[int]
+    # Enabled gateways of the region: slot -> transit address
+    gateways: Mapping[int, str]
+    # Dedicated apps of the region -> their assigned addresses on enabled gateways
+    app_ips: Mapping[int, Sequence[SteerIP]]
+    app_cidrs: Mapping[int, Sequence[str]]
+    # Pod CIDRs of the region's enabled nodes, and the transit addresses of all its hosts: traffic to
+    # them stays inside the platform and is never steered.
+    region_pod_cidrs: Sequence[str]
+    region_transit_addresses: Sequence[str]
+
+
+@dataclass
+class GatewayPlan:
+    state: GatewayState
+    # Sync rows (ids) this state settles once applied.
+    settles: list[int] = field(default_factory=list)
+    # Addresses the state holds (ids), to mark programmed after the apply.
+    live_ip_ids: list[int] = field(default_factory=list)
+    # Addresses of this gateway the state no longer holds.
+    removed_ip_ids: list[int] = field(default_factory=list)
+    apps: set[int] = field(default_factory=set)
+    # A drained gateway that holds no address keeps nothing of ours (table, addresses, routes).
+    decommission: bool = False
+
+
+@dataclass
+class NodePlan:
+    state: NodeState
+    settles: list[int] = field(default_factory=list)
+    # app id -> gateway name it is steered to (for events)
+    steered: dict[int, str] = field(default_factory=dict)
+    apps: set[int] = field(default_factory=set)
+
+
+def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
+    addresses: list[str] = []
+    snat: dict[str, str] = {}
+    live: list[int] = []
+    removed: list[int] = []
+    held_apps: set[int] = set()
+    for ip in snap.ips:
+        # Make before break, disabling side: the address stays while a node may still steer to it.
+        if ip.dedicated or ip.app_id in snap.apps_pending_on_nodes:
+            addresses.append(ip.address)
+            live.append(ip.ip_id)
+            held_apps.add(ip.app_id)
+            for cidr in snap.app_cidrs.get(ip.app_id, ()):
+                snat[cidr] = ip.address
+        else:
+            removed.append(ip.ip_id)
+    routes: dict[str, str] = {}
+    for transit, pods in snap.region_nodes:
+        for pod in pods:
+            routes[pod] = transit
+    state = GatewayState.build(
+        public_interface=snap.public_interface,
+        addresses=addresses,
+        snat=snat,
+        return_routes=routes,
+        # The region's pod CIDRs are exactly the routes' keys.
+        guarded_sources=list(routes) + list(snat),
+    )
+    dedicated = {ip.app_id for ip in snap.ips if ip.dedicated}
+    settles = [sync_id for sync_id, app_id in snap.pending if app_id in dedicated or app_id not in held_apps]
+    return GatewayPlan(
+        state=state,
+        settles=settles,
+        live_ip_ids=live,
+        removed_ip_ids=removed,
+        apps={app_id for _, app_id in snap.pending} | {ip.app_id for ip in snap.ips},
+        decommission=snap.draining and not addresses,
+    )
+
+
+def steering_choice(ips: Iterable[SteerIP]) -> tuple[int, str] | None:
+    """The gateway (slot, name) an app's traffic goes to: the active address's gateway while it is not
+    unhealthy, else a healthy standby's, else the active one anyway (failing over to a dead gateway
+    helps nobody). Only programmed (live) addresses count: a node never steers to an address its
+    gateway does not hold yet."""
+    live = sorted((ip for ip in ips if ip.programmed), key=lambda ip: (not ip.active, ip.slot))
+    if not live:
+        return None
+    for ip in live:
+        if not ip.gateway_unhealthy:
+            return ip.slot, ip.gateway
+    return live[0].slot, live[0].gateway
+
+
+def node_plan(snap: NodeSnapshot) -> NodePlan:
+    steering: dict[str, int] = {}
+    steered: dict[int, str] = {}
+    for app_id, ips in snap.app_ips.items():
+        choice = steering_choice(ips)
+        if choice is None:
+            continue
+        # While the preferred gateway is still being configured, traffic may already use another live
+        # address of the app, but the node still owes the app a reconcile (towards the preferred one).
+        if choice == steering_choice(ip._replace(programmed=True) for ip in ips):
+            steered[app_id] = choice[1]
+        for cidr in snap.app_cidrs.get(app_id, ()):
+            steering[cidr] = choice[0]
+    internal: list[IPv4Network] = [ip_network(c) for c in snap.region_pod_cidrs]
+    internal += [ip_network(f"{ip_address(t)}/32") for t in snap.region_transit_addresses]
+    state = NodeState.build(steering=steering, gateways=dict(snap.gateways), internal=internal)
+    settles = [
+        sync_id
+        for sync_id, app_id in snap.pending
+        if app_id not in snap.pending_dedicated or app_id in steered
+    ]
+    return NodePlan(state=state, settles=settles, steered=steered, apps={app_id for _, app_id in snap.pending})

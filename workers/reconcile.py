@@ -1,0 +1,296 @@
+"""Reconcile one host: read desired state, read the host's actual state over
+SSH, apply the difference as one transaction, verify, and report.
+
+Level-triggered and idempotent: running it twice, or again after a crash
+half-way, is always safe. At most one reconcile per host runs at a time (a
+lease in the database with an expiry, so a killed worker cannot hold a host
+for long); many hosts reconcile in parallel.
+
+The worker's half: leases, SSH sessions, reading the host, applying, verifying. What a success or a
+failure means for the apps is the domain's bookkeeping (egressportal/core/services/hostsync.py); what the
+host must hold is decided by egressportal/core/desired.py. See docs/ARCHITECTURE.md, "The reconcile loop".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from egressportal import dataplane as dp
+from egressportal.core.desired import GatewayPlan, NodePlan, gateway_desired, node_desired
+from egressportal.core.models import Gateway, Node, host_model
+from egressportal.core.secrets import SecretsError, decrypt, load_private_key
+from egressportal.core.services.hostsync import (
+    host_key_mismatch_record,
+    host_pending_apps,
+    host_reconcile_failed,
+    host_reconcile_succeeded,
+)
+from egressportal.ops import logs as ops_logs
+
+from .ssh import HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
+
+__all__ = ["ReconcileResult", "HostBusy", "host_reconcile", "host_session", "host_target", "host_read_actual"]
+
+logger = logging.getLogger(__name__)
+
+
+class HostBusy(Exception):
+    """Another worker holds this host's lease; try again shortly."""
+
+
+@dataclass
+class ReconcileResult:
+    host: str
+    changed: bool
+    summary: str
+    duration: float
+    settled_apps: int = 0
+
+
+def _lease_seconds() -> float:
+    return float(getattr(settings, "EGRESS_LEASE_SECONDS", 20))
+
+
+def _lease_acquire(model: type[Gateway] | type[Node], pk: int) -> str | None:
+    token = secrets.token_hex(16)
+    now = timezone.now()
+    got = model.objects.filter(pk=pk).filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)).update(
+        lease_token=token, lease_expires_at=now + dt.timedelta(seconds=_lease_seconds())
+    )
+    return token if got else None
+
+
+def _lease_renew(model: type[Gateway] | type[Node], pk: int, token: str) -> bool:
+    expires = timezone.now() + dt.timedelta(seconds=_lease_seconds())
+    return bool(model.objects.filter(pk=pk, lease_token=token).update(lease_expires_at=expires))
+
+
+def _lease_release(model: type[Gateway] | type[Node], pk: int, token: str) -> None:
+    model.objects.filter(pk=pk, lease_token=token).update(lease_token="", lease_expires_at=None)
+
+
+def host_target(host: Gateway | Node) -> HostTarget:
+    return HostTarget(
+        address=host.mgmt_address,
+        port=host.ssh_port,
+        username=host.ssh_user,
+        host_key=host.host_key,
+        use_sudo=host.use_sudo,
+    )
+
+
+# Parsed per-host keys by ciphertext: the session pool is keyed by the PKey's identity, so one object
+# per stored key keeps one pooled connection per host (a new ciphertext, after a change or a
+# rotation, is a new entry).
+_host_pkeys: dict[str, paramiko.PKey] = {}
+
+
+def _host_pkey(host: Gateway | Node) -> paramiko.PKey | None:
+    ciphertext = host.ssh_private_key_encrypted
+    if not ciphertext:
+        return None
+    pkey = _host_pkeys.get(ciphertext)
+    if pkey is None:
+        try:
+            pkey = load_private_key(decrypt(ciphertext))
+        except (SecretsError, ValueError) as exc:
+            # An auth failure the operator can act on; the message never holds the key.
+            raise SSHError(f"the SSH private key stored for {host.name} cannot be used: {exc}", kind="auth") from None
+        _host_pkeys[ciphertext] = pkey
+    return pkey
+
+
+def host_session(host: Gateway | Node) -> SSHSession:
+    """The pooled session to ``host``: its own private key when one is stored, else the workers' key file."""
+    pkey = _host_pkey(host)
+    credentials: dict[str, Any] = {"pkey": pkey} if pkey is not None else {"key_filename": settings.EGRESS_SSH_KEY_FILE}
+    return get_session(
+        host_target(host),
+        **credentials,
+        connect_timeout=settings.EGRESS_SSH_CONNECT_TIMEOUT,
+        command_timeout=settings.EGRESS_SSH_COMMAND_TIMEOUT,
+    )
+
+
+# Between the outputs of the read commands run in one exec: a byte no
+# nft/ip JSON output contains, then the command's exit status.
+_READ_SEPARATOR = "\x1e"
+
+
+def _read_outputs(session: SSHSession, cmds: dict[str, list[str]], *, use_sudo: bool) -> dict[str, tuple[int, str]]:
+    """Run the read commands, in ONE round trip when possible: a fixed shell
+    script made of shlex-quoted, validated argv (never raw input). With sudo,
+    each command runs on its own so the sudo rules never need a shell."""
+    if use_sudo:
+        results = {}
+        for name, argv in cmds.items():
+            r = session.run(argv, check=False)
+            results[name] = (r.exit_status, r.stdout if r.exit_status == 0 else r.stderr)
+        return results
+    script = "; ".join(f"{shlex.join(argv)} 2>&1; printf '\\n{_READ_SEPARATOR}%s\\n' $?" for argv in cmds.values())
+    result = session.run(["sh", "-c", script])
+    parts = result.stdout.split(f"\n{_READ_SEPARATOR}")
+    if len(parts) != len(cmds) + 1:
+        raise dp.DataplaneParseError("the host's answer to the state read is garbled")
+    outputs: dict[str, tuple[int, str]] = {}
+    for index, name in enumerate(cmds):
+        body = parts[index] if index == 0 else parts[index].split("\n", 1)[1] if "\n" in parts[index] else ""
+        status_line = parts[index + 1].split("\n", 1)[0]
+        try:
+            status = int(status_line.strip())
+        except ValueError:
+            raise dp.DataplaneParseError("the host's answer to the state read is garbled") from None
+        outputs[name] = (status, body)
+    return outputs
+
+
+def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:
+    """The product's state on the host as the host reports it."""
+    if isinstance(host, Gateway):
+        cmds = dp.gateway_read_commands(host.public_interface)
+    else:
+        cmds = dp.node_read_commands()
+    out: dict[str, str | None] = {}
+    for name, (status, text) in _read_outputs(session, cmds, use_sudo=host.use_sudo).items():
+        if status == 0:
+            out[name] = text
+        elif name == "nft" and dp.is_missing_table_error(text):
+            out[name] = None
+        else:
+            raise dp.DataplaneParseError(f"{' '.join(cmds[name][:3])} failed: {text.strip()[:300]}")
+    if isinstance(host, Gateway):
+        return dp.parse_gateway(out["nft"], out["addr"] or "[]", out["routes"] or "[]", host.public_interface)
+    return dp.parse_node(out["nft"], out["rules"] or "[]", out["routes"] or "[]")
+
+
+def _apply(session: SSHSession, plan: dp.Plan) -> None:
+    for argv, stdin in plan.steps():
+        session.run(argv, stdin=stdin)
+
+
+def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
+    """Bring one host to its desired state. Returns None when the host is gone
+    or disabled; raises HostBusy when another worker holds it, SSHError or
+    DataplaneValueError on failure (after recording it for users to see)."""
+    model = host_model(kind)
+    # From here on, a new request must enqueue a new task: this one may
+    # already have read the state it will apply.
+    model.objects.filter(pk=pk).update(reconcile_queued_at=None)
+    token = _lease_acquire(model, pk)
+    if token is None:
+        if not model.objects.filter(pk=pk).exists():
+            return None
+        raise HostBusy(f"{kind} {pk} is being reconciled by another worker")
+    try:
+        host = model.objects.select_related("region").get(pk=pk)
+        if not host.enabled:
+            return None
+        with ops_logs.log_context(host=host.name):
+            return _reconcile(host, model, token)
+    finally:
+        _lease_release(model, pk, token)
+
+
+def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: str) -> ReconcileResult:
+    started = time.monotonic()
+    is_gateway = isinstance(host, Gateway)
+    plan: GatewayPlan | NodePlan | None = None
+    try:
+        # Hostile or broken values in the database fail here, before any connection.
+        plan = gateway_desired(host) if is_gateway else node_desired(host)
+        session = host_session(host)
+        actual = host_read_actual(session, host)
+        if isinstance(plan, GatewayPlan) and plan.decommission:
+            change = _decommission_gateway(session, host, actual)
+            return _finish(host, plan, change, started)
+        change = dp.plan_gateway(actual, plan.state) if is_gateway else dp.plan_node(actual, plan.state)
+        if not change.is_empty:
+            if not _lease_renew(model, host.pk, token):
+                raise HostBusy(f"lost the lease on {host.name}")
+            _apply(session, change)
+            if is_gateway and change.post_ip:
+                # Removed addresses stayed recorded as ours until they were gone
+                # (so a failure half-way never orphans one); now drop the record.
+                session.run(["nft", "-f", "-"], stdin=dp.render_gateway_nft(plan.state))
+            # Verify: what the host now reports must be what we wanted.
+            after = host_read_actual(session, host)
+            if after != plan.state:
+                recheck = dp.plan_gateway(after, plan.state) if is_gateway else dp.plan_node(after, plan.state)
+                raise dp.DataplaneValueError(f"host does not hold the applied state: {recheck.summary()}")
+    except HostKeyMismatch as exc:
+        _record_key_mismatch(host, exc, plan.apps if plan else host_pending_apps(host))
+        raise
+    except (SSHError, dp.DataplaneValueError, OSError) as exc:
+        _record_failure(host, exc, plan.apps if plan else host_pending_apps(host), time.monotonic() - started)
+        raise
+    return _finish(host, plan, change, started)
+
+
+def _finish(host: Gateway | Node, plan: GatewayPlan | NodePlan, change: dp.Plan, started: float) -> ReconcileResult:
+    duration = time.monotonic() - started
+    settled = host_reconcile_succeeded(
+        host=host,
+        plan=plan,
+        changed=not change.is_empty,
+        summary=change.summary(),
+        changes=change.changes,
+        duration=duration,
+    )
+    return ReconcileResult(
+        host=host.name, changed=not change.is_empty, summary=change.summary(), duration=duration, settled_apps=settled
+    )
+
+
+def _decommission_gateway(session: SSHSession, host: Gateway, actual: dp.GatewayState) -> dp.Plan:
+    """A drained gateway that holds no address keeps nothing of ours: no
+    table, no addresses, no routes. It is ready for maintenance or removal;
+    undraining brings everything back on the next reconcile."""
+    exists = session.run(["nft", "list", "table", "ip", dp.NFT_TABLE], check=False).exit_status == 0
+    lines = [f"addr del {a}/32 dev {actual.public_interface}" for a in sorted(actual.addresses)]
+    lines += [f"route del {cidr} via {via} proto {dp.RT_PROTO}" for cidr, via in actual.return_routes.items()]
+    if not exists and not lines:
+        return dp.Plan()
+    if lines:
+        session.run(["ip", "-batch", "-"], stdin="".join(f"{line}\n" for line in lines))
+    if exists:
+        session.run(["nft", "delete", "table", "ip", dp.NFT_TABLE])
+    after = host_read_actual(session, host)
+    if after != dp.GatewayState.build(public_interface=host.public_interface):
+        raise dp.DataplaneValueError("the drained gateway still holds product state after removal")
+    return dp.Plan(post_ip=lines, changes=("drained: product table, addresses and routes removed",))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text[:500]
+
+
+def _record_failure(host: Gateway | Node, exc: BaseException, app_ids: set[int], duration: float) -> None:
+    host_reconcile_failed(
+        host=host,
+        reason=_reason(exc),
+        app_ids=app_ids,
+        duration=duration,
+        ssh_error_kind=exc.kind if isinstance(exc, SSHError) else None,
+    )
+
+
+def _record_key_mismatch(host: Gateway | Node, exc: HostKeyMismatch, app_ids: set[int]) -> None:
+    host_key_mismatch_record(
+        host=host,
+        app_ids=app_ids,
+        presented_key=exc.actual_key or "",
+        expected_fingerprint=exc.expected,
+        presented_fingerprint=str(exc.actual),  # None (a key of another type) reads "None", as before
+    )
