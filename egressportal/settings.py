@@ -42,7 +42,6 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_celery_beat",
     "axes",
     "csp",
     "egressportal.core",
@@ -289,9 +288,13 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # database and beat, so they do not need it. Set it to true for `celery inspect`.
 # Health probes run every second on their own queue, served by their own
 # worker process, so a burst of reconciles never delays failover detection.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = {HEALTH_CHECK_TASK: {"queue": "health"}}
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
-CELERY_BEAT_SCHEDULER = env.str("CELERY_BEAT_SCHEDULER", default="celery.beat:PersistentScheduler")
+# One scheduler: beat's own file scheduler; the schedule is code (workers/celery.py), the file only keeps
+# when each entry last ran. It lives under var/, never in whatever directory beat was started from.
+CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("EGRESS_BEAT_SCHEDULE_FILE", default=str(BASE_DIR / "var" / "celerybeat-schedule"))
 CELERY_TIMEZONE = TIME_ZONE
 
 # Egress domain

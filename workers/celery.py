@@ -3,6 +3,9 @@ tasks, structured logs, the heartbeat and the periodic schedule."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import django
 from celery import Celery
 from django.conf import settings
@@ -19,6 +22,12 @@ from . import tasks  # noqa: E402 - needs the Django apps loaded just above
 __all__ = ["app", "tasks"]
 
 ops_install(app)  # structured logs, task ids on log lines, the heartbeat, the sweep time
+
+
+# Beat keeps its state file under var/ (settings.CELERY_BEAT_SCHEDULE_FILENAME), which a fresh checkout
+# does not have yet; beat opens it before any of its signals fire, so the directory is made here.
+with contextlib.suppress(OSError):  # a worker that cannot write there does not need it
+    Path(settings.CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
 
 
 @app.on_after_finalize.connect

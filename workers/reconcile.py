@@ -59,7 +59,7 @@ class ReconcileResult:
 
 
 def _lease_seconds() -> float:
-    return float(getattr(settings, "EGRESS_LEASE_SECONDS", 20))
+    return settings.EGRESS_LEASE_SECONDS
 
 
 def _lease_acquire(model: type[Gateway] | type[Node], pk: int) -> str | None:

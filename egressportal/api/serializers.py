@@ -25,7 +25,7 @@ from egressportal.core.models import (
     Region,
 )
 from egressportal.core.selectors import ADDRESS_STATES
-from egressportal.core.services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
+from egressportal.core.services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
 from egressportal.core.validators import normalize_cidr_list, validate_app_name
 from egressportal.tokens.models import ApiToken
 
@@ -384,18 +384,6 @@ HEALTH_FIELDS = [
     "last_reconciled_at",
     "last_reconcile_error",
 ]
-HOST_FIELDS = [
-    "id",
-    "name",
-    "region",
-    "mgmt_address",
-    "ssh_port",
-    "ssh_user",
-    "host_key",
-    "use_sudo",
-    "transit_address",
-    "enabled",
-]
 
 
 CREDENTIAL_FIELDS = ["ssh_private_key", "has_ssh_private_key"]
@@ -426,11 +414,13 @@ class _HostSerializer(serializers.ModelSerializer):
         if not value:
             return value
         try:
-            secrets.load_private_key(value)
-            secrets.fernet()  # refuse now, with the reason, when the server cannot encrypt it
+            secrets.private_key_check(value)
         except (ValueError, secrets.SecretsError) as exc:
             raise serializers.ValidationError(str(exc)) from None
         return value
+
+    def create(self, validated_data: dict[str, Any]) -> Gateway | Node:
+        return services.host_create(kind=self.Meta.model.kind, actor=_actor(self), **validated_data)
 
     def update(self, instance: Gateway | Node, validated_data: dict[str, Any]) -> Gateway | Node:
         _refuse_changes(
@@ -442,7 +432,8 @@ class _HostSerializer(serializers.ModelSerializer):
             },
         )
         private_key = validated_data.pop("ssh_private_key", None)
-        fields = {k: v for k, v in validated_data.items() if k in HOST_EDITABLE_FIELDS}
+        editable = host_editable_fields(instance.kind)
+        fields = {k: v for k, v in validated_data.items() if k in editable}
         with transaction.atomic():
             host = services.host_update(host=instance, actor=_actor(self), **fields)
             if private_key is not None:
@@ -459,23 +450,9 @@ class DrainSerializer(serializers.Serializer):
 class GatewaySerializer(_HostSerializer):
     class Meta(_HostSerializer.Meta):
         model = Gateway
-        fields = [
-            *HOST_FIELDS, "public_interface", "slot", "draining", *CREDENTIAL_FIELDS, *HEALTH_FIELDS,
-            "created_at", "updated_at",
-        ]
+        fields = ["id", *HOST_FIELDS, *KIND_FIELDS[Gateway.kind], *CREDENTIAL_FIELDS, *HEALTH_FIELDS, "created_at", "updated_at"]
         read_only_fields = [*_HostSerializer.Meta.read_only_fields, "slot"]
 
-    def create(self, validated_data: dict[str, Any]) -> Gateway:
-        validated_data.pop("draining", None)
-        enabled = validated_data.pop("enabled", True)
-        private_key = validated_data.pop("ssh_private_key", "")
-        with transaction.atomic():
-            gateway = services.gateway_create(actor=_actor(self), **validated_data)
-            if private_key:
-                gateway = host_credential_set(host=gateway, private_key=private_key, actor=_actor(self))
-            if not enabled:
-                gateway = services.host_update(host=gateway, enabled=False, actor=_actor(self))
-        return gateway
 
 
 class NodeSerializer(_HostSerializer):
@@ -487,21 +464,10 @@ class NodeSerializer(_HostSerializer):
 
     class Meta(_HostSerializer.Meta):
         model = Node
-        fields = [*HOST_FIELDS, "pod_cidrs", *CREDENTIAL_FIELDS, *HEALTH_FIELDS, "created_at", "updated_at"]
+        fields = ["id", *HOST_FIELDS, *KIND_FIELDS[Node.kind], *CREDENTIAL_FIELDS, *HEALTH_FIELDS, "created_at", "updated_at"]
 
     def validate_pod_cidrs(self, value: list[str]) -> list[str]:
         return _cidr_list(value, what="pod CIDR")
-
-    def create(self, validated_data: dict[str, Any]) -> Node:
-        enabled = validated_data.pop("enabled", True)
-        private_key = validated_data.pop("ssh_private_key", "")
-        with transaction.atomic():
-            node = services.node_create(actor=_actor(self), **validated_data)
-            if private_key:
-                node = host_credential_set(host=node, private_key=private_key, actor=_actor(self))
-            if not enabled:
-                node = services.host_update(host=node, enabled=False, actor=_actor(self))
-        return node
 
 
 # The platform: placements -----------------------------------------------------------------------------------------

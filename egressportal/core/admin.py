@@ -21,7 +21,7 @@ from . import secrets, selectors, services
 from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
 from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
-from .services.hosts import HOST_EDITABLE_FIELDS, host_credential_set
+from .services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
 from .wording import duration_words, status_label
 
 
@@ -198,8 +198,7 @@ class HostAdminForm(forms.ModelForm):
         value = self.cleaned_data.get("ssh_private_key") or ""
         if value.strip():
             try:
-                secrets.load_private_key(value)
-                secrets.fernet()
+                secrets.private_key_check(value)
             except (ValueError, secrets.SecretsError) as exc:
                 raise ValidationError(str(exc)) from None
         return value if value.strip() else ""
@@ -261,26 +260,21 @@ class HostAdminMixin:
         model = type(obj)
         if change:
             original = model.objects.get(pk=obj.pk)
-            fields = {f: data[f] for f in form.changed_data if f in HOST_EDITABLE_FIELDS}
+            editable = host_editable_fields(model.kind)
+            fields = {f: data[f] for f in form.changed_data if f in editable}
             host = services.host_update(host=original, actor=request.user, **fields) if fields else original
+            if data.get("ssh_private_key"):
+                host_credential_set(host=host, private_key=data["ssh_private_key"], actor=request.user)
+            elif data.get("clear_ssh_private_key"):
+                host_credential_set(host=host, private_key="", actor=request.user)
         else:
-            common = {k: data[k] for k in ("region", "name", "mgmt_address", "host_key", "transit_address",
-                                           "ssh_port", "ssh_user", "use_sudo")}
-            if model is Gateway:
-                host = services.gateway_create(
-                    public_interface=data["public_interface"], slot=data.get("slot"), actor=request.user, **common
-                )
-                if data.get("draining"):
-                    host = services.host_update(host=host, draining=True, actor=request.user)
-            else:
-                host = services.node_create(pod_cidrs=data.get("pod_cidrs") or [], actor=request.user, **common)
-            if not data.get("enabled", True):
-                host = services.host_update(host=host, enabled=False, actor=request.user)
+            fields = {f: data[f] for f in (*HOST_FIELDS, *KIND_FIELDS[model.kind]) if f in data}
+            if "pod_cidrs" in fields:
+                fields["pod_cidrs"] = fields["pod_cidrs"] or []
+            host = services.host_create(
+                kind=model.kind, ssh_private_key=data.get("ssh_private_key") or "", actor=request.user, **fields
+            )
             obj.pk = host.pk
-        if data.get("ssh_private_key"):
-            host_credential_set(host=host, private_key=data["ssh_private_key"], actor=request.user)
-        elif data.get("clear_ssh_private_key"):
-            host_credential_set(host=host, private_key="", actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         services.host_delete(host=obj, actor=request.user)
@@ -302,7 +296,7 @@ class HostAdminMixin:
 
     @admin.action(description="Re-sync selected hosts now")
     def resync(self, request: HttpRequest, queryset: QuerySet) -> None:
-        kind = "gateway" if queryset.model is Gateway else "node"
+        kind = queryset.model.kind
         sent = services.reconcile_dispatch([(kind, pk) for pk in queryset.values_list("pk", flat=True)], force=True)
         count = queryset.count()
         messages.info(request, f"Re-sync requested for {count} host{pluralize(count)} ({sent} queued now, "

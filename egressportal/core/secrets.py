@@ -24,6 +24,7 @@ __all__ = [
     "encrypt",
     "fernet",
     "load_private_key",
+    "private_key_check",
     "rotate",
 ]
 
@@ -39,7 +40,7 @@ class SecretsError(Exception):
 
 
 def _configured_keys() -> list[str]:
-    raw = getattr(settings, "EGRESS_FERNET_KEYS", [])
+    raw = settings.EGRESS_FERNET_KEYS
     if isinstance(raw, str):
         raw = raw.split(",")
     return [k.strip() for k in raw if k and k.strip()]
@@ -108,3 +109,12 @@ def load_private_key(text: str) -> paramiko.PKey:
         except (paramiko.SSHException, ValueError, TypeError, IndexError, AssertionError):
             continue
     raise ValueError("This private key cannot be read; use an ed25519, ECDSA or RSA key in OpenSSH or PEM format.")
+
+
+def private_key_check(text: str) -> paramiko.PKey:
+    """Everything storing a per-host private key needs, checked before anything is written: the key
+    parses (load_private_key) and the server can encrypt it (EGRESS_FERNET_KEYS). ValueError or
+    SecretsError with a message safe to show; the admin form, the API and the service all call this."""
+    pkey = load_private_key(text)
+    fernet()
+    return pkey

@@ -45,13 +45,6 @@ def validate_ipv4_cidr(value: str) -> None:
         raise ValidationError(str(exc), code="invalid_cidr") from None
 
 
-def validate_ipv4_address(value: str) -> None:
-    try:
-        ipam.parse_address(value)
-    except ipam.IPAMError as exc:
-        raise ValidationError(str(exc), code="invalid_address") from None
-
-
 def validate_ssh_host_key(value: str) -> None:
     """An OpenSSH public key line as printed by ``ssh-keyscan`` or found in ``/etc/ssh/ssh_host_*_key.pub``."""
     try:

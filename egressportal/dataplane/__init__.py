@@ -25,11 +25,13 @@ from .parse import (
     parse_node,
     probe_gateway_links_command,
     probe_node_command,
+    table_exists_command,
 )
 from .render import (
     Plan,
     ip_batch_script,
     plan_gateway,
+    plan_gateway_decommission,
     plan_node,
     render_gateway_ip,
     render_gateway_nft,
@@ -57,6 +59,7 @@ __all__ = [
     "parse_gateway",
     "parse_node",
     "plan_gateway",
+    "plan_gateway_decommission",
     "plan_node",
     "probe_gateway_links_command",
     "probe_node_command",
@@ -66,4 +69,5 @@ __all__ = [
     "render_node_nft",
     "slot_mark",
     "slot_table",
+    "table_exists_command",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "gateway_read_commands",
     "probe_gateway_links_command",
     "probe_node_command",
+    "table_exists_command",
     "is_missing_table_error",
     "node_read_commands",
     "parse_gateway",
@@ -62,6 +63,11 @@ def node_read_commands() -> dict[str, list[str]]:
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
     }
+
+
+def table_exists_command() -> list[str]:
+    """Exits 0 exactly when the product's nft table exists on the host."""
+    return list(NFT_READ_ARGV)
 
 
 def probe_gateway_links_command() -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
     "Plan",
     "ip_batch_script",
     "plan_gateway",
+    "plan_gateway_decommission",
     "plan_node",
     "render_gateway_ip",
     "render_gateway_nft",
@@ -323,3 +324,17 @@ def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:
     if nft is not None and not changes:
         changes.append("nft table rewritten")
     return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes))
+
+
+def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool) -> Plan:
+    """Everything of ours off a drained gateway that holds no address: its egress addresses and return
+    routes (``ip``), then the product's table. Empty when nothing of ours is left."""
+    _, remove = _gateway_ip(actual, GatewayState.build(public_interface=actual.public_interface))
+    lines = _lines(remove)
+    if not table_exists and not lines:
+        return Plan()
+    return Plan(
+        pre_ip=lines,
+        nft=f"delete table {_TABLE}\n" if table_exists else None,
+        changes=("drained: product table, addresses and routes removed",),
+    )

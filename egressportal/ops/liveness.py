@@ -48,7 +48,7 @@ _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 
 
 def heartbeat_file() -> Path:
-    return Path(getattr(settings, "EGRESS_WORKER_HEARTBEAT_FILE", "") or Path(tempfile.gettempdir()) / "egress-worker-heartbeat")
+    return Path(settings.EGRESS_WORKER_HEARTBEAT_FILE or Path(tempfile.gettempdir()) / "egress-worker-heartbeat")
 
 
 def worker_heartbeat(hostname: str, *, now: float | None = None) -> None:

@@ -199,8 +199,8 @@ def _broker_metrics() -> Iterable[Metric]:
 
 def _queue_names() -> list[str]:
     """The default queue and every queue a task route names (e.g. a separate one for health probes)."""
-    names = {getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")}
-    routes = getattr(settings, "CELERY_TASK_ROUTES", None) or {}
+    names = {settings.CELERY_TASK_DEFAULT_QUEUE}
+    routes = settings.CELERY_TASK_ROUTES or {}
     if isinstance(routes, dict):
         names |= {route["queue"] for route in routes.values() if isinstance(route, dict) and route.get("queue")}
     return sorted(names)

@@ -42,7 +42,7 @@ _clients_lock = threading.Lock()
 
 def redis_client(url: str | None = None, *, timeout: float = 0.5) -> redis.Redis:
     """A client with short timeouts (one per URL and timeout, per process; redis-py's pool is fork-safe)."""
-    url = url or getattr(settings, "EGRESS_METRICS_REDIS_URL", "") or settings.REDIS_URL
+    url = url or settings.EGRESS_METRICS_REDIS_URL or settings.REDIS_URL
     key = f"{url}#{timeout}"
     with _clients_lock:
         client = _clients.get(key)

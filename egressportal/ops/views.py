@@ -37,7 +37,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
 
 
 def _bearer_ok(request: HttpRequest) -> bool:
-    expected = getattr(settings, "METRICS_TOKEN", "")
+    expected = settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if not expected or scheme.lower() != "bearer" or not given.strip():
@@ -47,7 +47,7 @@ def _bearer_ok(request: HttpRequest) -> bool:
 
 def metrics_access(request: HttpRequest, *, with_session: bool = True) -> int:
     """200 when the caller may scrape, else 401 (no or bad credentials) or 403 (signed in, not staff)."""
-    if getattr(settings, "METRICS_PUBLIC", False) or _bearer_ok(request):
+    if settings.METRICS_PUBLIC or _bearer_ok(request):
         return 200
     user = getattr(request, "user", None) if with_session else None
     if user is not None and user.is_authenticated:

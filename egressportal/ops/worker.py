@@ -17,11 +17,9 @@ from ..celery import SWEEP_TASK
 from . import logs
 from .liveness import record_sweep, worker_heartbeat
 
-__all__ = ["HeartbeatStep", "install", "HEARTBEAT_SECONDS"]
+__all__ = ["HeartbeatStep", "install"]
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 5.0
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
@@ -34,7 +32,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.tref: Any = None
 
     def start(self, worker: Any) -> None:
-        interval = float(getattr(settings, "EGRESS_WORKER_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+        interval = settings.EGRESS_WORKER_HEARTBEAT_SECONDS
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(interval, self._beat, (worker,), priority=10)
 

@@ -11,7 +11,7 @@ from .apps import (
 )
 from .drain import gateway_drain, gateway_undrain
 from .events import event_record
-from .hosts import gateway_create, host_accept_presented_key, host_delete, host_update, node_create
+from .hosts import gateway_create, host_accept_presented_key, host_create, host_delete, host_update, node_create
 from .network import (
     egress_ips_allocate,
     egress_ips_release,
@@ -41,6 +41,7 @@ __all__ = [
     "gateway_drain",
     "gateway_undrain",
     "host_accept_presented_key",
+    "host_create",
     "host_delete",
     "host_update",
     "node_create",

@@ -11,7 +11,7 @@ from django.db import transaction
 from ...dataplane.hostkeys import fingerprint, parse_host_key
 from .. import ipam, secrets
 from ..errors import ConflictError
-from ..models import EgressIP, Gateway, Node, Placement, Region
+from ..models import EgressIP, Gateway, Node, Placement, Region, host_model
 from ..validators import normalize_cidr_list
 from .drain import gateway_drain, gateway_undrain
 from .events import event_record
@@ -23,26 +23,25 @@ __all__ = [
     "host_update",
     "host_delete",
     "host_accept_presented_key",
+    "host_create",
     "host_credential_set",
-    "HOST_EDITABLE_FIELDS",
+    "host_editable_fields",
+    "HOST_FIELDS",
+    "KIND_FIELDS",
 ]
 
-HOST_EDITABLE_FIELDS = {
-    "mgmt_address",
-    "ssh_port",
-    "ssh_user",
-    "host_key",
-    "use_sudo",
-    "transit_address",
-    "enabled",
-    "public_interface",
-    "pod_cidrs",
-    "draining",
-}
+# The fields of a host, once: what creating one takes, what may change later, per kind. The admin and
+# the API build their forms from these.
+HOST_FIELDS = ("name", "region", "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address",
+               "enabled")
+KIND_FIELDS = {Gateway.kind: ("public_interface", "slot", "draining"), Node.kind: ("pod_cidrs",)}
+_IMMUTABLE = {"region", "name", "slot"}
+_AUDITED_FIELDS = tuple(f for f in (*HOST_FIELDS, *KIND_FIELDS[Gateway.kind], *KIND_FIELDS[Node.kind]) if f != "name")
 
 
-_AUDITED_FIELDS = ("region", "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address",
-                   "enabled", "public_interface", "slot", "draining", "pod_cidrs")
+def host_editable_fields(kind: str) -> frozenset[str]:
+    """What ``host_update`` accepts for a host of this kind."""
+    return frozenset(f for f in (*HOST_FIELDS, *KIND_FIELDS[kind]) if f not in _IMMUTABLE)
 
 
 def _snapshot(host: Gateway | Node) -> dict[str, Any]:
@@ -149,17 +148,46 @@ def node_create(
     return node
 
 
+def host_create(
+    *,
+    kind: str,
+    enabled: bool = True,
+    draining: bool = False,
+    ssh_private_key: str = "",
+    actor: Any = None,
+    **fields: Any,
+) -> Gateway | Node:
+    """Add a gateway or a node the way the admin and the API both do: the host, then its own SSH key, then
+    a drain or a disabled start, in one transaction. ``fields`` are HOST_FIELDS and the kind's KIND_FIELDS."""
+    allowed = {f for f in (*HOST_FIELDS, *KIND_FIELDS[host_model(kind).kind]) if f not in {"enabled", "draining"}}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValidationError({f: "Not a field of this kind of host." for f in sorted(unknown)})
+    if draining and kind != Gateway.kind:
+        raise ValidationError({"draining": "Only gateways are drained."})
+    if ssh_private_key:
+        try:
+            secrets.private_key_check(ssh_private_key)  # refuse before anything is written
+        except (ValueError, secrets.SecretsError) as exc:
+            raise ValidationError({"ssh_private_key": str(exc)}) from None
+    with transaction.atomic():
+        create = gateway_create if kind == Gateway.kind else node_create
+        host = create(actor=actor, **fields)
+        if ssh_private_key:
+            host = host_credential_set(host=host, private_key=ssh_private_key, actor=actor)
+        if draining:
+            host = host_update(host=host, draining=True, actor=actor)
+        if not enabled:
+            host = host_update(host=host, enabled=False, actor=actor)
+    return host
+
+
 def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Gateway | Node:
-    unknown = set(fields) - HOST_EDITABLE_FIELDS
-    if isinstance(host, Node):
-        unknown |= set(fields) & {"public_interface", "draining"}
-    else:
-        unknown |= set(fields) & {"pod_cidrs"}
+    unknown = set(fields) - host_editable_fields(host.kind)
     if unknown:
         raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
     if "draining" in fields and isinstance(host, Gateway):
         # Draining moves traffic and addresses: it is its own operation.
-
         draining = bool(fields.pop("draining"))
         if draining and not host.draining:
             gateway_drain(gateway=host, rehome=True, actor=actor)
@@ -185,18 +213,17 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
             host.presented_host_key = ""
         host.full_clean()
         host.save()
-        kind = "gateway" if isinstance(host, Gateway) else "node"
+        kind = host.kind
         event_record(
             kind=f"{kind}.updated",
             message=f"{kind.capitalize()} {host.name} updated: {', '.join(sorted(changed))}.",
             actor=actor,
-            gateway=host if kind == "gateway" else None,
-            node=host if kind == "node" else None,
+            **{kind: host},
             data={"before": {k: before[k] for k in changed}, "after": changed},
         )
         region_gateways = Gateway.objects.filter(region=host.region, enabled=True)
         region_nodes = Node.objects.filter(region=host.region, enabled=True)
-        if kind == "gateway":
+        if isinstance(host, Gateway):
             reconcile_request(gateways=[host], nodes=region_nodes)
         else:
             reconcile_request(nodes=[host], gateways=region_gateways)
@@ -225,7 +252,7 @@ def host_accept_presented_key(*, host: Gateway | Node, actor: Any) -> Gateway | 
     """Pin the key a host presented after a mismatch: an explicit, audited staff decision."""
     if not host.presented_host_key:
         raise ValidationError("This host has not presented a different key.")
-    kind = "gateway" if isinstance(host, Gateway) else "node"
+    kind = host.kind
     with transaction.atomic():
         old_key, new_key = host.host_key, host.presented_host_key
         host = host_update(host=host, host_key=new_key, actor=actor)
@@ -249,15 +276,12 @@ def host_credential_set(*, host: Gateway | Node, private_key: str, actor: Any = 
     The audit log says only that the credential changed: never the key, its
     ciphertext or its fingerprint's source text.
     """
-    kind = "gateway" if isinstance(host, Gateway) else "node"
+    kind = host.kind
     if private_key:
         try:
-            pkey = secrets.load_private_key(private_key)
-        except ValueError as exc:
-            raise ValidationError({"ssh_private_key": str(exc)}) from None
-        try:
+            pkey = secrets.private_key_check(private_key)
             ciphertext = secrets.encrypt(private_key.strip() + "\n")
-        except secrets.SecretsError as exc:
+        except (ValueError, secrets.SecretsError) as exc:
             raise ValidationError({"ssh_private_key": str(exc)}) from None
         public = f"{pkey.get_name()} {pkey.fingerprint}"
     else:
@@ -284,9 +308,9 @@ def host_credential_set(*, host: Gateway | Node, private_key: str, actor: Any = 
 def host_delete(*, host: Gateway | Node, actor: Any = None) -> None:
     """Remove a host. A gateway that still holds egress addresses cannot go:
     drain it first so its addresses move to other gateways."""
-    kind = "gateway" if isinstance(host, Gateway) else "node"
+    kind = host.kind
     with transaction.atomic():
-        if kind == "gateway" and EgressIP.objects.filter(gateway=host).exists():
+        if isinstance(host, Gateway) and EgressIP.objects.filter(gateway=host).exists():
             raise ConflictError(
                 f"Gateway {host.name} still holds egress addresses; drain it and wait until they have moved."
             )
@@ -295,7 +319,7 @@ def host_delete(*, host: Gateway | Node, actor: Any = None) -> None:
                      actor=actor, subject=name, data={"before": _snapshot(host)})
         host.delete()
         # The other side forgets the host: nodes drop its route table, gateways the routes to its pods.
-        if kind == "gateway":
+        if isinstance(host, Gateway):
             reconcile_request(nodes=Node.objects.filter(region=region, enabled=True))
         else:
             reconcile_request(gateways=Gateway.objects.filter(region=region, enabled=True))

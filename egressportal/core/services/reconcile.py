@@ -28,7 +28,7 @@ __all__ = ["reconcile_request", "reconcile_dispatch", "reconcile_mark_queued", "
 logger = logging.getLogger(__name__)
 
 def _stale_after() -> dt.timedelta:
-    return dt.timedelta(seconds=getattr(settings, "EGRESS_COALESCE_STALE_SECONDS", 30))
+    return dt.timedelta(seconds=settings.EGRESS_COALESCE_STALE_SECONDS)
 
 
 def reconcile_request(*, gateways: Iterable[Gateway | int] = (), nodes: Iterable[Node | int] = ()) -> None:
@@ -43,7 +43,7 @@ def reconcile_request(*, gateways: Iterable[Gateway | int] = (), nodes: Iterable
 
 def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = False) -> int:
     """Send reconcile messages now; returns how many were sent."""
-    mode = getattr(settings, "EGRESS_RECONCILE_DISPATCH", "celery")
+    mode = settings.EGRESS_RECONCILE_DISPATCH
     if mode == "none":
         return 0
     sent = 0

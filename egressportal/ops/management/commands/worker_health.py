@@ -18,7 +18,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from egressportal.ops.liveness import heartbeat_file, last_sweep_timestamp, worker_heartbeat_age
-from egressportal.ops.worker import HEARTBEAT_SECONDS
 
 
 class Command(BaseCommand):
@@ -43,7 +42,7 @@ class Command(BaseCommand):
         problems: list[str] = []
         report: list[str] = []
         if check_worker:
-            period = float(getattr(settings, "EGRESS_WORKER_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+            period = settings.EGRESS_WORKER_HEARTBEAT_SECONDS
             limit = opts["max_age"] if opts["max_age"] is not None else 6 * period
             path = Path(opts["heartbeat_file"]) if opts["heartbeat_file"] else heartbeat_file()
             age = worker_heartbeat_age(path)
