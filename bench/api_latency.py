@@ -3,7 +3,7 @@ and deep page), the detail endpoint and the portal dashboard (first page, deep p
 go through Django's full stack in-process (middleware, auth, DRF, templates; no network or gunicorn).
 No lab and no worker: reads only.
 
-Target (DESIGN.md): p95 <= 100 ms, a constant number of queries per page.
+Target (docs/ARCHITECTURE.md, "Targets"): p95 <= 100 ms, a constant number of queries per page.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (SSH applies) that took, and the same work done the naive way as the foil: one SSH session and one nft
 rule per app (measured on a sample, extrapolated linearly).
 
-Targets (DESIGN.md): all assigned in <= 10 s; >= 20x faster than one SSH session per app.
+Targets (docs/ARCHITECTURE.md, "Targets"): all assigned in <= 10 s; >= 20x faster than one SSH session per app.
 """
 
 from __future__ import annotations

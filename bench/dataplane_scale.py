@@ -3,7 +3,7 @@ with 10 and with 10,000 apps mapped on that gateway (nft maps: one lookup per ne
 an iptables-style chain of 10,000 ``ip saddr X snat to Y`` rules as the foil. Then the restore of a
 flushed gateway holding 10,000 apps (addresses and mappings) by one reconcile.
 
-Targets (DESIGN.md): latency at 10,000 apps within 10% of 10 apps; restore <= 2 s.
+Targets (docs/ARCHITECTURE.md, "Targets"): latency at 10,000 apps within 10% of 10 apps; restore <= 2 s.
 """
 
 from __future__ import annotations

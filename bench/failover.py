@@ -3,7 +3,7 @@ gateway's cables are pulled (``lab.cut_gateway``: transit and public down, manag
 from the cut to the first request answered from the standby address. Repeated, with the gateway restored
 and traffic back on the active address (failback) between runs.
 
-Target (DESIGN.md): traffic on the standby IP within 2 s of the active gateway's death.
+Target (docs/ARCHITECTURE.md, "Targets"): traffic on the standby IP within 2 s of the active gateway's death.
 """
 
 from __future__ import annotations

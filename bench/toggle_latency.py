@@ -2,7 +2,7 @@
 the broker, a real worker, SSH and nft on the lab, polling the API every 20 ms. For comparison, the floor:
 one SSH round trip over the pooled session and one small ``nft -f`` on the same lab.
 
-Target (DESIGN.md): p50 <= 500 ms, p95 <= 1.5 s to "assigned".
+Target (docs/ARCHITECTURE.md, "Targets"): p50 <= 500 ms, p95 <= 1.5 s to "assigned".
 """
 
 from __future__ import annotations

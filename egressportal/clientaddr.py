@@ -38,5 +38,5 @@ def client_address(request: Any) -> str:
     return client_address_from(
         meta.get("REMOTE_ADDR", "") or "",
         meta.get("HTTP_X_FORWARDED_FOR"),
-        int(getattr(settings, "TRUSTED_PROXIES", 0)),
+        settings.TRUSTED_PROXIES,
     )

@@ -219,10 +219,6 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
             if not _lease_renew(model, host.pk, token):
                 raise HostBusy(f"lost the lease on {host.name}")
             _apply(session, change)
-            if is_gateway and change.post_ip:
-                # Removed addresses stayed recorded as ours until they were gone
-                # (so a failure half-way never orphans one); now drop the record.
-                session.run(["nft", "-f", "-"], stdin=dp.render_gateway_nft(plan.state))
             # Verify: what the host now reports must be what we wanted.
             after = host_read_actual(session, host)
             if after != plan.state:
@@ -256,19 +252,15 @@ def _decommission_gateway(session: SSHSession, host: Gateway, actual: dp.Gateway
     """A drained gateway that holds no address keeps nothing of ours: no
     table, no addresses, no routes. It is ready for maintenance or removal;
     undraining brings everything back on the next reconcile."""
-    exists = session.run(["nft", "list", "table", "ip", dp.NFT_TABLE], check=False).exit_status == 0
-    lines = [f"addr del {a}/32 dev {actual.public_interface}" for a in sorted(actual.addresses)]
-    lines += [f"route del {cidr} via {via} proto {dp.RT_PROTO}" for cidr, via in actual.return_routes.items()]
-    if not exists and not lines:
-        return dp.Plan()
-    if lines:
-        session.run(["ip", "-batch", "-"], stdin="".join(f"{line}\n" for line in lines))
-    if exists:
-        session.run(["nft", "delete", "table", "ip", dp.NFT_TABLE])
+    exists = session.run(dp.table_exists_command(), check=False).exit_status == 0
+    change = dp.plan_gateway_decommission(actual, table_exists=exists)
+    if change.is_empty:
+        return change
+    _apply(session, change)
     after = host_read_actual(session, host)
     if after != dp.GatewayState.build(public_interface=host.public_interface):
         raise dp.DataplaneValueError("the drained gateway still holds product state after removal")
-    return dp.Plan(post_ip=lines, changes=("drained: product table, addresses and routes removed",))
+    return change
 
 
 def _reason(exc: BaseException) -> str:

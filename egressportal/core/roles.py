@@ -1,4 +1,4 @@
-"""Who may do what (DESIGN.md, trust model).
+"""Who may do what (docs/ARCHITECTURE.md, "Trust model").
 
 - Tenants (app owners) see and change only their own apps, and never say where an app runs.
 - The platform: service accounts, members of the Django group ``platform`` (created by a migration,

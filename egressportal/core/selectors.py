@@ -181,7 +181,7 @@ def pool_utilization(pool: IPPool) -> PoolUtilization:
 
 
 def egress_summary(app: App) -> dict[str, Any]:
-    """The egress object of DESIGN.md (type, status, ips, message, updated_at).
+    """The egress object of the API (docs/ARCHITECTURE.md; type, status, ips, message, updated_at).
     Uses prefetched egress_ips when present."""
     ips = [ip for ip in app.egress_ips.all() if ip.status == EgressIPStatus.ASSIGNED]
     ips.sort(key=lambda ip: (ip.role != "active", ip.address_int))

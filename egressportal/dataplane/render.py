@@ -230,20 +230,21 @@ def render_node_ip(actual: NodeState | None, desired: NodeState) -> list[list[st
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run on one host, in order: ``pre_ip`` (make), ``nft`` (one atomic switch), ``post_ip`` (break).
+    """What to run on one host, in order: ``pre_ip`` (make), ``nft`` (one atomic switch), ``post_ip`` (break),
+    ``post_nft`` (the record of what is ours, once the break is done).
 
-    ``pre_ip``/``post_ip`` are ``ip -batch`` lines; ``nft`` is an ``nft -f -`` script or None when the
-    host's table already matches.
+    ``pre_ip``/``post_ip`` are ``ip -batch`` lines; ``nft``/``post_nft`` are ``nft -f -`` scripts or None.
     """
 
     pre_ip: list[str] = field(default_factory=list)
     nft: str | None = None
     post_ip: list[str] = field(default_factory=list)
     changes: tuple[str, ...] = ()
+    post_nft: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not self.pre_ip and self.nft is None and not self.post_ip
+        return not self.pre_ip and self.nft is None and not self.post_ip and self.post_nft is None
 
     def summary(self) -> str:
         return ", ".join(self.changes) if self.changes else "no changes"
@@ -257,6 +258,8 @@ class Plan:
             out.append((list(NFT_APPLY_ARGV), self.nft))
         if self.post_ip:
             out.append((list(IP_BATCH_ARGV), "".join(f"{line}\n" for line in self.post_ip)))
+        if self.post_nft is not None:
+            out.append((list(NFT_APPLY_ARGV), self.post_nft))
         return out
 
 
@@ -300,7 +303,10 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         changes.append(f"guarded sources {len(desired.guarded_sources)}")
     if nft is not None and not changes:
         changes.append("nft table rewritten")
-    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes))
+    # Removed addresses stayed recorded as ours until post_ip removed them (so a failure half-way never
+    # orphans one); once it has, the record is rewritten without them.
+    post_nft = render_gateway_nft(desired) if post else None
+    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes), post_nft=post_nft)
 
 
 def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:

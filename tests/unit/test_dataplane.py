@@ -340,7 +340,9 @@ def test_gateway_plan_is_make_before_break():
     # The stale address stays recorded as ours until post_ip has removed it.
     assert "203.0.113.10" in plan.nft and "203.0.113.10/24" not in plan.nft
     steps = [argv[0] for argv, _ in plan.steps()]
-    assert steps == ["ip", "nft", "ip"]
+    assert steps == ["ip", "nft", "ip", "nft"]
+    # Once post_ip removed it, the record of what is ours is rewritten without it.
+    assert "203.0.113.10" not in plan.post_nft and "203.0.113.12" in plan.post_nft
     assert plan.summary() == "+1 address, -1 address, snat 3->2 entries, ~1 route, -1 route"
 
 

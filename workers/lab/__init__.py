@@ -1,6 +1,11 @@
 """The lab: gateways, nodes and an internet host as network namespaces with real sshd, on one machine.
 
 No Django here: the management command, the tests, the benchmarks and the demo all drive it directly.
+
+The lab runs its own commands, not the product's renderer: it builds what a platform provides (namespaces,
+links, sshd, the nodes' masquerade) and, to simulate a reboot, removes the product's state by itself, so a
+bug in the product's renderer or parser cannot hide from tests that use the lab as an independent view of a
+host (tests/unit/test_lab_conventions.py pins the conventions it shares with the dataplane).
 """
 
 from .plan import DEMO_APPS, ECHO_ADDRESS, EGRESS_POOL, HOST_PLAN
