@@ -24,6 +24,7 @@ from ..desired import GatewayPlan, NodePlan
 from ..models import App, EgressIP, EgressIPRole, EgressStatus, EgressType, EventLevel, Gateway, HealthStatus, HostSync, Node
 from ..rules.health import AppAddress, app_egress_health
 from ..rules.settle import settle_step
+from ..signals import egress_status_changed
 from .drain import drain_progress
 from .events import WORKER, event_record
 from .network import egress_ips_release
@@ -187,11 +188,15 @@ def app_health_status(app: App) -> tuple[str, str]:
 
 
 def app_status_set(app: App, status: str, message: str, now: dt.datetime) -> None:
-    """Write an app's egress status (the row and the object in hand)."""
+    """Write an app's egress status (the row and the object in hand); a change of the status itself is
+    announced with ``signals.egress_status_changed`` (notifications listen)."""
+    old_status = app.egress_status
     app.egress_status = status
     app.egress_message = message
     app.egress_updated_at = now
     App.objects.filter(pk=app.pk).update(egress_status=status, egress_message=message, egress_updated_at=now)
+    if status != old_status:
+        egress_status_changed.send(sender=App, app=app, old_status=old_status, new_status=status, message=message)
 
 
 def host_reconcile_failed(
