@@ -34,7 +34,8 @@ __all__ = [
     "root_mgmt_port",
 ]
 
-MAX_INDEX = 15
+# Management networks 198.18.<index>.0/24 stay below the transit (198.18.100.0/24) and pod (198.18.64.0/18) ranges.
+MAX_INDEX = 31
 TRANSIT_NET = IPv4Network("198.18.100.0/24")
 PUBLIC_NET = IPv4Network("203.0.113.0/24")
 EGRESS_POOL = IPv4Network("203.0.113.128/25")  # gateways hold /32s of it on their public interface
