@@ -45,8 +45,10 @@ def populate() -> tuple:
     ]
     pool = services.pool_create(region=region, name="bench", cidr="198.19.128.0/20")
     assert APPS <= 16384, "one /32 source per app in 198.19.0.0/18"
-    apps = bulk_apps(owner=alice, region=region, prefix="app-", cidrs=subnets("198.19.0.0/18", 32, APPS))
-    bulk_apps(owner=bob, region=region, prefix="bobs-", cidrs=subnets("198.19.64.0/24", 32, 10))
+    node = services.node_create(region=region, name="node1", mgmt_address="198.18.252.1", host_key=key,
+                                transit_address="198.18.253.1", pod_cidrs=["198.19.0.0/17"])
+    apps = bulk_apps(owner=alice, region=region, prefix="app-", cidrs=subnets("198.19.0.0/18", 32, APPS), nodes=[node])
+    bulk_apps(owner=bob, region=region, prefix="bobs-", cidrs=subnets("198.19.64.0/24", 32, 10), nodes=[node])
     dedicated = apps[:DEDICATED]
     from egressportal.core.models import App
 

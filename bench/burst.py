@@ -18,6 +18,7 @@ from common import (
     BenchEnv,
     bulk_apps,
     log,
+    pod_cidrs_add,
     print_table,
     reconcile_total,
     subnets,
@@ -104,13 +105,16 @@ def main() -> int:
         from django.contrib.auth import get_user_model
 
         from egressportal.core import services
-        from egressportal.core.models import App, EgressIP, EgressStatus, Region
+        from egressportal.core.models import App, EgressIP, EgressStatus, Node, Region
 
         region = Region.objects.get(slug="lab")
         owner = get_user_model().objects.get(username="alice")
         services.pool_create(region=region, name="bench-burst", cidr="198.19.128.0/20")
-        cidrs = subnets("198.19.0.0/16", 30, APPS)
-        apps = bulk_apps(owner=owner, region=region, prefix="burst-", cidrs=cidrs)
+        # Half of the apps run on each node (the platform's placements), in pod CIDRs added for them.
+        node1 = pod_cidrs_add(Node.objects.get(name="node1"), "198.19.0.0/18")
+        node2 = pod_cidrs_add(Node.objects.get(name="node2"), "198.19.64.0/18")
+        cidrs = subnets("198.19.0.0/18", 30, APPS // 2) + subnets("198.19.64.0/18", 30, APPS - APPS // 2)
+        apps = bulk_apps(owner=owner, region=region, prefix="burst-", cidrs=cidrs, nodes=[node1, node2])
         ids = [a.pk for a in apps]
         env.start_worker(concurrency=2)
         time.sleep(2)  # first health round

@@ -245,6 +245,9 @@ class BenchEnv:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "EGRESS_RECONCILE_DISPATCH": "celery",
+            # One synthetic tenant owns thousands of apps here; quotas are tested, not benchmarked.
+            "EGRESS_QUOTA_APPS": "1000000",
+            "EGRESS_QUOTA_ADDRESSES": "1000000",
             "EGRESS_SSH_KEY_FILE": str(LAB_CONFIG.ssh_key_file),
             **WORKER_ENV,
             **self.extra_env,
@@ -310,26 +313,44 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def bulk_apps(*, owner: Any, region: Any, prefix: str, cidrs: Sequence[str], **fields: Any) -> list[Any]:
-    """Create many apps with one source CIDR each, fast (bulk inserts, no events): setup, not the
-    thing being measured."""
+def bulk_apps(
+    *, owner: Any, region: Any, prefix: str, cidrs: Sequence[str], nodes: Sequence[Any] = (), **fields: Any
+) -> list[Any]:
+    """Create many apps fast (bulk inserts, no events: setup, not the thing being measured), each placed
+    at one address or CIDR of ``cidrs`` on the node of ``nodes`` whose pod CIDRs hold it (the rows the
+    platform's report would write; see pod_cidrs_add). Without nodes, the apps run nowhere."""
     import ipaddress
 
     from django.db import connection
 
-    from egressportal.core.models import App, AppSourceCIDR
+    from egressportal.core.models import App, Placement
 
     apps = App.objects.bulk_create(
         [App(owner=owner, region=region, name=f"{prefix}{i:05d}", **fields) for i in range(len(cidrs))], batch_size=1000
     )
     if connection.vendor == "sqlite" and apps and apps[0].pk is None:  # SQLite without RETURNING
         apps = list(App.objects.filter(name__startswith=prefix).order_by("name"))
+    if not nodes:
+        return apps
+    pods = [(node, [ipaddress.IPv4Network(p) for p in node.pod_cidrs]) for node in nodes]
     rows = []
     for app, cidr in zip(apps, cidrs, strict=True):
         net = ipaddress.IPv4Network(cidr)
-        rows.append(AppSourceCIDR(app=app, cidr=cidr, first_int=int(net.network_address), last_int=int(net.broadcast_address)))
-    AppSourceCIDR.objects.bulk_create(rows, batch_size=1000)
+        node = next(n for n, ps in pods if any(net.subnet_of(p) for p in ps))
+        rows.append(Placement(region=region, node=node, app=app, cidr=str(net), first_int=int(net.network_address),
+                              last_int=int(net.broadcast_address)))
+    Placement.objects.bulk_create(rows, batch_size=1000)
     return apps
+
+
+def pod_cidrs_add(node: Any, cidr: str) -> Any:
+    """Give a node another pod CIDR (through the service, as an admin would): room for synthetic apps
+    beyond the lab's one /24 per node. Nothing is sent from there; gateways only route it back."""
+    from egressportal.core import services
+
+    if cidr in node.pod_cidrs:
+        return node
+    return services.host_update(host=node, pod_cidrs=[*node.pod_cidrs, cidr])
 
 
 def subnets(cidr: str, prefixlen: int, count: int) -> list[str]:

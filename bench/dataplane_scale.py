@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BenchEnv, bulk_apps, log, print_table, subnets, summarize, target, write_result
+from common import BenchEnv, bulk_apps, log, pod_cidrs_add, print_table, subnets, summarize, target, write_result
 
 NAME = "dataplane_scale"
 APP = "shop-api"
@@ -67,11 +67,13 @@ def add_fillers(gateway, count: int, offset: int) -> None:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from egressportal.core.models import EgressIP, IPPool
+    from egressportal.core.models import EgressIP, IPPool, Node
 
     owner = get_user_model().objects.get(username="bob")
     sources = subnets(FILLER_SOURCES, 32, offset + count)[offset:]
-    apps = bulk_apps(owner=owner, region=gateway.region, prefix=f"fill{offset}-", cidrs=sources,
+    # They run on node2, in a pod CIDR added for them: the gateway SNATs the placements of its apps.
+    node = pod_cidrs_add(Node.objects.get(name="node2"), FILLER_SOURCES)
+    apps = bulk_apps(owner=owner, region=gateway.region, prefix=f"fill{offset}-", cidrs=sources, nodes=[node],
                      egress_type="dedicated", egress_status="assigned")
     pool = IPPool.objects.get(cidr=FILLER_POOL)
     first = int(ipaddress.IPv4Network(FILLER_POOL).network_address) + 1 + offset

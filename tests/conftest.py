@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import itertools
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from egressportal.core import services
-from egressportal.core.models import Region
+from egressportal.core.models import Node, Region
 from egressportal.core.roles import PLATFORM_GROUP
+from tests.helpers import place
 
 pytest_plugins = ["tests.integration.worker_fixtures"] + (
     ["tests.integration.lab_fixtures"] if (Path(__file__).parent / "integration" / "lab_fixtures.py").exists() else []
@@ -124,17 +126,28 @@ def make_node(region):
 def infra(region, make_gateway, make_node):
     """A region with two gateways, two nodes and a /28 pool (14 usable addresses)."""
     gw1, gw2 = make_gateway("gw-a"), make_gateway("gw-b")
-    node1, node2 = make_node("node-a"), make_node("node-b")
+    # make_app places its apps in node-a's pods by default.
+    node1, node2 = make_node("node-a", pod_cidrs=["198.18.128.0/18"]), make_node("node-b", pod_cidrs=["198.18.192.0/18"])
     pool = services.pool_create(region=region, name="pool-a", cidr="203.0.113.0/28")
     return {"region": region, "gateways": [gw1, gw2], "nodes": [node1, node2], "pool": pool}
 
 
 @pytest.fixture
 def make_app(region):
+    """An app; placed (as the platform would report it) at ``cidrs`` or, by default, at a fresh /28 of the
+    region's node whose pods hold it (infra's node-a), if there is one; ``cidrs=[]``: not placed."""
+
     def make(owner, name: str | None = None, *, cidrs=None, reg: Region | None = None):
         n = next(_counter)
+        app = services.app_create(owner=owner, region=reg or region, name=name or f"app-{n}")
         if cidrs is None:
-            cidrs = [f"198.18.{128 + n // 16}.{(n % 16) * 16}/28"]
-        return services.app_create(owner=owner, region=reg or region, name=name or f"app-{n}", source_cidrs=cidrs)
+            slot = n % 1024  # a /28 of 198.18.128.0/18 (infra's node-a)
+            default = f"198.18.{128 + slot // 16}.{(slot % 16) * 16}/28"
+            net = ipaddress.IPv4Network(default)
+            pods = Node.objects.filter(region=app.region).values_list("pod_cidrs", flat=True)
+            cidrs = [default] if any(net.subnet_of(ipaddress.IPv4Network(p)) for ps in pods for p in ps) else []
+        if cidrs:
+            place(app, cidrs)
+        return app
 
     return make

@@ -13,6 +13,7 @@ from django.utils import timezone
 from egressportal.core import capacity, selectors, services
 from egressportal.core.errors import ConflictError, NoGatewaysAvailable, PoolExhausted
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync, IPPool
+from tests.helpers import place
 
 pytestmark = pytest.mark.django_db
 
@@ -71,42 +72,34 @@ class TestPools:
 
 
 class TestApps:
-    def test_source_cidrs_validated(self, region, alice):
-        with pytest.raises(ValidationError, match="host bits"):
-            services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.5/28"])
-        with pytest.raises(ValidationError, match="overlap"):
-            services.app_create(
-                owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24", "198.18.64.16/28"]
-            )
+    def test_names_validated(self, region, alice):
         with pytest.raises(ValidationError, match="App names"):
-            services.app_create(owner=alice, region=region, name="Bad Name; rm", source_cidrs=[])
+            services.app_create(owner=alice, region=region, name="Bad Name; rm")
         assert not App.objects.exists()
 
-    def test_source_cidrs_of_different_apps_never_overlap(self, region, alice, bob):
-        services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24"])
-        with pytest.raises(ValidationError) as err:
-            services.app_create(owner=bob, region=region, name="b", source_cidrs=["198.18.64.16/28"])
-        # Another tenant's app is never named.
-        assert "another app" in str(err.value) and "'a'" not in str(err.value)
-        assert App.objects.count() == 1
+    def test_apps_take_no_source_addresses(self, region, alice):
+        """Where an app runs is reported by the platform (placements), never declared with the app."""
+        with pytest.raises(TypeError):
+            services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24"])
+        app = services.app_create(owner=alice, region=region, name="a")
+        with pytest.raises(TypeError):
+            services.app_update(app=app, source_cidrs=["198.18.64.0/24"])
 
-    @pytest.mark.postgres
-    def test_database_refuses_source_overlap_even_without_the_service(self, region, alice, bob):
-        from egressportal.core.models import AppSourceCIDR
-
-        a = services.app_create(owner=alice, region=region, name="a", source_cidrs=["198.18.64.0/24"])
-        with pytest.raises(IntegrityError), transaction.atomic():
-            AppSourceCIDR(app=a, cidr="198.18.64.128/25").save()
-
-    def test_move_updates_cidrs_and_marks_hosts(self, infra, make_app, alice):
-        app = make_app(alice, cidrs=["198.18.64.16/28"])
+    def test_a_move_keeps_the_addresses_and_marks_only_the_new_node_and_the_gateways(self, infra, make_app, alice):
+        node_a, node_b = infra["nodes"]
+        app = make_app(alice, cidrs=["198.18.128.16/28"])
         services.egress_enable(app=app, actor=alice)
+        addresses = sorted(app.egress_ips.values_list("address", flat=True))
         HostSync.objects.all().delete()
-        services.app_update(app=app, source_cidrs=["198.18.65.16/28"], actor=alice)
+        # The platform redeploys the app on node-b: node-b's report adds it, node-a's drops it.
+        place(app, ["198.18.192.16/28"], node=node_b)
+        services.node_placements_set(node=node_a, placements=[])
         app.refresh_from_db()
-        assert list(app.source_cidrs.values_list("cidr", flat=True)) == ["198.18.65.16/28"]
-        assert app.egress_status == EgressStatus.ASSIGNING
-        assert HostSync.objects.filter(app=app).count() == 4  # 2 gateways + 2 nodes
+        assert selectors.app_placements(app) == [{"node": "node-b", "addresses": ["198.18.192.16/28"]}]
+        assert sorted(app.egress_ips.values_list("address", flat=True)) == addresses
+        synced = set(HostSync.objects.filter(app=app).values_list("gateway_id", "node_id"))
+        gateways = {(g.pk, None) for g in infra["gateways"]}
+        assert synced == gateways | {(None, node_b.pk), (None, node_a.pk)}
 
 
 class TestEgress:
@@ -118,7 +111,9 @@ class TestEgress:
         assert len(ips) == 2
         assert {ip.gateway_id for ip in ips} == {g.pk for g in infra["gateways"]}
         assert sorted(ip.role for ip in ips) == ["active", "standby"]
-        assert HostSync.objects.filter(app=app).count() == 4
+        # Its two gateways and the one node it runs on: never a node it does not run on.
+        synced = set(HostSync.objects.filter(app=app).values_list("gateway_id", "node_id"))
+        assert synced == {(g.pk, None) for g in infra["gateways"]} | {(None, infra["nodes"][0].pk)}
         assert Event.objects.filter(app=app, kind="egress.enable_requested").exists()
         # Idempotent: a second enable changes nothing.
         _, changed = services.egress_enable(app=app, actor=alice)
@@ -150,10 +145,12 @@ class TestEgress:
         app.refresh_from_db()
         assert app.egress_type == "shared" and not EgressIP.objects.exists()
 
-    def test_no_source_cidrs_is_a_conflict(self, infra, make_app, alice):
+    def test_an_app_running_nowhere_yet_may_enable(self, infra, make_app, alice):
+        """Its addresses can go into allow-lists before the first deploy; no node owes it anything."""
         app = make_app(alice, cidrs=[])
-        with pytest.raises(ConflictError, match="no source CIDRs"):
-            services.egress_enable(app=app, actor=alice)
+        services.egress_enable(app=app, actor=alice)
+        assert EgressIP.objects.filter(app=app).count() == 2
+        assert not HostSync.objects.filter(app=app, node__isnull=False).exists()
 
     def test_nine_asked_eight_free_allocates_nothing(self, region, make_gateway, make_app, alice, settings):
         for _ in range(9):
@@ -184,7 +181,8 @@ class TestEgress:
         HostSync.objects.all().delete()
         app, changed = services.egress_disable(app=app, actor=alice)
         assert changed and app.egress_status == EgressStatus.RELEASING and app.egress_type == "shared"
-        assert HostSync.objects.filter(app=app).count() == 4
+        # Its two gateways and the one node it runs on.
+        assert HostSync.objects.filter(app=app).count() == 3
         released = services.egress_ips_release(app=app)
         assert len(released) == 2
         assert set(EgressIP.objects.values_list("status", flat=True)) == {"quarantined"}
@@ -245,7 +243,7 @@ class TestEgress:
         EgressIP.objects.filter(pk=ip.pk).update(
             status="quarantined", released_at=long_ago, last_app=a, last_owner=alice, app=None, gateway=None, role="",
         )
-        b = make_app(bob, cidrs=["198.18.200.0/28"])
+        b = make_app(bob, cidrs=["198.18.200.0/28"])  # on node-b
         with pytest.raises(PoolExhausted):
             services.egress_ips_allocate(app=b, count=1)
         assert EgressIP.objects.get(pk=ip.pk).app_id is None

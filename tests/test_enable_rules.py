@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from egressportal.core import capacity, services
 from egressportal.core.errors import ConflictError, PoolExhausted
-from egressportal.core.models import EgressIP, EgressIPStatus
+from egressportal.core.models import App, EgressIP, EgressIPStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +76,15 @@ def test_an_address_withdrawn_from_another_dedicated_app_of_the_owner_stays_rese
 
 
 def test_refusals_are_the_same_words_before_and_after_the_click(one_address, make_app, alice):
-    app = make_app(alice, cidrs=[])
-    assert capacity.egress_enable_problem(app) == capacity.NO_SOURCES
-    with pytest.raises(ConflictError, match="no source CIDRs"):
+    app = make_app(alice)
+    App.objects.filter(pk=app.pk).update(delete_requested=True)  # deletion waits: no enabling any more
+    app.refresh_from_db()
+    assert capacity.egress_enable_problem(app) == capacity.BEING_DELETED
+    with pytest.raises(ConflictError, match="being deleted"):
         services.egress_enable(app=app)
+
+
+def test_an_app_running_nowhere_yet_is_offered_the_enable(one_address, make_app, alice):
+    """Its addresses can go into allow-lists before the platform first places it."""
+    app = make_app(alice, cidrs=[])
+    assert capacity.egress_enable_problem(app) is None

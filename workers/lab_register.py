@@ -1,5 +1,6 @@
 """Registering the lab (workers/lab) in the database: region, pool, gateways, nodes and, for the demo,
-users with apps whose source CIDRs are the lab apps' real /28s.
+users with apps; and the lab acting as the platform: it reports where each lab app runs (its /28 on its
+node) through the same service a scheduler uses (node_placements_set), as the lab's platform account.
 
 Idempotent: after a lab rebuild (new host keys, another management index) it updates what changed
 instead of failing on what exists.
@@ -11,24 +12,35 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 
-from egressportal.core.models import App, Gateway, IPPool, Node, Region
+from egressportal.core.models import App, Gateway, IPPool, Node, Placement, Region
+from egressportal.core.roles import PLATFORM_GROUP
 from egressportal.core.services import (
     app_create,
-    app_update,
     gateway_create,
     host_update,
     node_create,
+    node_placements_set,
     pool_create,
     region_create,
 )
 
-from .lab import DEMO_APPS, EGRESS_POOL, Lab
+from .lab import DEMO_APPS, EGRESS_POOL, Lab, LabApp
 
-__all__ = ["LAB_POOL_NAME", "lab_register"]
+__all__ = [
+    "LAB_PLATFORM_USER",
+    "LAB_POOL_NAME",
+    "lab_app_owner",
+    "lab_place",
+    "lab_platform_account",
+    "lab_register",
+    "lab_report_placements",
+]
 
 LAB_POOL_NAME = "lab-public"
+LAB_PLATFORM_USER = "lab-platform"
 GATEWAY_SLOTS = {"gw1": 1, "gw2": 2}
 
 
@@ -98,28 +110,72 @@ def _demo_users() -> tuple[dict[str, Any], dict[str, str]]:
     return users, new_passwords
 
 
+def lab_platform_account() -> Any:
+    """The lab's service account of the platform (no password: it acts only through this code)."""
+    user, created = get_user_model().objects.get_or_create(username=LAB_PLATFORM_USER)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    user.groups.add(Group.objects.get(name=PLATFORM_GROUP))
+    return user
+
+
+def lab_app_owner(name: str, lab_app: LabApp, region: Region) -> App | None:
+    """The database app a lab instance belongs to: the one already placed at its address, else the
+    oldest app of that name in the region; None when no app has that name (a pod the platform runs for
+    no app, e.g. another tenant's workload)."""
+    placed = Placement.objects.filter(region=region, cidr=lab_app.cidr, app__name=name).values_list("app_id", flat=True)
+    app_id = placed.first()
+    if app_id is not None:
+        return App.objects.get(pk=app_id)
+    return App.objects.filter(region=region, name=name).order_by("pk").first()
+
+
+def lab_report_placements(lab: Lab, *, region_slug: str = "lab") -> dict[str, Any]:
+    """Report every lab node's complete set of placements, as a scheduler would after a deploy: each
+    lab app instance's /28 on its node, for its database app. Nodes whose set did not change are left
+    alone (the report is idempotent); returns the reports by node name."""
+    region = Region.objects.get(slug=region_slug)
+    actor = lab_platform_account()
+    per_node: dict[str, list[dict[str, Any]]] = {n: [] for n, h in lab.hosts.items() if h.role == "node"}
+    for name, lab_app in sorted(lab.apps.items()):
+        app = lab_app_owner(name, lab_app, region)
+        if app is not None:
+            per_node.setdefault(lab_app.node, []).append({"app": app.pk, "addresses": [lab_app.cidr]})
+    reports = {}
+    for node_name, entries in per_node.items():
+        node = Node.objects.get(name=node_name, region=region)
+        reports[node_name] = node_placements_set(node=node, placements=entries, actor=actor)
+    return reports
+
+
+def lab_place(lab: Lab, *, name: str, node: str, region_slug: str = "lab") -> LabApp:
+    """(Re)deploy lab app ``name`` on ``node`` and report placements: what `manage.py lab place` and the
+    tests do to move an app, exactly as the platform's scheduler would. Nobody touches the app itself."""
+    lab_app = lab.add_app(name, node)
+    lab_report_placements(lab, region_slug=region_slug)
+    return lab_app
+
+
 def _demo_apps(lab: Lab, region: Region, users: dict[str, Any]) -> None:
     for owner, name, node in DEMO_APPS:
-        lab_app = lab.add_app(name, node)  # kept if already there, moved back to its demo node otherwise
-        app = App.objects.filter(owner=users[owner], name=name).first()
-        if app is None:
-            app_create(owner=users[owner], region=region, name=name, source_cidrs=[lab_app.cidr])
-        elif sorted(app.source_cidrs.values_list("cidr", flat=True)) != [lab_app.cidr]:
-            app_update(app=app, source_cidrs=[lab_app.cidr])
+        lab.add_app(name, node)  # kept if already there, moved back to its demo node otherwise
+        if not App.objects.filter(owner=users[owner], name=name).exists():
+            app_create(owner=users[owner], region=region, name=name)
+    lab_report_placements(lab, region_slug=region.slug)
 
 
 def _app_mapping(lab: Lab, region: Region) -> dict[str, dict[str, Any]]:
-    """Lab app -> where it runs and which database app it is (by name, the one using its CIDR first)."""
+    """Lab app -> where it runs and which database app it is."""
     mapping: dict[str, dict[str, Any]] = {}
     for name, lab_app in lab.apps.items():
-        candidates = list(App.objects.filter(region=region, name=name).prefetch_related("source_cidrs"))
-        candidates.sort(key=lambda a: lab_app.cidr not in {c.cidr for c in a.source_cidrs.all()})
+        app = lab_app_owner(name, lab_app, region)
         mapping[name] = {
             "netns": lab_app.netns,
             "node": lab_app.node,
             "address": lab_app.address,
             "cidr": lab_app.cidr,
-            "app_id": candidates[0].pk if candidates else None,
+            "app_id": app.pk if app else None,
         }
     return mapping
 

@@ -133,14 +133,9 @@ def _capped_list(limit: int, **kwargs: Any) -> dict[str, Any]:
     return {"max_length": limit, "error_messages": messages, **kwargs}
 
 
-class SourceCIDRsField(serializers.ListField):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**_capped_list(limits.MAX_SOURCE_CIDRS, child=serializers.CharField(max_length=64), **kwargs))
-
-    def to_representation(self, data: Any) -> list[str]:
-        if hasattr(data, "all"):  # the related manager (prefetched by the selectors)
-            return [row.cidr for row in data.all()]
-        return super().to_representation(data)
+class AppPlacementSerializer(serializers.Serializer):
+    node = serializers.CharField(read_only=True, help_text="Name of the node.")
+    addresses = serializers.ListField(child=serializers.CharField(), read_only=True)
 
 
 def may_set_owner(user: Any) -> bool:
@@ -176,9 +171,8 @@ class AppSerializer(serializers.Serializer):
         help_text="Lowercase letters, digits and '-'; unique per owner.",
     )
     region = RegionField(help_text="Region slug; cannot change after creation.")
-    source_cidrs = SourceCIDRsField(
-        required=False,
-        help_text="IPv4 CIDRs the app's instances send from; never overlapping another app's.",
+    placements = serializers.SerializerMethodField(
+        help_text="Where the app runs: its addresses per node, as the platform reports them. Read-only."
     )
     owner = OwnerField(
         required=False,
@@ -191,8 +185,15 @@ class AppSerializer(serializers.Serializer):
     def get_egress(self, app: App) -> dict[str, Any]:
         return EgressSerializer(selectors.egress_summary(app)).data
 
-    def validate_source_cidrs(self, value: list[str]) -> list[str]:
-        return _cidr_list(value, what="source CIDR")
+    @extend_schema_field(AppPlacementSerializer(many=True))
+    def get_placements(self, app: App) -> list[dict[str, Any]]:
+        return selectors.app_placements(app)
+
+    def to_internal_value(self, data: Any) -> Any:
+        claimed = roles.source_address_fields_in(data) if isinstance(data, dict) else []
+        if claimed:
+            raise serializers.ValidationError({name: [roles.SOURCE_ADDRESS_REFUSAL] for name in claimed})
+        return super().to_internal_value(data)
 
     def create(self, validated_data: dict[str, Any]) -> App:
         actor = _actor(self)
@@ -200,7 +201,6 @@ class AppSerializer(serializers.Serializer):
             owner=validated_data.get("owner") or actor,
             region=validated_data["region"],
             name=validated_data["name"],
-            source_cidrs=validated_data.get("source_cidrs", []),
             actor=actor,
         )
 
@@ -216,7 +216,6 @@ class AppSerializer(serializers.Serializer):
         return services.app_update(
             app=instance,
             name=validated_data.get("name"),
-            source_cidrs=validated_data.get("source_cidrs"),
             actor=_actor(self),
         )
 

@@ -102,7 +102,7 @@ class ApiViewMixin:
     list=extend_schema(summary="List your apps (staff: all apps)"),
     create=extend_schema(summary="Create an app", responses={201: s.AppSerializer}),
     retrieve=extend_schema(summary="Get an app"),
-    partial_update=extend_schema(summary="Change an app's name or source CIDRs"),
+    partial_update=extend_schema(summary="Rename an app (where it runs is reported by the platform, not set here)"),
     destroy=extend_schema(
         summary="Delete an app",
         description="204 when the app is gone; 202 with the app when deletion waits for its egress IPs to be released.",
@@ -142,8 +142,9 @@ class AppViewSet(
             raise NotFound() from None
 
     def _fresh(self, app: App) -> App:
-        """Reload through the selector so the answer shows committed state with its prefetches."""
-        return selectors.app_get(user=self.request.user, pk=app.pk)
+        """Reload through the selector so the answer shows committed state with its prefetches (as its
+        owner sees it: the platform creating an app for someone gets the app it just created)."""
+        return selectors.app_get(user=app.owner, pk=app.pk)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

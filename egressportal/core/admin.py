@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from . import secrets, selectors, services
 from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
-from .models import App, AppSourceCIDR, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
+from .models import App, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
 from .services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
 from .wording import duration_words, status_label
 
@@ -397,14 +397,22 @@ class NodeAdmin(HostAdminMixin, admin.ModelAdmin):
     inlines = [NodePlacementInline]
 
 
-class AppSourceCIDRInline(admin.TabularInline):
-    model = AppSourceCIDR
+class AppPlacementInline(admin.TabularInline):
+    """Where the app runs, as the platform reported it: read-only for everyone here (nobody types source
+    addresses; the platform reports them with PUT /api/v1/nodes/{id}/placements/)."""
+
+    model = Placement
+    fk_name = "app"
     extra = 0
     can_delete = False
-    readonly_fields = ["cidr"]
-    fields = ["cidr"]
+    fields = ["node", "cidr", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "where it runs (placements reported by the platform; read-only)"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -424,9 +432,9 @@ class EgressIPInline(admin.TabularInline):
 class AppAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "region", "egress_type", "egress_state", "addresses", "egress_updated_at"]
     list_filter = ["region", "egress_type", "egress_status"]
-    search_fields = ["name", "owner__username", "source_cidrs__cidr", "egress_ips__address"]
+    search_fields = ["name", "owner__username", "placements__cidr", "egress_ips__address"]
     list_select_related = ["owner", "region"]
-    inlines = [AppSourceCIDRInline, EgressIPInline]
+    inlines = [AppPlacementInline, EgressIPInline]
     readonly_fields = [
         "owner", "region", "egress_type", "egress_status", "egress_message", "egress_updated_at",
         "egress_requested_at", "egress_generation", "delete_requested", "created_at", "updated_at",

@@ -1,6 +1,7 @@
 import gc
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CoreConfig(AppConfig):
@@ -9,6 +10,10 @@ class CoreConfig(AppConfig):
     verbose_name = "Egress"
 
     def ready(self) -> None:
+        from .roles import platform_group_ensure  # needs the app registry, so not at module level
+
+        # After the permissions exist (auth's receiver was connected first): the platform group with them.
+        post_migrate.connect(platform_group_ensure, sender=self, dispatch_uid="core.platform_group")
         # Everything loaded at start-up lives as long as the process: move it
         # out of the garbage collector's sight, so that a full collection in
         # the middle of a request scans only what requests allocate (the

@@ -19,7 +19,6 @@ from .models import App, EgressIP, EgressIPStatus, EgressType, Gateway, IPPool
 __all__ = [
     "BEING_DELETED",
     "NO_GATEWAY",
-    "NO_SOURCES",
     "OUT_OF_ADDRESSES",
     "addresses_available",
     "addresses_reusable_by",
@@ -32,7 +31,6 @@ __all__ = [
 NO_GATEWAY = "This region has no egress gateway yet; dedicated egress cannot be enabled."
 OUT_OF_ADDRESSES = "This region has run out of dedicated egress addresses; a platform admin must add a pool."
 BEING_DELETED = "This app is being deleted."
-NO_SOURCES = "This app has no source CIDRs yet, so there is no traffic to route; deploy it first."
 
 
 def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
@@ -75,8 +73,7 @@ def egress_enable_refusal(app: App) -> str | None:
     """What refuses an enable whatever the region's capacity (egress_enable raises it as a conflict)."""
     if app.delete_requested:
         return BEING_DELETED
-    if not app.source_cidrs.all():
-        return NO_SOURCES
+    # An app running nowhere yet may enable: its addresses go into allow-lists before the first deploy.
     return None
 
 

@@ -8,10 +8,12 @@ state read after it, so settling exactly those rows after the apply is safe.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+
+from django.db.models import Q
 
 from .models import (
     App,
-    AppSourceCIDR,
     EgressIP,
     EgressIPRole,
     EgressIPStatus,
@@ -20,6 +22,7 @@ from .models import (
     HealthStatus,
     HostSync,
     Node,
+    Placement,
 )
 from .rules.desired import (
     GatewayIP,
@@ -42,9 +45,9 @@ __all__ = [
 ]
 
 
-def _cidrs_by_app(app_ids: set[int]) -> dict[int, list[str]]:
+def _by_app(rows: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
-    for app_id, cidr in AppSourceCIDR.objects.filter(app_id__in=app_ids).values_list("app_id", "cidr"):
+    for app_id, cidr in rows:
         out[app_id].append(cidr)
     return out
 
@@ -72,7 +75,12 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
         pending=pending,
         ips=ips,
         apps_pending_on_nodes=on_nodes,
-        app_cidrs=_cidrs_by_app(app_ids),
+        # The placed addresses (on any node) of the apps holding an address here: at most one address per
+        # app per gateway, so the join yields each placement once.
+        app_cidrs=_by_app(
+            Placement.objects.filter(app__egress_ips__gateway=gateway, app__egress_ips__status=EgressIPStatus.ASSIGNED)
+            .values_list("app_id", "cidr")
+        ),
         region_nodes=region_nodes,
         draining=gateway.draining,
     )
@@ -83,9 +91,12 @@ def node_snapshot(node: Node) -> NodeSnapshot:
     gateways = dict(
         Gateway.objects.filter(region_id=node.region_id, enabled=True).values_list("slot", "transit_address")
     )
+    # Only what runs here, plus the apps this node owes a reconcile (one that moved away settles by being
+    # steered no more): the snapshot, and so the reconcile, does not grow with apps on other nodes.
+    placed = _by_app(Placement.objects.filter(node=node).values_list("app_id", "cidr"))
     rows = EgressIP.objects.filter(
+        Q(app_id__in=Placement.objects.filter(node=node).values("app_id")) | Q(app_id__in={a for _, a in pending}),
         status=EgressIPStatus.ASSIGNED,
-        app__region_id=node.region_id,
         app__egress_type=EgressType.DEDICATED,
         gateway__enabled=True,
     ).values_list("app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name")
@@ -108,7 +119,7 @@ def node_snapshot(node: Node) -> NodeSnapshot:
         pending_dedicated=frozenset(dedicated),
         gateways=gateways,
         app_ips=app_ips,
-        app_cidrs=_cidrs_by_app(set(app_ips)),
+        app_cidrs=placed,
         region_pod_cidrs=pod_cidrs,
         region_transit_addresses=transits,
     )

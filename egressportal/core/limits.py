@@ -11,11 +11,9 @@ __all__ = [
     "MAX_HOST_KEY_CHARS",
     "MAX_POD_CIDRS",
     "MAX_QUERY_VALUE_CHARS",
-    "MAX_SOURCE_CIDRS",
     "max_body_bytes",
 ]
 
-MAX_SOURCE_CIDRS = 64  # per app
 MAX_POD_CIDRS = 64  # per node
 MAX_EXCLUDED_ADDRESSES = 1024  # per pool
 MAX_DESCRIPTION_CHARS = 2000

@@ -10,9 +10,58 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PLATFORM_GROUP", "acts_for_others", "can_report_placements", "can_view_placements", "is_platform"]
+__all__ = [
+    "PLATFORM_GROUP",
+    "SOURCE_ADDRESS_FIELDS",
+    "SOURCE_ADDRESS_REFUSAL",
+    "acts_for_others",
+    "can_report_placements",
+    "can_view_placements",
+    "is_platform",
+    "platform_group_ensure",
+    "source_address_fields_in",
+]
 
 PLATFORM_GROUP = "platform"
+
+# Names under which a client might try to say which source addresses are an app's. The app endpoints and
+# the portal refuse every one of them, from anyone: placements come only through the node report.
+SOURCE_ADDRESS_FIELDS = ("source_cidrs", "placements", "source_addresses", "addresses", "cidrs")
+SOURCE_ADDRESS_REFUSAL = (
+    "Apps do not take source addresses: the platform reports where each app runs (its placements), "
+    "so nobody can claim another app's traffic. This field is read-only."
+)
+
+
+def source_address_fields_in(data: Any) -> list[str]:
+    """The source-address fields a request body tries to set."""
+    try:
+        return [name for name in SOURCE_ADDRESS_FIELDS if name in data]
+    except TypeError:
+        return []
+
+
+# What the platform's service accounts may do (Django model permissions of the group).
+PLATFORM_PERMISSIONS = (
+    "view_placement",
+    "add_placement",
+    "change_placement",
+    "delete_placement",
+    "add_app",
+    "view_app",
+    "view_node",
+)
+
+
+def platform_group_ensure(**_: Any) -> None:
+    """The group and its permissions exist (after every migrate and every test-database flush: a
+    post_migrate receiver, see apps.py; migration 0006 creates them the first time)."""
+    # Imported here: this module is imported by models-free code at start-up, before the app registry.
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=PLATFORM_GROUP)
+    perms = Permission.objects.filter(content_type__app_label="core", codename__in=PLATFORM_PERMISSIONS)
+    group.permissions.add(*perms)
 
 
 def is_platform(user: Any) -> bool:

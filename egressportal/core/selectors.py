@@ -71,6 +71,8 @@ def event_actor_label(event: Event, *, viewer: Any) -> str:
 
 
 def _apps_for(user: Any) -> QuerySet[App]:
+    """Their own apps for everyone but staff (the platform too: it creates apps for owners and reports
+    placements by the ids it got back); staff see all."""
     qs = App.objects.all()
     if not (user and user.is_authenticated):
         return qs.none()
@@ -89,7 +91,7 @@ def app_list(
     """The apps ``user`` may see (their own; staff see all), with everything a
     list shows loaded in a constant number of queries."""
     qs = _apps_for(user).select_related("region", "owner").prefetch_related(
-        "source_cidrs",
+        Prefetch("placements", queryset=Placement.objects.select_related("node")),
         Prefetch(
             "egress_ips",
             queryset=EgressIP.objects.filter(status=EgressIPStatus.ASSIGNED).select_related("gateway"),

@@ -17,7 +17,7 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError, JsonResponse
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
@@ -27,7 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from egressportal.core import capacity, labcheck, selectors, services
+from egressportal.core import capacity, labcheck, roles, selectors, services
 from egressportal.core.errors import DomainError
 from egressportal.core.models import App, EgressStatus, EgressType, Gateway, HealthStatus
 
@@ -207,7 +207,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app_or_404(request, pk)
     context = _panel_context(request, app)
-    context["source_cidrs"] = [c.cidr for c in app.source_cidrs.all()]
+    context["placements"] = selectors.app_placements(app)
     context["can_check_egress"] = labcheck.lab_app_available(app)
     return render(request, "portal/app_detail.html", context)
 
@@ -219,6 +219,9 @@ def app_egress(request: HttpRequest, pk: int) -> HttpResponse:
     Going back to shared egress breaks partners' allow-lists at once, so it
     needs the confirmation step (``confirm=yes``, sent by the confirmation form)."""
     app = _app_or_404(request, pk)
+    if roles.source_address_fields_in(request.POST):
+        # Nobody says here where an app runs; refused loudly rather than ignored.
+        return HttpResponseBadRequest(roles.SOURCE_ADDRESS_REFUSAL, content_type="text/plain; charset=utf-8")
     form = EgressToggleForm(request.POST)
     error = None
     changed = False

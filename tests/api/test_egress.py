@@ -100,14 +100,9 @@ def test_no_gateways_is_409(alice_api, alice, make_app, region):
     assert not EgressIP.objects.exists()
 
 
-def test_app_without_source_cidrs_is_409(alice_api, alice, make_app, infra):
+def test_app_running_nowhere_yet_can_enable(alice_api, alice, make_app, infra):
+    """Its addresses can go into an allow-list before the first deploy."""
     app = make_app(alice, cidrs=[])
-    error = assert_error(alice_api.put(_egress_url(app), {"type": "dedicated"}), 409, "conflict")
-    assert "source CIDR" in error["message"]
-
-
-def test_dedicated_app_keeps_a_source_cidr(alice_api, alice, make_app, infra):
-    app = make_app(alice)
-    alice_api.put(_egress_url(app), {"type": "dedicated"})
-    error = assert_error(alice_api.patch(f"/api/v1/apps/{app.pk}/", {"source_cidrs": []}), 400)
-    assert "source_cidrs" in error["fields"]
+    response = alice_api.put(_egress_url(app), {"type": "dedicated"})
+    assert response.status_code == 202, response.content
+    assert len(response.json()["ips"]) == 2

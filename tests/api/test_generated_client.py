@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from egressportal.core import services
 from egressportal.core.models import App
 from egressportal.tokens.models import ApiToken
 from tests.conftest import api_token_for
+from tests.helpers import place
 
 PACKAGE = "egress_api_client"
 
@@ -70,7 +70,9 @@ def test_generated_client_runs_a_scenario(generated_client, live_server, alice, 
     app_id = created.parsed.id
     assert created.parsed.owner == "alice"
     # Where it runs is the platform's to say, not the client's.
-    services.app_update(app=App.objects.get(pk=app_id), source_cidrs=["198.18.77.0/28"])
+    place(App.objects.get(pk=app_id), ["198.18.129.0/28"])  # the platform reports it on node-a
+    got = _op(PACKAGE, "apps", "apps_retrieve").sync(app_id, client=client)
+    assert [(p.node, p.addresses) for p in got.placements] == [("node-a", ["198.18.129.0/28"])]
 
     enabled = _op(PACKAGE, "apps", "apps_egress_update").sync_detailed(
         app_id, client=client, body=models.EgressRequestRequest(type_=models.TypeEnum.DEDICATED)

@@ -7,11 +7,12 @@ import ipaddress
 import pytest
 
 from egressportal.core import services
-from egressportal.core.models import App, AppSourceCIDR, EgressIP
+from egressportal.core.models import App, EgressIP, Placement
+from tests.conftest import TEST_HOST_KEY
 
 N_APPS = 10_000
 BATCH = 2_000
-# Auth (token + user), count, page, source CIDRs, egress IPs (+ gateways joined).
+# Auth (token + user), count, page, placements (+ nodes joined), egress IPs (+ gateways joined).
 MAX_QUERIES = 6
 
 
@@ -21,15 +22,18 @@ def ten_thousand_apps(alice, region):
     apps = [App(owner=alice, region=region, name=f"bulk-{i:05d}") for i in range(N_APPS)]
     App.objects.bulk_create(apps, batch_size=BATCH)
     ids = list(App.objects.filter(owner=alice).order_by("name").values_list("id", flat=True))
-    # /30s from the start of 198.18.0.0/15: 10,000 of them fit in the range the tests may use.
+    node = services.node_create(
+        region=region, name="bulk-node", mgmt_address="198.18.254.1", host_key=TEST_HOST_KEY,
+        transit_address="198.18.254.2", pod_cidrs=["198.18.0.0/16"],
+    )
+    # /30s from the start of the node's pods: one placement per app.
     base = int(ipaddress.IPv4Address("198.18.0.0"))
-    cidrs = []
+    rows = []
     for i, app_id in enumerate(ids):
         first = base + i * 4
-        cidrs.append(
-            AppSourceCIDR(app_id=app_id, cidr=f"{ipaddress.IPv4Address(first)}/30", first_int=first, last_int=first + 3)
-        )
-    AppSourceCIDR.objects.bulk_create(cidrs, batch_size=BATCH)
+        rows.append(Placement(region=region, node=node, app_id=app_id, cidr=f"{ipaddress.IPv4Address(first)}/30",
+                              first_int=first, last_int=first + 3))
+    Placement.objects.bulk_create(rows, batch_size=BATCH)
     return ids
 
 
@@ -54,7 +58,7 @@ def test_app_list_is_constant_queries_at_10000(alice_api, staff_api, ten_thousan
                 assert len(body["results"]) == limit
                 first = body["results"][0]
                 assert first["name"] == f"bulk-{offset:05d}"
-                assert len(first["source_cidrs"]) == 1
+                assert first["placements"][0]["node"] == "bulk-node" and len(first["placements"][0]["addresses"]) == 1
         # Filters and ordering keep the same shape.
         with django_assert_max_num_queries(MAX_QUERIES) as queries:
             response = caller.get("/api/v1/apps/", {"ordering": "-created_at,name", "search": "bulk-09", "limit": 500})

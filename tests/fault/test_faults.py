@@ -17,7 +17,8 @@ from django.db import connection, connections
 from django.db.models import Count
 
 from egressportal.core import services
-from egressportal.core.models import App, EgressIP, Event, Gateway, Region
+from egressportal.core.models import App, EgressIP, Event, Gateway, Node, Region
+from tests.helpers import place_many
 from tests.integration.worker_fixtures import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.lab, pytest.mark.worker]
@@ -154,10 +155,10 @@ def test_storm_of_enable_disable_from_many_clients(lab, start_worker, django_use
     request put it."""
     region = Region.objects.get(slug="lab")
     owner = django_user_model.objects.get(username="alice")
-    extra = [
-        services.app_create(owner=owner, region=region, name=f"storm-{i}", source_cidrs=[f"198.19.200.{i * 4}/30"])
-        for i in range(20)
-    ]
+    services.tenant_quota_set(user=owner, max_apps=1000, max_addresses=1000)  # quotas are tested elsewhere
+    extra = [services.app_create(owner=owner, region=region, name=f"storm-{i}") for i in range(20)]
+    # The platform reports them on node1 (addresses above the lab apps' /28s).
+    place_many(Node.objects.get(name="node1"), {app: [f"198.18.64.{200 + i}/32"] for i, app in enumerate(extra)})
     apps = list(App.objects.filter(name__in=DEMO)) + extra
     start_worker(concurrency=2)
     clients = 6

@@ -14,6 +14,7 @@ from egressportal.core.models import App
 from tests.conftest import api_token_for
 from tests.integration.worker_fixtures import wait_for
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
+from workers.lab_register import lab_place
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
@@ -25,12 +26,12 @@ def test_life_of_an_app_through_the_api_alone(lab, worker):
     token = api_token_for(alice)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    instance = lab.add_app("api-e2e", "node1")
-
-    created = api.post("/api/v1/apps/", {"name": "api-e2e", "region": "lab", "source_cidrs": [instance.cidr]},
-                       format="json")
+    created = api.post("/api/v1/apps/", {"name": "api-e2e", "region": "lab"}, format="json")
     assert created.status_code == 201, created.content
     app_id = created.json()["id"]
+    # The platform deploys it on node1 and reports where it runs.
+    instance = lab_place(lab, name="api-e2e", node="node1")
+    assert api.get(f"/api/v1/apps/{app_id}/").json()["placements"] == [{"node": "node1", "addresses": [instance.cidr]}]
     assert lab.seen_ip("api-e2e") == NODE1_IP
 
     put = api.put(f"/api/v1/apps/{app_id}/egress/", {"type": "dedicated"}, format="json")

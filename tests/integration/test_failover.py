@@ -13,6 +13,7 @@ from django.utils import timezone
 from egressportal.core import selectors, services
 from egressportal.core.models import App, EgressIP, Event, Gateway, HostSync
 from tests.integration.worker_fixtures import wait_for
+from workers.lab_register import lab_place
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
@@ -127,8 +128,8 @@ def test_drain_moves_every_app_off_a_gateway(lab, worker):
         for address in addresses:
             assert f"{address}/32" not in addrs
     # New allocations avoid a draining gateway.
-    extra = lab.add_app("drain-new", "node1")
-    new = services.app_create(owner=apps[0].owner, region=gw1.region, name="drain-new", source_cidrs=[extra.cidr])
+    new = services.app_create(owner=apps[0].owner, region=gw1.region, name="drain-new")
+    lab_place(lab, name="drain-new", node="node1")  # the platform deploys it
     services.egress_enable(app=new)
     assert not EgressIP.objects.filter(app=new, gateway=gw1).exists()
 

@@ -10,6 +10,7 @@ import pytest
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, Event, Gateway, HostSync, Node
 from egressportal.dataplane import DataplaneValueError
+from workers.lab_register import lab_place
 from workers.reconcile import host_reconcile
 from workers.ssh import HostKeyMismatch
 
@@ -64,9 +65,8 @@ def test_enable_move_disable_seen_by_the_echo_server(lab, lab_world):
     ]
     assert all(r is not None and not r.changed and r.summary == "no changes" for r in again)
 
-    # The app is redeployed on node2: new source CIDR, same dedicated IP.
-    moved = lab.add_app("shop-api", "node2")
-    services.app_update(app=shop, source_cidrs=[moved.cidr])
+    # The platform redeploys the app on node2 and reports it: a new address, the same dedicated IP.
+    moved = lab_place(lab, name="shop-api", node="node2")
     converge()
     assert lab.seen_ip("shop-api") == active.address
 

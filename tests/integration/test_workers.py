@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync, Node, Region
+from tests.helpers import place_many
 from tests.integration.worker_fixtures import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker, pytest.mark.fault]
@@ -202,11 +203,12 @@ def _seen(lab, app: str) -> str | None:
 def test_burst_of_200_apps_coalesces(lab, start_worker, django_user_model):
     region = Region.objects.get(slug="lab")
     owner = django_user_model.objects.get(username="alice")
-    apps = [
-        services.app_create(owner=owner, region=region, name=f"burst-{i}",
-                            source_cidrs=[f"198.19.{i // 64}.{(i % 64) * 4}/30"])
-        for i in range(200)
-    ]
+    services.tenant_quota_set(user=owner, max_apps=1000, max_addresses=1000)  # quotas are tested elsewhere
+    apps = [services.app_create(owner=owner, region=region, name=f"burst-{i}") for i in range(200)]
+    # The platform reports them on both nodes (addresses above the lab apps' /28s).
+    for n, node in enumerate(Node.objects.filter(name__in=["node1", "node2"]).order_by("name")):
+        half = apps[n * 100:(n + 1) * 100]
+        place_many(node, {app: [f"198.18.{64 + n}.{128 + i}/32"] for i, app in enumerate(half)})
     services.pool_create(region=region, name="lab-burst", cidr="198.19.128.0/23")
     before = (Gateway.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0) + (
         Node.objects.aggregate(n=Sum("reconcile_count"))["n"] or 0

@@ -13,30 +13,38 @@ from django.urls import reverse
 from django.utils import timezone
 
 from egressportal.core import services
-from egressportal.core.models import App, AppSourceCIDR, EgressIP, EgressIPRole, EgressIPStatus
+from egressportal.core.models import App, EgressIP, EgressIPRole, EgressIPStatus, Placement
+from tests.conftest import TEST_HOST_KEY
 
 pytestmark = pytest.mark.django_db
 
-# session + user + count + page of apps + source CIDRs + egress IPs (with gateways)
+# session + user + count + page of apps + placements (with nodes) + egress IPs (with gateways)
 # + the page's reserved addresses (one query for all of its apps)
 MAX_QUERIES = 7
 DEDICATED_APPS = 100  # with two addresses each, so the IP columns are not empty
 
 
 def _populate(owner, region, gateways, pool, n: int) -> None:
-    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    base = int(ipaddress.IPv4Address("198.18.0.0"))
+    node = services.node_create(
+        region=region, name="perf-node", mgmt_address="198.18.254.1", host_key=TEST_HOST_KEY,
+        transit_address="198.18.254.2", pod_cidrs=["198.18.0.0/16"],
+    )
     apps = App.objects.bulk_create(
         [App(owner=owner, region=region, name=f"app-{i:05d}") for i in range(n)], batch_size=500
     )
     if connection.vendor == "sqlite" and apps[0].pk is None:  # older SQLite without RETURNING
         apps = list(App.objects.filter(owner=owner).order_by("name"))
-    AppSourceCIDR.objects.bulk_create(
+    # Where the platform reported them: a /30 each in the node's pods.
+    Placement.objects.bulk_create(
         [
-            AppSourceCIDR(
+            Placement(
+                region=region,
+                node=node,
                 app=app,
-                cidr=f"{ipaddress.IPv4Address(base + 16 * i)}/28",
-                first_int=base + 16 * i,
-                last_int=base + 16 * i + 15,
+                cidr=f"{ipaddress.IPv4Address(base + 4 * i)}/30",
+                first_int=base + 4 * i,
+                last_int=base + 4 * i + 3,
             )
             for i, app in enumerate(apps)
         ],
@@ -79,7 +87,7 @@ def _count(client: Client, params: dict, expect_rows: int) -> int:
 def test_dashboard_queries_do_not_grow_with_apps(alice, bob, big_region, django_assert_max_num_queries, n_apps):
     region, gateways, pool = big_region
     _populate(alice, region, gateways, pool, n_apps)
-    services.app_create(owner=bob, region=region, name="not-alices", source_cidrs=["198.18.200.0/28"])
+    services.app_create(owner=bob, region=region, name="not-alices")
     client = Client()
     client.force_login(alice)
     last_page = (n_apps + 24) // 25

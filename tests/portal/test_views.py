@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from egressportal.core import services
-from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync
+from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync, Placement
 from egressportal.core.services.hostsync import app_settle
 
 pytestmark = pytest.mark.django_db
@@ -253,13 +253,28 @@ class TestErrors:
         assert "no egress gateway yet" in page
         assert 'data-testid="enable-problem"' in page
 
-    def test_app_without_source_cidrs(self, alice, infra, make_app):
-        app = make_app(alice, cidrs=[])
+    def test_where_it_runs_is_shown_read_only(self, alice, infra, make_app):
+        placed, nowhere = make_app(alice, "placed"), make_app(alice, "nowhere", cidrs=[])
         client = _client(alice)
-        page = client.get(reverse("portal:app_detail", args=[app.pk])).content.decode()
-        assert "no source CIDRs yet" in page
-        response = client.post(reverse("portal:app_egress", args=[app.pk]), {"type": "dedicated"}, follow=True)
-        assert "no source CIDRs yet" in response.content.decode()
+        page = client.get(reverse("portal:app_detail", args=[placed.pk])).content.decode()
+        assert 'data-testid="placement" data-node="node-a"' in page and "Where it runs" in page
+        assert "<input" not in page.split('data-testid="placements"')[1].split("</section>")[0]
+        page = client.get(reverse("portal:app_detail", args=[nowhere.pk])).content.decode()
+        assert "Not running on any node right now" in page
+        # An app running nowhere yet may still get its addresses (for allow-lists ahead of the deploy).
+        client.post(reverse("portal:app_egress", args=[nowhere.pk]), {"type": "dedicated"}, follow=True)
+        assert EgressIP.objects.filter(app=nowhere).count() == 2
+
+    def test_the_portal_takes_no_source_addresses(self, alice, infra, make_app):
+        app = make_app(alice, "mine")
+        client = _client(alice)
+        before = list(Placement.objects.values_list("node_id", "app_id", "cidr"))
+        for field in ("source_cidrs", "placements", "addresses"):
+            response = client.post(
+                reverse("portal:app_egress", args=[app.pk]), {"type": "dedicated", field: "198.18.129.0/28"}
+            )
+            assert response.status_code == 400 and "platform reports" in response.content.decode()
+        assert list(Placement.objects.values_list("node_id", "app_id", "cidr")) == before
         assert not EgressIP.objects.exists()
 
     def test_own_quarantined_addresses_do_not_block_re_enabling(self, alice, region, make_gateway, make_app):

@@ -188,6 +188,19 @@ class Lab:
     def _sshd_pidfile(self, host: str) -> Path:
         return self.state_dir / f"sshd_{host}.pid"
 
+    def sshd_log(self, host: str) -> Path:
+        """sshd's own log of ``host``: one "Starting session" line per remote command it ran."""
+        return self.state_dir / f"sshd_{host}.log"
+
+    def remote_commands(self, host: str) -> int:
+        """How many commands the workers have run on ``host`` so far, as its sshd saw them (the proof that
+        a change touched only the hosts it concerns)."""
+        log = self.sshd_log(host)
+        if not log.exists():
+            return 0
+        with log.open(errors="replace") as f:
+            return sum(1 for line in f if "Starting session: command" in line)
+
     @property
     def _echo_pidfile(self) -> Path:
         return self.state_dir / "echo.pid"
@@ -529,7 +542,8 @@ class Lab:
                 # The product opens many sessions in parallel (benchmarks: hundreds of handshakes at once).
                 "MaxStartups 200:30:400",
                 "MaxSessions 100",
-                "LogLevel ERROR",
+                # VERBOSE logs one line per session ("Starting session: command ..."): remote_commands().
+                "LogLevel VERBOSE",
                 "",
             ])
         )
@@ -548,7 +562,8 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         self._sshd_pidfile(host).unlink(missing_ok=True)
         # sshd daemonizes once it listens: the launcher exits and nothing is left for us to reap.
-        argv = ["ip", "netns", "exec", self.netns(host), SSHD, "-f", str(conf)]
+        log = str(self.sshd_log(host))
+        argv = ["ip", "netns", "exec", self.netns(host), SSHD, "-f", str(conf), "-E", log]
         bashrc = Path(pwd.getpwnam("root").pw_dir) / ".bashrc"
         if bashrc.is_file():
             # A real gateway's root has no interactive shell set-up; this machine's may (pyenv costs
@@ -558,8 +573,8 @@ class Lab:
             empty.write_text("")
             argv = [
                 "ip", "netns", "exec", self.netns(host), "unshare", "--mount", "--propagation", "private", "--",
-                "sh", "-c", 'mount --bind "$1" "$2" && exec "$3" -f "$4"', "sh",
-                str(empty), str(bashrc), SSHD, str(conf),
+                "sh", "-c", 'mount --bind "$1" "$2" && exec "$3" -f "$4" -E "$5"', "sh",
+                str(empty), str(bashrc), SSHD, str(conf), log,
             ]
         _run(argv, timeout=15)
 

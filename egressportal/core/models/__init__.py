@@ -1,4 +1,4 @@
-from .apps import App, AppSourceCIDR, EgressStatus, EgressType, HostSync
+from .apps import App, EgressStatus, EgressType, HostSync
 from .events import Event, EventLevel
 from .hosts import HOST_MODELS, Gateway, HealthStatus, ManagedHost, Node, host_model
 from .network import EgressIP, EgressIPRole, EgressIPStatus, IPPool, Region
@@ -7,7 +7,6 @@ from .placements import Placement, TenantQuota
 __all__ = [
     "HOST_MODELS",
     "App",
-    "AppSourceCIDR",
     "EgressIP",
     "EgressIPRole",
     "EgressIPStatus",

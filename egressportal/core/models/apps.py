@@ -1,4 +1,4 @@
-"""Apps, their source CIDRs and their egress desired state."""
+"""Apps and their egress desired state."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from .. import ipam
 from ..rules import states
-from ..validators import validate_app_name, validate_ipv4_cidr
+from ..validators import validate_app_name
 from .hosts import Gateway, Node
 from .network import Region
 
-__all__ = ["App", "AppSourceCIDR", "EgressType", "EgressStatus", "HostSync"]
+__all__ = ["App", "EgressType", "EgressStatus", "HostSync"]
 
 
 class EgressType(models.TextChoices):
@@ -72,32 +71,6 @@ class App(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.egress_status in (EgressStatus.ASSIGNING, EgressStatus.RELEASING)
-
-
-class AppSourceCIDR(models.Model):
-    """A source CIDR an app's instances use. No two rows anywhere overlap: an
-    overlap would let one tenant's traffic leave from another's address."""
-
-    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="source_cidrs")
-    cidr = models.CharField(max_length=18, unique=True, validators=[validate_ipv4_cidr])
-    first_int = models.BigIntegerField(editable=False)
-    last_int = models.BigIntegerField(editable=False)
-
-    class Meta:
-        ordering = ["first_int"]
-        verbose_name = "source CIDR"
-        constraints = [
-            models.CheckConstraint(condition=Q(first_int__lte=models.F("last_int")), name="appcidr_range_ordered"),
-        ]
-
-    def __str__(self) -> str:
-        return self.cidr
-
-    def save(self, *args, **kwargs) -> None:
-        net = ipam.parse_network(self.cidr)
-        self.cidr = str(net)
-        self.first_int, self.last_int = ipam.network_bounds(net)
-        super().save(*args, **kwargs)
 
 
 class HostSync(models.Model):

@@ -8,6 +8,9 @@ unit-tested on plain values (tests/unit/test_desired_rules.py).
 The rules (docs/ARCHITECTURE.md, "Make before break"):
 - A gateway holds every address assigned to it whose app wants dedicated egress, and keeps the
   addresses of a disabling app until no node steers that app any more.
+- A gateway SNATs the placed addresses (on any node) of the apps holding an address on it, and
+  nothing else; a node steers only the addresses placed on it (placements: reported by the platform,
+  never by tenants). A pod placed for no app is never steered.
 - A node steers an app only once one of its addresses is live on a gateway (programmed), towards the
   active gateway while it is not unhealthy, else towards a healthy standby, else the active one.
   Apps without dedicated egress are never steered.
@@ -67,7 +70,7 @@ class GatewaySnapshot:
     ips: Sequence[GatewayIP]
     # Apps that some node still owes a reconcile: a node may still steer them here.
     apps_pending_on_nodes: frozenset[int]
-    # app id -> its source CIDRs
+    # app id -> its placed addresses on every node (what the platform reported): the SNAT sources
     app_cidrs: Mapping[int, Sequence[str]]
     # Enabled nodes of the region: (transit address, pod CIDRs)
     region_nodes: Sequence[tuple[str, Sequence[str]]]
@@ -82,8 +85,10 @@ class NodeSnapshot:
     pending_dedicated: frozenset[int]
     # Enabled gateways of the region: slot -> transit address
     gateways: Mapping[int, str]
-    # Dedicated apps of the region -> their assigned addresses on enabled gateways
+    # Dedicated apps placed on this node (and those it owes a reconcile) -> their assigned addresses on
+    # enabled gateways
     app_ips: Mapping[int, Sequence[SteerIP]]
+    # app id -> its addresses placed on THIS node: the node steers these and nothing else
     app_cidrs: Mapping[int, Sequence[str]]
     # Pod CIDRs of the region's enabled nodes, and the transit addresses of all its hosts: traffic to
     # them stays inside the platform and is never steered.

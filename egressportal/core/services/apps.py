@@ -8,15 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .. import ipam
 from ..capacity import BEING_DELETED, egress_enable_refusal
 from ..errors import ConflictError
-from ..models import App, AppSourceCIDR, EgressIP, EgressStatus, EgressType, HostSync, Node, Region
-from ..validators import normalize_cidr_list, validate_app_name
+from ..models import App, EgressIP, EgressStatus, EgressType, HostSync, Placement, Region
+from ..validators import validate_app_name
 from .events import event_record
 from .network import egress_ips_allocate
 from .quotas import quota_check_addresses, quota_check_apps, quota_lock_owner
@@ -33,29 +32,9 @@ __all__ = [
 ]
 
 
-def _set_source_cidrs(app: App, cidrs: list[str]) -> None:
-    """Replace the app's source CIDRs; raises ValidationError on overlap with any other app."""
-    for cidr in cidrs:
-        first, last = ipam.network_bounds(ipam.parse_network(cidr))
-        clash = AppSourceCIDR.objects.filter(first_int__lte=last, last_int__gte=first).exclude(app=app).first()
-        if clash is not None:
-            # Never name another tenant's app: say only that the range is taken.
-            raise ValidationError({"source_cidrs": f"{cidr} overlaps a source CIDR already used by another app."})
-    AppSourceCIDR.objects.filter(app=app).exclude(cidr__in=cidrs).delete()
-    existing = set(AppSourceCIDR.objects.filter(app=app).values_list("cidr", flat=True))
-    try:
-        with transaction.atomic():
-            for cidr in cidrs:
-                if cidr not in existing:
-                    AppSourceCIDR(app=app, cidr=cidr).save()
-    except IntegrityError:
-        raise ValidationError({"source_cidrs": "One of these CIDRs is already used by another app."}) from None
-
-
-def app_create(
-    *, owner: Any, region: Region, name: str, source_cidrs: Sequence[str] = (), actor: Any = None
-) -> App:
-    cidrs = normalize_cidr_list(list(source_cidrs))
+def app_create(*, owner: Any, region: Region, name: str, actor: Any = None) -> App:
+    """A new app of ``owner`` in ``region``: by the owner itself, or by the platform or staff for an
+    owner. Where it runs is not part of it: the platform reports placements (services/placements.py)."""
     validate_app_name(name)
     with transaction.atomic():
         if App.objects.filter(owner=owner, name=name).exists():
@@ -64,13 +43,12 @@ def app_create(
         app = App(owner=owner, region=region, name=name)
         app.full_clean()
         app.save()
-        _set_source_cidrs(app, cidrs)
         event_record(
             kind="app.created",
             message=f"App {name} created in {region.slug}.",
             actor=actor or owner,
             app=app,
-            data={"after": {"region": region.slug, "source_cidrs": cidrs}},
+            data={"after": {"region": region.slug, "owner": getattr(owner, "pk", owner)}},
         )
     return app
 
@@ -88,8 +66,11 @@ def _app_gateway_ids(app: App) -> list[int]:
     return list(EgressIP.objects.filter(app=app).exclude(gateway=None).values_list("gateway_id", flat=True))
 
 
-def _region_node_ids(app: App) -> list[int]:
-    return list(Node.objects.filter(region_id=app.region_id, enabled=True).values_list("pk", flat=True))
+def _placed_node_ids(app: App) -> list[int]:
+    """The nodes the app runs on: a toggle reconciles these and the app's gateways, nothing else."""
+    return list(
+        Placement.objects.filter(app=app, node__enabled=True).values_list("node_id", flat=True).distinct().order_by()
+    )
 
 
 def _bump(app: App, *, status: str, message: str, now: Any) -> None:
@@ -107,46 +88,22 @@ def _bump(app: App, *, status: str, message: str, now: Any) -> None:
     app.refresh_from_db(fields=["egress_generation"])
 
 
-def app_update(
-    *, app: App, name: str | None = None, source_cidrs: Sequence[str] | None = None, actor: Any = None
-) -> App:
+def app_update(*, app: App, name: str | None = None, actor: Any = None) -> App:
     with transaction.atomic():
         app = App.objects.select_for_update().get(pk=app.pk)
-        before: dict[str, Any] = {}
-        after: dict[str, Any] = {}
         if name is not None and name != app.name:
             validate_app_name(name)
             if App.objects.filter(owner=app.owner_id, name=name).exclude(pk=app.pk).exists():
                 raise ValidationError({"name": f"You already have an app named {name}."})
-            before["name"], after["name"] = app.name, name
+            before = {"name": app.name}
             app.name = name
             app.save(update_fields=["name", "updated_at"])
-        if source_cidrs is not None:
-            cidrs = normalize_cidr_list(list(source_cidrs))
-            old = sorted(app.source_cidrs.values_list("cidr", flat=True))
-            if cidrs != normalize_cidr_list(old):
-                if app.is_dedicated and not cidrs:
-                    raise ValidationError(
-                        {"source_cidrs": "An app with dedicated egress needs at least one source CIDR."}
-                    )
-                _set_source_cidrs(app, cidrs)
-                before["source_cidrs"], after["source_cidrs"] = old, cidrs
-                if app.egress_ips.exists():
-                    now = timezone.now()
-                    status = EgressStatus.ASSIGNING if app.is_dedicated else app.egress_status
-                    message = "Applying new source CIDRs." if app.is_dedicated else app.egress_message
-                    _bump(app, status=status, message=message, now=now)
-                    gateways, nodes = _app_gateway_ids(app), _region_node_ids(app)
-                    app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
-                    # Gateways learn the new sources first, then they trigger the nodes.
-                    reconcile_request(gateways=gateways)
-        if after:
             event_record(
                 kind="app.updated",
-                message=f"App {app.name} updated: {', '.join(sorted(after))}.",
+                message=f"App {app.name} updated: name.",
                 actor=actor,
                 app=app,
-                data={"before": before, "after": after},
+                data={"before": before, "after": {"name": name}},
             )
     return app
 
@@ -163,7 +120,7 @@ def app_delete(*, app: App, actor: Any = None) -> bool:
                 "name": name,
                 "owner": app.owner.get_username(),
                 "region": app.region.slug,
-                "source_cidrs": sorted(app.source_cidrs.values_list("cidr", flat=True)),
+                "placements": sorted(app.placements.values_list("cidr", flat=True)),
             }
             event_record(
                 kind="app.deleted", message=f"App {name} deleted.", actor=actor, app=app, subject=name,
@@ -207,7 +164,7 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
         app.egress_type = EgressType.DEDICATED
         _bump(app, status=EgressStatus.ASSIGNING, message="Configuring gateways.", now=now)
         gateways = [ip.gateway_id for ip in ips]
-        app_hosts_mark_pending(app, gateways=gateways, nodes=_region_node_ids(app))
+        app_hosts_mark_pending(app, gateways=gateways, nodes=_placed_node_ids(app))
         event_record(
             kind="egress.enable_requested",
             message="Dedicated egress requested: " + ", ".join(ip.address for ip in ips) + ".",
@@ -236,7 +193,7 @@ def _disable(app: App, *, actor: Any, reason: str) -> None:
         message="Removing steering from nodes." if has_ips else "",
         now=now,
     )
-    gateways, nodes = _app_gateway_ids(app), _region_node_ids(app)
+    gateways, nodes = _app_gateway_ids(app), _placed_node_ids(app)
     if has_ips:
         app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
     event_record(
@@ -246,8 +203,12 @@ def _disable(app: App, *, actor: Any, reason: str) -> None:
         app=app,
         data={"before": before, "after": {"type": app.egress_type, "status": app.egress_status}},
     )
-    # Break in reverse: nodes stop steering first; they trigger the gateways.
-    reconcile_request(nodes=nodes if has_ips else [])
+    # Break in reverse: nodes stop steering first; they trigger the gateways. An app that runs nowhere
+    # is steered by no node: its gateways can let go at once.
+    if has_ips and nodes:
+        reconcile_request(nodes=nodes)
+    elif has_ips:
+        reconcile_request(gateways=gateways)
 
 
 def egress_disable(*, app: App, actor: Any = None) -> tuple[App, bool]:

@@ -1,4 +1,8 @@
-"""python manage.py lab up|down|status: the network-namespace lab (see workers/lab)."""
+"""python manage.py lab up|down|status|place: the network-namespace lab (see workers/lab).
+
+``place APP NODE`` (re)deploys a lab app on a node and reports the placements as the platform does
+(through the same service as PUT /api/v1/nodes/{id}/placements/), e.g. to watch a redeploy keep the
+app's dedicated IP."""
 
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...lab import DEMO_APPS, Lab, LabConfig, LabError
-from ...lab_register import lab_register
+from ...lab_register import lab_place, lab_register
 
 
 class Command(BaseCommand):
     help = "Build (up), remove (down) or check (status) the lab: gateways, nodes and an echo server in namespaces."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["up", "down", "status"])
+        parser.add_argument("action", choices=["up", "down", "status", "place"])
+        parser.add_argument("app", nargs="?", help="place: the lab app (and database app) name")
+        parser.add_argument("node", nargs="?", help="place: the lab node to run it on (node1, node2)")
         parser.add_argument("--prefix", default=os.environ.get("LAB_PREFIX", "ep"), help="name prefix (1-4 of a-z0-9)")
         parser.add_argument("--index", type=int, default=int(os.environ.get("LAB_INDEX", "0")),
                             help="0..15: management network 198.18.<index>.0/24")
@@ -53,6 +59,15 @@ class Command(BaseCommand):
             for _, name, node in DEMO_APPS:
                 lab.add_app(name, node)
         self._summary(lab, info)
+
+    def _place(self, lab: Lab, opts: dict[str, Any]) -> None:
+        if not opts["app"] or not opts["node"]:
+            self._fail("usage: manage.py lab place APP NODE")
+        try:
+            moved = lab_place(lab, name=opts["app"], node=opts["node"])
+        except ValueError as exc:
+            self._fail(str(exc))
+        self.stdout.write(self.style.SUCCESS(f"{moved.name} runs on {moved.node} at {moved.cidr}; placements reported"))
 
     def _down(self, lab: Lab, opts: dict[str, Any]) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"Removing lab {lab.prefix}"))
