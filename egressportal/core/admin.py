@@ -436,11 +436,20 @@ class AppAdmin(admin.ModelAdmin):
     list_select_related = ["owner", "region"]
     inlines = [AppPlacementInline, EgressIPInline]
     readonly_fields = [
-        "owner", "region", "egress_type", "egress_status", "egress_message", "egress_updated_at",
+        "owner", "region", "egress_type", "egress_status", "egress_message", "waiting_for", "egress_updated_at",
         "egress_requested_at", "egress_generation", "delete_requested", "created_at", "updated_at",
     ]
     fields = ["name", *readonly_fields]
     actions = ["enable_dedicated", "disable_dedicated"]
+
+    @admin.display(description="waiting for (staff detail)")
+    def waiting_for(self, obj: App) -> str:
+        """The hosts that still owe this app a reconcile, with their last error in full: the owner's message
+        above says it in their words, without management addresses or tool output."""
+        hosts = selectors.app_waiting_hosts(app=obj)
+        if not hosts:
+            return "nothing"
+        return "\n".join(f"{host.kind} {host.name}: {host.last_reconcile_error or 'queued'}" for host in hosts)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
         return super().get_queryset(request).prefetch_related("egress_ips").distinct()

@@ -376,3 +376,12 @@ def gateway_affected_apps(gateway: Gateway) -> list[EgressIP]:
         .select_related("app", "app__owner")
         .order_by("role", "app__name")
     )
+
+
+def app_waiting_hosts(*, app: App) -> list[Gateway | Node]:
+    """The gateways and nodes that still owe ``app`` a reconcile (staff detail: their last errors)."""
+    syncs = HostSync.objects.filter(app=app)
+    return [
+        *Gateway.objects.filter(pk__in=syncs.exclude(gateway=None).values("gateway_id")).order_by("name"),
+        *Node.objects.filter(pk__in=syncs.exclude(node=None).values("node_id")).order_by("name"),
+    ]

@@ -25,6 +25,7 @@ from ..models import App, EgressIP, EgressIPRole, EgressStatus, EgressType, Even
 from ..rules.health import AppAddress, app_egress_health
 from ..rules.settle import settle_step
 from ..signals import egress_status_changed
+from ..tenant_messages import host_security_message, reconcile_failure_message
 from .drain import drain_progress
 from .events import WORKER, event_record
 from .network import egress_ips_release
@@ -210,7 +211,10 @@ def host_reconcile_failed(
     model.objects.filter(pk=host.pk).update(
         last_reconcile_error=reason, reconcile_failures=failures, last_reconcile_duration=duration
     )
+    # Staff read the reason (the host's row and event, the log); it can name management addresses and ports
+    # and quote nft output about other tenants' apps, so the apps' owners get it in their own words.
     message = f"{_label(host)} {host.name} could not be configured: {reason}. Retrying automatically."
+    tenant_message = reconcile_failure_message(host_kind=host.kind, host_name=host.name, error_kind=ssh_error_kind)
     with transaction.atomic():
         if failures == 1 or failures % 10 == 0:
             event_record(
@@ -224,14 +228,14 @@ def host_reconcile_failed(
         pending = App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct()
         for app in pending:
             if app.egress_status in (EgressStatus.ASSIGNING, EgressStatus.RELEASING, EgressStatus.FAILED):
-                if app.egress_message != message:
-                    app_status_set(app, EgressStatus.FAILED, message, now)
+                if app.egress_message != tenant_message:
+                    app_status_set(app, EgressStatus.FAILED, tenant_message, now)
                     event_record(
-                        kind="egress.failed", message=message, level=EventLevel.ERROR, actor=WORKER, app=app,
+                        kind="egress.failed", message=tenant_message, level=EventLevel.ERROR, actor=WORKER, app=app,
                         **_host_kw(host),
                     )
             elif app.egress_status == EgressStatus.ASSIGNED:
-                app_status_set(app, EgressStatus.DEGRADED, message, now)
+                app_status_set(app, EgressStatus.DEGRADED, tenant_message, now)
     logger.warning("reconcile of %s %s failed: %s", host.kind, host.name, reason)
 
 
@@ -263,7 +267,7 @@ def host_key_mismatch_record(
                 data={"expected": str(expected_fingerprint), "presented": str(presented_fingerprint)},
                 **_host_kw(host),
             )
-        user_message = f"{host.name} failed a security check; a platform admin has been alerted."
+        user_message = host_security_message(host_kind=host.kind, host_name=host.name)
         for app in App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct():
             if app.egress_message != user_message:
                 status = EgressStatus.DEGRADED if app.egress_status == EgressStatus.ASSIGNED else EgressStatus.FAILED
