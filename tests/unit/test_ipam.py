@@ -55,3 +55,87 @@ def test_overlapping():
     a = ipaddress.IPv4Network("198.18.0.0/24")
     others = [ipaddress.IPv4Network("198.18.0.128/25"), ipaddress.IPv4Network("198.18.1.0/24")]
     assert ipam.overlapping(a, others) == [others[0]]
+
+
+def test_parse_network_accepts_a_strict_ipv4_network():
+    assert ipam.parse_network(" 203.0.113.0/28 ") == ipaddress.IPv4Network("203.0.113.0/28")
+    assert ipam.parse_network("203.0.113.9/32") == ipaddress.IPv4Network("203.0.113.9/32")
+
+
+def test_parse_network_messages_name_what_was_asked_for():
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_network("  ")
+    assert str(info.value) == "Enter a CIDR such as 203.0.113.0/28."
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_network("nope", what="pool CIDR")
+    assert str(info.value) == "'nope' is not a valid pool CIDR."
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_network("203.0.113.5/24")
+    assert str(info.value) == "'203.0.113.5/24' has host bits set; did you mean 203.0.113.0/24?"
+    with pytest.raises(ipam.IPAMError, match="no prefix length; write it as a CIDR such as 203.0.113.0/32"):
+        ipam.parse_network("203.0.113.0")
+
+
+@pytest.mark.parametrize("value", [None, 42, ["203.0.113.0/28"]])
+def test_parse_network_and_address_refuse_non_text_cleanly(value):
+    with pytest.raises(ipam.IPAMError, match="Enter a"):
+        ipam.parse_network(value)
+    with pytest.raises(ipam.IPAMError, match="Enter an"):
+        ipam.parse_address(value)
+
+
+def test_parse_address_messages_name_what_was_asked_for():
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_address("")
+    assert str(info.value) == "Enter an IPv4 address such as 203.0.113.10."
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_address("x", what="transit address")
+    assert str(info.value) == "'x' is not a valid transit address."
+
+
+def test_usable_count_only_subtracts_exclusions_inside_the_usable_range():
+    net = ipaddress.IPv4Network("203.0.113.0/29")  # usable .1 to .6
+    assert ipam.usable_count(net) == 6
+    assert ipam.usable_count(net, [ipaddress.IPv4Address("203.0.113.6")]) == 5  # the last usable one counts
+    outside = [ipaddress.IPv4Address("203.0.113.7"), ipaddress.IPv4Address("203.0.113.9")]  # broadcast, next net
+    assert ipam.usable_count(net, outside) == 6
+
+
+def test_iter_available_covers_the_whole_usable_range_in_order():
+    net = ipaddress.IPv4Network("203.0.113.8/30")  # usable .9 and .10
+    assert [str(a) for a in ipam.iter_available(net, [])] == ["203.0.113.9", "203.0.113.10"]
+    assert [str(a) for a in ipam.iter_available(ipaddress.IPv4Network("203.0.113.8/31"), [])] == [
+        "203.0.113.8", "203.0.113.9",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("198.18.64.17", "198.18.64.17/32"),
+        (" 198.18.64.17 ", "198.18.64.17/32"),
+        ("198.18.64.16/28", "198.18.64.16/28"),
+        ("198.18.64.0/24", "198.18.64.0/24"),  # the widest allowed
+    ],
+)
+def test_parse_placement_accepts_an_address_or_a_small_cidr(value, expected):
+    assert ipam.parse_placement(value) == ipaddress.IPv4Network(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("198.18.64.0/23", "198.18.64.0/23 is too wide: a placement is an instance's address or a CIDR of at most "
+                           "/24 (256 addresses)."),
+        ("0.0.0.0/0", "0.0.0.0/0 is too wide"),
+        ("198.18.64.300", "'198.18.64.300' is not a valid placement address."),
+        ("198.18.64.17/28", "'198.18.64.17/28' has host bits set; did you mean 198.18.64.16/28?"),
+        ("2001:db8::1", "'2001:db8::1' is IPv6"),
+        ("", "Enter a placement address or CIDR such as"),
+        (None, "Enter a placement address or CIDR such as"),
+    ],
+)
+def test_parse_placement_refuses_with_actionable_message(value, message):
+    with pytest.raises(ipam.IPAMError) as info:
+        ipam.parse_placement(value)
+    assert str(info.value).startswith(message), str(info.value)
