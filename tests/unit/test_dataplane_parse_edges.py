@@ -1,0 +1,541 @@
+"""Edges of reading a host's state back (found by mutation testing, docs/MUTATION.md): every shape check of the
+parser decides whether the product trusts what a host reports, so each one is pinned here with the smallest
+output that tells the right reading from a wrong one."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from tests.unit.test_dataplane import (
+    GW_ADDR_JSON,
+    GW_NFT_JSON,
+    GW_ROUTES_JSON,
+    NODE_NFT_JSON,
+    NODE_ROUTES_JSON,
+    NODE_RULES_JSON,
+    gw,
+    node,
+)
+from workers.dataplane import (
+    DataplaneParseError,
+    gateway_read_commands,
+    node_read_commands,
+    parse_gateway,
+    parse_node,
+)
+from workers.dataplane.parse import is_missing_table_error
+
+TABLE = {"family": "ip", "table": "egressportal"}
+
+
+def _nft(text: str, fn) -> str:
+    doc = json.loads(text)
+    fn(doc["nftables"])
+    return json.dumps(doc)
+
+
+def _named(items: list, kind: str, name: str) -> dict:
+    return next(i[kind] for i in items if kind in i and i[kind].get("name") == name)
+
+
+def _rule(items: list, chain: str) -> dict:
+    return next(i["rule"] for i in items if i.get("rule", {}).get("chain") == chain)
+
+
+# --- commands and errors ------------------------------------------------------------------------------
+
+
+def test_read_commands_are_exactly_these():
+    assert gateway_read_commands("eth0") == {
+        "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
+        "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", "eth0"],
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", "250"],
+    }
+    assert node_read_commands() == {
+        "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
+        "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
+    }
+
+
+def test_missing_table_is_told_apart_from_other_failures():
+    assert is_missing_table_error("Error: No such file or directory\nlist table ip egressportal\n")
+    assert not is_missing_table_error("Error: Could not process rule: Operation not permitted")
+    assert not is_missing_table_error("")
+
+
+# --- nft objects ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {},  # no kind at all
+        {"table": {"family": "ip", "name": "egressportal"}, "set": {**TABLE, "name": "x"}},  # two kinds in one
+    ],
+)
+def test_an_nft_object_must_have_exactly_one_kind(item):
+    with pytest.raises(DataplaneParseError, match="nft object with unexpected keys"):
+        parse_gateway(json.dumps({"nftables": [item]}), "[]", "[]", "eth0")
+
+
+def test_an_empty_set_has_no_elem_key_and_parses_as_empty():
+    def empty_guard(items):
+        _named(items, "set", "guarded_sources").pop("elem")
+
+    assert parse_gateway(_nft(GW_NFT_JSON, empty_guard), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0").guarded_sources == set()
+
+
+def test_sets_and_maps_of_another_type_are_not_ours():
+    def retype(items):
+        _named(items, "set", "egress_addresses")["type"] = "inet_service"
+
+    state = parse_gateway(_nft(GW_NFT_JSON, retype), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.addresses == set() and state.snat == {}
+
+    def remap(items):
+        _named(items, "map", "snat_by_source")["map"] = "verdict"
+
+    assert parse_gateway(_nft(GW_NFT_JSON, remap), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0").snat == {}
+
+
+def test_elements_with_timeouts_or_counters_are_unwrapped():
+    def wrap(items):
+        s = _named(items, "set", "guarded_sources")
+        s["elem"] = [{"elem": {"val": e, "counter": {"packets": 1, "bytes": 60}}} for e in s["elem"]]
+
+    state = parse_gateway(_nft(GW_NFT_JSON, wrap), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.guarded_sources == {IPv4Network("198.19.0.0/16")}
+
+
+def test_one_address_range_and_odd_elements():
+    def single(items):
+        _named(items, "set", "guarded_sources")["elem"] = [{"range": ["198.19.0.7", "198.19.0.7"]}]
+
+    state = parse_gateway(_nft(GW_NFT_JSON, single), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.guarded_sources == {IPv4Network("198.19.0.7/32")}
+
+    def number(items):
+        _named(items, "set", "guarded_sources")["elem"] = [5]
+
+    with pytest.raises(DataplaneParseError, match="unexpected element 5"):
+        parse_gateway(_nft(GW_NFT_JSON, number), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+
+
+# --- gateway --------------------------------------------------------------------------------------------
+
+
+def test_empty_ip_output_means_nothing_not_garbage():
+    state = parse_gateway(GW_NFT_JSON, "", "", "eth0")
+    assert state.addresses == set() and state.return_routes == {}
+
+
+def test_addresses_are_read_from_the_public_interface_as_32s():
+    links = [
+        {"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
+        {"ifname": "transit0"},  # a link without addresses
+        *json.loads(GW_ADDR_JSON),
+    ]
+    assert parse_gateway(GW_NFT_JSON, json.dumps(links), GW_ROUTES_JSON, "eth0") == gw()
+    # 203.0.113.11 is recorded as ours but sits on the interface as a /24, which is not what we add.
+    as_24 = json.loads(GW_ADDR_JSON)
+    as_24[0]["addr_info"][2]["prefixlen"] = 24
+    state = parse_gateway(GW_NFT_JSON, json.dumps(as_24), GW_ROUTES_JSON, "eth0")
+    assert state.addresses == {IPv4Address("203.0.113.10")}
+    assert set(state.snat.values()) == {IPv4Address("203.0.113.10")}  # SNAT to a missing address is not working
+
+
+def test_an_address_of_ours_without_a_mapping_is_still_held():
+    def unmap_11(items):
+        m = _named(items, "map", "snat_by_source")
+        m["elem"] = [e for e in m["elem"] if e[1] != "203.0.113.11"]
+
+    state = parse_gateway(_nft(GW_NFT_JSON, unmap_11), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.addresses == {IPv4Address("203.0.113.10"), IPv4Address("203.0.113.11")}
+
+
+def test_guard_is_reported_only_with_its_rule_and_a_faithful_copy_of_the_map_keys():
+    def stale_copy(items):
+        _named(items, "set", "mapped_sources")["elem"].pop()
+
+    state = parse_gateway(_nft(GW_NFT_JSON, stale_copy), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.guarded_sources == set() and state.snat == gw().snat
+
+    def no_snat_rule_and_empty_copy(items):
+        items[:] = [i for i in items if i.get("rule", {}).get("chain") != "postrouting"]
+        _named(items, "set", "mapped_sources").pop("elem")
+
+    state = parse_gateway(_nft(GW_NFT_JSON, no_snat_rule_and_empty_copy), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state.guarded_sources == set() and state.snat == {}
+
+
+def test_only_plain_main_table_routes_are_return_routes():
+    foreign = [
+        {"dst": "198.19.7.0/24", "dev": "transit0", "protocol": "250"},  # no gateway: not a shape we write
+        {"dst": "default", "gateway": "198.18.0.1", "protocol": "250"},
+        {"dst": "198.19.8.0/24", "gateway": "198.18.0.13", "table": "7101", "protocol": "250"},
+        *json.loads(GW_ROUTES_JSON),
+        {"dst": "198.19.9.0/24", "gateway": "198.18.0.14", "table": "main"},
+    ]
+    state = parse_gateway(GW_NFT_JSON, GW_ADDR_JSON, json.dumps(foreign), "eth0")
+    assert state.return_routes == {**gw().return_routes, IPv4Network("198.19.9.0/24"): IPv4Address("198.18.0.14")}
+
+
+# --- node -----------------------------------------------------------------------------------------------
+
+
+def _mangle(items, slot: int) -> dict:
+    return _rule(items, f"mark_slot_{slot}")["expr"][0]["mangle"]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda items: _rule(items, "mark_slot_1")["expr"].append({"accept": None}),  # a second statement
+        lambda items: _mangle(items, 1).__setitem__("key", {"ct": {"key": "mark"}}),  # sets the conntrack mark
+        lambda items: _mangle(items, 1)["value"]["|"][0]["&"].__setitem__(0, {"ct": {"key": "mark"}}),
+        lambda items: _mangle(items, 1)["value"]["|"][0]["&"].__setitem__(1, 0),  # clobbers others' bits
+        lambda items: _mangle(items, 1).__setitem__("value", 65536),  # not "mark & keep | ours"
+    ],
+)
+def test_a_tampered_slot_chain_steers_nothing(tamper):
+    state = parse_node(_nft(NODE_NFT_JSON, tamper), NODE_RULES_JSON, NODE_ROUTES_JSON)
+    assert state.steering == {IPv4Network("198.19.2.0/25"): 2}
+
+
+def test_verdicts_we_never_write_steer_nothing_and_do_not_hide_the_rest():
+    def foreign_verdicts(items):
+        m = _named(items, "map", "mark_by_source")
+        m["elem"] = [
+            [{"prefix": {"addr": "198.19.4.0", "len": 24}}, "accept"],
+            [{"prefix": {"addr": "198.19.5.0", "len": 24}}, {"jump": {"target": "mark_slot_1"}}],
+            [{"prefix": {"addr": "198.19.6.0", "len": 24}}, {"goto": {"target": "other_chn_1"}}],
+            [{"prefix": {"addr": "198.19.7.0", "len": 24}}, {"goto": {}}],
+            *m["elem"],
+        ]
+
+    state = parse_node(_nft(NODE_NFT_JSON, foreign_verdicts), NODE_RULES_JSON, NODE_ROUTES_JSON)
+    assert state == node()
+
+
+def _slot_250(items):
+    chain = _named(items, "chain", "mark_slot_2")
+    chain["name"] = "mark_slot_250"
+    rule = _rule(items, "mark_slot_2")
+    rule["chain"] = "mark_slot_250"
+    rule["expr"][0]["mangle"]["value"] = {"|": [{"&": [{"meta": {"key": "mark"}}, 0xFF00FFFF]}, 250 << 16]}
+    _named(items, "map", "mark_by_source")["elem"][1][1] = {"goto": {"target": "mark_slot_250"}}
+
+
+def test_the_last_slot_is_a_slot():
+    rules = [r for r in json.loads(NODE_RULES_JSON) if r.get("priority") != 7102] + [
+        {"priority": 7350, "src": "all", "fwmark": "0xfa0000", "fwmask": "0xff0000", "table": "7350", "protocol": "250"}
+    ]
+    routes = json.loads(NODE_ROUTES_JSON) + [
+        {"dst": "default", "gateway": "198.18.0.250", "dev": "transit0", "table": "7350"}
+    ]
+    state = parse_node(_nft(NODE_NFT_JSON, _slot_250), json.dumps(rules), json.dumps(routes))
+    assert state.steering == {IPv4Network("198.19.1.0/24"): 1, IPv4Network("198.19.2.0/25"): 250}
+    assert state.gateways[250] == IPv4Address("198.18.0.250")
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"priority": 7104, "src": "all", "iif": "eth0", "fwmark": "0x40000", "fwmask": "0xff0000", "table": "7104"},
+        {"priority": 7104, "src": "198.18.20.0", "fwmark": "0x40000", "fwmask": "0xff0000", "table": "7104"},
+        {"priority": 7104, "src": "all", "fwmark": "0x40000", "fwmask": "0xff0000", "table": "7105"},
+        {"priority": 7104, "src": "all", "fwmark": "0x50000", "fwmask": "0xff0000", "table": "7104"},
+        {"priority": 7104, "src": "all", "fwmark": "0x40000", "fwmask": "0xffffffff", "table": "7104"},
+        {"priority": 7351, "src": "all", "fwmark": "0x40000", "fwmask": "0xff0000", "table": "7351"},
+    ],
+)
+def test_rules_of_another_shape_are_not_ours(rule):
+    rules = json.loads(NODE_RULES_JSON) + [{**rule, "protocol": "250"}]
+    assert set(parse_node(NODE_NFT_JSON, json.dumps(rules), NODE_ROUTES_JSON).gateways) == {1, 2, 3}
+
+
+def test_only_default_unicast_routes_with_a_gateway_route_a_slot():
+    routes = [
+        {"dst": "default", "gateway": "198.51.100.1", "dev": "eth0"},  # the main table's, in a "table all" listing
+        {"dst": "default", "dev": "transit0", "table": "7101"},  # no gateway
+        {"dst": "198.19.9.0/24", "gateway": "198.18.0.9", "dev": "transit0", "table": "7102"},  # not default
+        {"type": "blackhole", "dst": "default", "gateway": "198.18.0.9", "table": "7103"},
+        *json.loads(NODE_ROUTES_JSON),
+    ]
+    state = parse_node(NODE_NFT_JSON, NODE_RULES_JSON, json.dumps(routes))
+    assert state.gateways == node().gateways
+
+
+def test_per_table_listings_need_no_table_key():
+    by_table = {7101 + i: json.dumps([{"dst": "default", "gateway": f"198.18.0.{i + 1}", "dev": "transit0"}])
+                for i in range(3)}
+    assert parse_node(NODE_NFT_JSON, NODE_RULES_JSON, by_table) == node()
+
+
+# --- what a parse error says -------------------------------------------------------------------------------
+# A host that answers garbage fails its reconcile with this text in the host's last error: it must say which
+# output and which part of it was wrong.
+
+def _one(kind: str, body: dict, elem: str) -> str:
+    """An nft listing of our table holding one set or map whose elements are ``elem`` (raw JSON)."""
+    doc = {"nftables": [{"table": {"family": "ip", "name": "egressportal"}}, {kind: {**TABLE, **body, "elem": None}}]}
+    return json.dumps(doc).replace('"elem": null', f'"elem": {elem}')
+
+
+def _set(elem: str) -> str:
+    return _one("set", {"name": "guarded_sources", "type": "ipv4_addr"}, elem)
+
+
+def _map(elem: str) -> str:
+    return _one("map", {"name": "snat_by_source", "type": "ipv4_addr", "map": "ipv4_addr"}, elem)
+
+
+@pytest.mark.parametrize(
+    ("kind", "nft", "first", "second", "message"),
+    [
+        pytest.param(
+            "gw", "{", "[]", "[]",
+            'nft output: not JSON: ',
+            id='nft not json',
+        ),
+        pytest.param(
+            "gw", "[1]", "[]", "[]",
+            'nft output: expected an object, got list',
+            id='nft not object',
+        ),
+        pytest.param(
+            "gw", '{"nftables": {}}', "[]", "[]",
+            'nft output.nftables: expected a list, got dict',
+            id='nftables not list',
+        ),
+        pytest.param(
+            "gw", '{"nftables": [5]}', "[]", "[]",
+            'nft object: expected an object, got int',
+            id='nft item not object',
+        ),
+        pytest.param(
+            "gw", '{"nftables": [{"set": 5}]}', "[]", "[]",
+            'nft set: expected an object, got int',
+            id='nft body not object',
+        ),
+        pytest.param(
+            "gw", '{"nftables": [{"set": {"family": "ip", "table": "other", "name": "x"}}]}', "[]", "[]",
+            'nft set outside table ip egressportal',
+            id='outside',
+        ),
+        pytest.param(
+            "gw", '{"nftables": [{"rule": {"family": "ip", "table": "egressportal", "chain": "x", "expr": 5}}]}', "[]", "[]",
+            'nft rule.expr: expected a list, got int',
+            id='rule expr',
+        ),
+        pytest.param(
+            "gw", _set('5'), "[]", "[]",
+            'nft guarded_sources.elem: expected a list, got int',
+            id='elem not list',
+        ),
+        pytest.param(
+            "gw", _set('[{"elem": 5}]'), "[]", "[]",
+            'nft elem: expected an object, got int',
+            id='wrapped elem not obj',
+        ),
+        pytest.param(
+            "gw", _set('["x"]'), "[]", "[]",
+            "nft set guarded_sources: invalid IPv4 network 'x'",
+            id='bad str',
+        ),
+        pytest.param(
+            "gw", _set('[{"prefix": 5}]'), "[]", "[]",
+            'nft set guarded_sources: expected an object, got int',
+            id='prefix not obj',
+        ),
+        pytest.param(
+            "gw", _set('[{"prefix": {"addr": "198.19.0.0", "len": "x"}}]'), "[]", "[]",
+            "nft set guarded_sources: not an integer: 'x'",
+            id='prefix len',
+        ),
+        pytest.param(
+            "gw", _set('[{"prefix": {"addr": "x", "len": 16}}]'), "[]", "[]",
+            "nft set guarded_sources: invalid IPv4 network 'x/16'",
+            id='prefix addr',
+        ),
+        pytest.param(
+            "gw", _set('[{"range": 5}]'), "[]", "[]",
+            'nft set guarded_sources: expected a list, got int',
+            id='range not list',
+        ),
+        pytest.param(
+            "gw", _set('[{"range": ["198.19.0.1"]}]'), "[]", "[]",
+            "nft set guarded_sources: bad range ['198.19.0.1']",
+            id='range len',
+        ),
+        pytest.param(
+            "gw", _set('[{"range": ["x", "198.19.0.1"]}]'), "[]", "[]",
+            "nft set guarded_sources: invalid IPv4 address 'x'",
+            id='range addr',
+        ),
+        pytest.param(
+            "gw", _set('[{"range": ["198.19.0.9", "198.19.0.1"]}]'), "[]", "[]",
+            "nft set guarded_sources: bad range ['198.19.0.9', '198.19.0.1']",
+            id='range order',
+        ),
+        pytest.param(
+            "gw", _map('[5]'), "[]", "[]",
+            'nft map snat_by_source element: expected a list, got int',
+            id='map elem not list',
+        ),
+        pytest.param(
+            "gw", _map('[["198.19.0.0/16"]]'), "[]", "[]",
+            "nft map snat_by_source: bad element ['198.19.0.0/16']",
+            id='map elem len',
+        ),
+        pytest.param(
+            "gw", _map('[["x", "203.0.113.10"]]'), "[]", "[]",
+            "nft map snat_by_source key: invalid IPv4 network 'x'",
+            id='map key',
+        ),
+        pytest.param(
+            "gw", _map('[["198.19.0.0/16", "x"]]'), "[]", "[]",
+            "nft map snat_by_source value: invalid IPv4 address 'x'",
+            id='map value',
+        ),
+        pytest.param(
+            "gw", None, "{", "[]",
+            'ip addr output: not JSON: ',
+            id='addr not json',
+        ),
+        pytest.param(
+            "gw", None, "{}", "[]",
+            'ip addr output: expected a list, got dict',
+            id='addr not list',
+        ),
+        pytest.param(
+            "gw", None, "[5]", "[]",
+            'ip addr link: expected an object, got int',
+            id='addr link',
+        ),
+        pytest.param(
+            "gw", None, '[{"ifname": "eth0", "addr_info": 5}]', "[]",
+            'ip addr addr_info: expected a list, got int',
+            id='addr info list',
+        ),
+        pytest.param(
+            "gw", None, '[{"ifname": "eth0", "addr_info": [5]}]', "[]",
+            'ip addr addr_info: expected an object, got int',
+            id='addr info obj',
+        ),
+        pytest.param(
+            "gw", None, '[{"ifname": "eth0", "addr_info": [{"family": "inet", "prefixlen": "x"}]}]', "[]",
+            "prefixlen: not an integer: 'x'",
+            id='addr prefixlen',
+        ),
+        pytest.param(
+            "gw", None, '[{"ifname": "eth0", "addr_info": [{"family": "inet", "prefixlen": 32, "local": "x"}]}]', "[]",
+            "ip addr local: invalid IPv4 address 'x'",
+            id='addr local',
+        ),
+        pytest.param(
+            "gw", None, "[]", "{",
+            'ip route output: not JSON: ',
+            id='routes not json',
+        ),
+        pytest.param(
+            "gw", None, "[]", "{}",
+            'ip route output: expected a list, got dict',
+            id='routes not list',
+        ),
+        pytest.param(
+            "gw", None, "[]", "[5]",
+            'ip route output: expected an object, got int',
+            id='route not obj',
+        ),
+        pytest.param(
+            "gw", None, "[]", '[{"dst": "x", "gateway": "198.18.0.1"}]',
+            "ip route dst: invalid IPv4 network 'x'",
+            id='route dst',
+        ),
+        pytest.param(
+            "gw", None, "[]", '[{"dst": "198.19.0.0/16", "gateway": "x"}]',
+            "ip route gateway: invalid IPv4 address 'x'",
+            id='route gw',
+        ),
+        pytest.param(
+            "node", None, "{", "[]",
+            'ip rule output: not JSON: ',
+            id='rules not json',
+        ),
+        pytest.param(
+            "node", None, "{}", "[]",
+            'ip rule output: expected a list, got dict',
+            id='rules not list',
+        ),
+        pytest.param(
+            "node", None, "[5]", "[]",
+            'ip rule: expected an object, got int',
+            id='rule not obj',
+        ),
+        pytest.param(
+            "node", None, '[{"protocol": "250", "src": "all", "priority": "x"}]', "[]",
+            "rule priority: not an integer: 'x'",
+            id='rule prio',
+        ),
+        pytest.param(
+            "node", None, '[{"protocol": "250", "src": "all", "priority": 7101, "table": "x"}]', "[]",
+            "rule table: not an integer: 'x'",
+            id='rule table',
+        ),
+        pytest.param(
+            "node", None, '[{"protocol": "250", "src": "all", "priority": 7101, "table": "7101", "fwmark": "x"}]', "[]",
+            "rule fwmark: not an integer: 'x'",
+            id='rule fwmark',
+        ),
+        pytest.param(
+            "node", None, '[{"protocol": "250", "src": "all", "priority": 7101, "table": "7101", '
+            '"fwmark": "0x10000", "fwmask": "x"}]', "[]",
+            "rule fwmask: not an integer: 'x'",
+            id='rule fwmask',
+        ),
+        pytest.param(
+            "node", None, "[]", '[{"dst": "default", "gateway": "198.18.0.1", "table": "x"}]',
+            "route table: not an integer: 'x'",
+            id='node route table',
+        ),
+        pytest.param(
+            "node", None, "[]", '[{"dst": "default", "gateway": "x", "table": "7101"}]',
+            "ip route gateway: invalid IPv4 address 'x'",
+            id='node route gw',
+        ),
+    ],
+)
+def test_parse_errors_say_which_output_and_which_part(kind, nft, first, second, message):
+    with pytest.raises(DataplaneParseError) as info:
+        parse_gateway(nft, first, second, "eth0") if kind == "gw" else parse_node(nft, first, second)
+    assert str(info.value).startswith(message), str(info.value)
+    if not message.endswith("not JSON: "):
+        assert str(info.value) == message
+
+
+def test_states_that_cannot_exist_are_parse_errors():
+    def overlapping_snat(items):
+        _named(items, "map", "snat_by_source")["elem"].append([{"prefix": {"addr": "198.19.1.0", "len": 25}},
+                                                                "203.0.113.10"])
+
+    with pytest.raises(DataplaneParseError) as info:
+        parse_gateway(_nft(GW_NFT_JSON, overlapping_snat), GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert str(info.value) == "gateway state: overlapping SNAT source CIDRs: 198.19.1.0/24 and 198.19.1.0/25"
+
+    def overlapping_steering(items):
+        _named(items, "map", "mark_by_source")["elem"].append([{"prefix": {"addr": "198.19.1.0", "len": 25}},
+                                                                {"goto": {"target": "mark_slot_2"}}])
+
+    with pytest.raises(DataplaneParseError) as info:
+        parse_node(_nft(NODE_NFT_JSON, overlapping_steering), NODE_RULES_JSON, NODE_ROUTES_JSON)
+    assert str(info.value) == "node state: overlapping steered source CIDRs: 198.19.1.0/24 and 198.19.1.0/25"
+
+
+def test_the_public_interface_without_addresses():
+    links = [{"ifname": "eth0", "flags": ["UP"]}]
+    assert parse_gateway(GW_NFT_JSON, json.dumps(links), GW_ROUTES_JSON, "eth0").addresses == set()
