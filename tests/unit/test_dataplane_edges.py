@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from workers.dataplane import (
+from egressportal.dataplane import (
     DataplaneValueError,
     GatewayState,
     NodeState,
@@ -21,8 +21,8 @@ from workers.dataplane import (
     render_node_ip,
     render_node_nft,
 )
-from workers.dataplane import validate as v
-from workers.dataplane.model import FrozenMap
+from egressportal.dataplane import validate as v
+from egressportal.dataplane.model import FrozenMap
 
 
 def _message(func, *args) -> str:
@@ -260,7 +260,8 @@ def test_plan_steps_feed_ip_batch_one_line_per_command():
         "route replace 198.19.1.0/24 via 198.18.0.11 proto 250\n",
     )
     assert steps[1][0] == ["nft", "-f", "-"]
-    assert steps[-1] == (["ip", "-batch", "-"], "addr del 203.0.113.12/32 dev eth0\naddr del 203.0.113.13/32 dev eth0\n")
+    assert steps[2] == (["ip", "-batch", "-"], "addr del 203.0.113.12/32 dev eth0\naddr del 203.0.113.13/32 dev eth0\n")
+    assert [argv for argv, _ in steps] == [["ip", "-batch", "-"], ["nft", "-f", "-"], ["ip", "-batch", "-"], ["nft", "-f", "-"]]
 
 
 def test_render_refusals_say_what_and_why():

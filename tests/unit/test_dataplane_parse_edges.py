@@ -9,6 +9,14 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from egressportal.dataplane import (
+    DataplaneParseError,
+    gateway_read_commands,
+    node_read_commands,
+    parse_gateway,
+    parse_node,
+)
+from egressportal.dataplane.parse import is_missing_table_error
 from tests.unit.test_dataplane import (
     GW_ADDR_JSON,
     GW_NFT_JSON,
@@ -19,14 +27,6 @@ from tests.unit.test_dataplane import (
     gw,
     node,
 )
-from workers.dataplane import (
-    DataplaneParseError,
-    gateway_read_commands,
-    node_read_commands,
-    parse_gateway,
-    parse_node,
-)
-from workers.dataplane.parse import is_missing_table_error
 
 TABLE = {"family": "ip", "table": "egressportal"}
 
