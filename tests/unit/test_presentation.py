@@ -74,3 +74,15 @@ def test_assigning_says_why_it_takes_long():
 def test_degraded_names_the_address_in_use():
     rows = [row("203.0.113.1", "active", "gateway_down"), row("203.0.113.2", "standby", "in_use")]
     assert "Traffic leaves from 203.0.113.2" in _view("degraded", rows).hint
+
+
+def test_relative_times_never_say_zero_minutes():
+    from django.utils import timezone
+
+    from egressportal.portal.templatetags.portal_tags import ago
+
+    now = timezone.now()
+    assert ago(now) == "just now"
+    assert ago(now - dt.timedelta(seconds=40)) == "40 seconds ago"
+    assert ago(now - dt.timedelta(minutes=3, seconds=5)) == "3\xa0minutes ago"
+    assert ago(now + dt.timedelta(days=30, hours=1)) == "in 1\xa0month"
