@@ -6,10 +6,11 @@ import logging
 import random
 
 from celery import shared_task
+from django.conf import settings
 
 from egressportal.celery import EMAIL_TASK, HEALTH_CHECK_TASK, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
 from egressportal.core.models import host_model
-from egressportal.core.services.reconcile import reconcile_mark_queued
+from egressportal.core.services.reconcile import reconcile_mark_queued, reconcile_retry_expected
 from egressportal.dataplane import DataplaneValueError
 from egressportal.notifications.services import notification_email_send, webhook_attempt
 from egressportal.ops.instruments import reconcile_busy
@@ -53,10 +54,12 @@ def reconcile_host(self, kind: str, pk: int) -> dict | None:
     except (SSHError, DataplaneValueError, OSError) as exc:
         if self.request.retries >= MAX_RETRIES:
             logger.warning("giving up retrying %s %s; the sweep takes over", kind, pk)
+            reconcile_retry_expected(kind=kind, pk=pk, retry_in=settings.EGRESS_SWEEP_SECONDS)
             return None
-        # A retry is scheduled: tell the coalescer so requests don't pile up tasks.
-        reconcile_mark_queued(kind=kind, pk=pk)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=MAX_RETRIES) from None
+        # A retry is scheduled: tell the coalescer so requests don't pile up tasks, and the apps when it runs.
+        countdown = backoff(self.request.retries)
+        reconcile_mark_queued(kind=kind, pk=pk, retry_in=countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from None
     if result is None:
         return None
     return {"host": result.host, "changed": result.changed, "summary": result.summary, "duration": result.duration}

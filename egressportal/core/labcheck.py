@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from .models import App, EgressIP, EgressIPStatus
+from .models import App
+from .selectors import app_address_rows
 
 __all__ = ["EgressCheck", "LabView", "lab_for_portal", "lab_app_available", "lab_locator_set", "egress_check"]
 
@@ -57,7 +58,7 @@ class EgressCheck:
             return f"The internet sees {self.seen}: the shared address of the node running the app."
         if self.matches:
             return f"The internet sees {self.seen}: this app's dedicated address."
-        return f"The internet sees {self.seen}, not the active dedicated address {self.active} (yet)."
+        return f"The internet sees {self.seen}, not the dedicated address {self.active} that should carry its traffic (yet)."
 
 
 def lab_for_portal() -> LabView | None:
@@ -73,11 +74,9 @@ def lab_app_available(app: App) -> bool:
 
 
 def egress_check(app: App) -> EgressCheck:
-    active = (
-        EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED, role="active")
-        .values_list("address", flat=True)
-        .first()
-    )
+    rows = [r for r in app_address_rows(app) if r.state != "reserved"]
+    carrying = next((r.address for r in rows if r.state == "in_use"), None)
+    active = carrying or next((r.address for r in rows if r.role == "active"), None)
     lab = lab_for_portal()
     if lab is None or app.name not in lab.apps:
         return EgressCheck(None, active, app.is_dedicated, "this app does not run in the lab")

@@ -78,6 +78,7 @@ def host_reconcile_succeeded(
             "last_reconcile_duration": duration,
             "last_reconcile_error": "",
             "reconcile_failures": 0,
+            "reconcile_retry_at": None,
             "last_seen_at": now,
         }
         type(host).objects.filter(pk=host.pk).update(**fields)
@@ -144,8 +145,9 @@ def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
             status, message = app_health_status(app)
             if app.egress_status != status or app.egress_message != message:
                 latency = (now - app.egress_requested_at).total_seconds() if app.egress_requested_at else None
+                became = status != app.egress_status
                 app_status_set(app, status, message, now)
-                if status == EgressStatus.ASSIGNED:
+                if status == EgressStatus.ASSIGNED and became:
                     instruments.toggle_assigned(latency)
                     addresses = list(app.egress_ips.values_list("address", flat=True))
                     event_record(
@@ -200,6 +202,19 @@ def app_status_set(app: App, status: str, message: str, now: dt.datetime) -> Non
         egress_status_changed.send(sender=App, app=app, old_status=old_status, new_status=status, message=message)
 
 
+def app_failure_status(app: App) -> str:
+    """What a failed reconcile makes of an app waiting for the host: "failed" only when its traffic
+    cannot use dedicated egress (nothing steered to a live address yet, or on its way back to shared);
+    an app whose traffic already leaves from a dedicated address is "degraded" while the workers retry."""
+    if app.egress_type != EgressType.DEDICATED:
+        return EgressStatus.FAILED
+    if app.egress_status in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED):
+        return EgressStatus.DEGRADED
+    steering = not app.host_syncs.filter(node__isnull=False).exists()
+    live = app.egress_ips.filter(programmed=True).exists()
+    return EgressStatus.DEGRADED if steering and live else EgressStatus.FAILED
+
+
 def host_reconcile_failed(
     *, host: Gateway | Node, reason: str, app_ids: set[int], duration: float, ssh_error_kind: str | None
 ) -> None:
@@ -227,15 +242,21 @@ def host_reconcile_failed(
             )
         pending = App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct()
         for app in pending:
-            if app.egress_status in (EgressStatus.ASSIGNING, EgressStatus.RELEASING, EgressStatus.FAILED):
-                if app.egress_message != tenant_message:
-                    app_status_set(app, EgressStatus.FAILED, tenant_message, now)
-                    event_record(
-                        kind="egress.failed", message=tenant_message, level=EventLevel.ERROR, actor=WORKER, app=app,
-                        **_host_kw(host),
-                    )
-            elif app.egress_status == EgressStatus.ASSIGNED:
-                app_status_set(app, EgressStatus.DEGRADED, tenant_message, now)
+            status = app_failure_status(app)
+            if (status, tenant_message) == (app.egress_status, app.egress_message):
+                continue
+            was = app.egress_status
+            app_status_set(app, status, tenant_message, now)
+            if status != was or status == EgressStatus.FAILED:
+                failed = status == EgressStatus.FAILED
+                event_record(
+                    kind="egress.failed" if failed else "egress.degraded",
+                    message=tenant_message,
+                    level=EventLevel.ERROR if failed else EventLevel.WARNING,
+                    actor=WORKER,
+                    app=app,
+                    **_host_kw(host),
+                )
     logger.warning("reconcile of %s %s failed: %s", host.kind, host.name, reason)
 
 

@@ -23,7 +23,7 @@ from ...celery import RECONCILE_TASK
 from ...celery import app as celery_app
 from ..models import Gateway, Node, host_model
 
-__all__ = ["reconcile_request", "reconcile_dispatch", "reconcile_mark_queued", "RECONCILE_TASK"]
+__all__ = ["reconcile_request", "reconcile_dispatch", "reconcile_mark_queued", "reconcile_retry_expected", "RECONCILE_TASK"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = Fals
     return sent
 
 
-def reconcile_mark_queued(*, kind: str, pk: int) -> None:
-    """A retry of this host's reconcile is scheduled: requests meanwhile are absorbed by it."""
-    host_model(kind).objects.filter(pk=pk).update(reconcile_queued_at=timezone.now())
+def reconcile_retry_expected(*, kind: str, pk: int, retry_in: float) -> None:
+    """No retry task is queued any more (the task gave up): the next attempt is the periodic sweep's."""
+    host_model(kind).objects.filter(pk=pk).update(reconcile_retry_at=timezone.now() + dt.timedelta(seconds=retry_in))
+
+
+def reconcile_mark_queued(*, kind: str, pk: int, retry_in: float | None = None) -> None:
+    """A retry of this host's reconcile is scheduled (in ``retry_in`` seconds): requests meanwhile are
+    absorbed by it, and the apps waiting for the host can say when the next attempt is."""
+    now = timezone.now()
+    retry_at = now + dt.timedelta(seconds=retry_in) if retry_in is not None else None
+    host_model(kind).objects.filter(pk=pk).update(reconcile_queued_at=now, reconcile_retry_at=retry_at)
