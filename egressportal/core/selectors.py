@@ -336,10 +336,10 @@ def _carrying_gateway(app: App, assigned: Sequence[EgressIP]) -> str | None:
 def _assigned_state(app: App, ip: EgressIP, carrying: str | None) -> str:
     if not app.is_dedicated:
         return "releasing"
+    if ip.gateway and ip.gateway.health == HealthStatus.UNHEALTHY:
+        return "gateway_down"  # before "being configured": it cannot be, while its gateway is down
     if not ip.programmed:
         return "pending"
-    if ip.gateway and ip.gateway.health == HealthStatus.UNHEALTHY:
-        return "gateway_down"
     if carrying is not None and ip.gateway and ip.gateway.name == carrying:
         return "in_use"
     return "standby" if carrying is not None else "pending"

@@ -226,6 +226,9 @@ def test_an_unreachable_gateway_shows_retrying_with_the_next_attempt(lab, start_
         expect(hint).not_to_contain_text("about a second")
         status = page.get_by_test_id("egress-status")
         expect(status).not_to_have_attribute("data-view", "failed")
+        gw2 = EgressIP.objects.get(app=billing, gateway__name="gw2").address
+        expect(page.locator(f"[data-testid=egress-ip][data-address='{gw2}']")).to_have_attribute(
+            "data-state", "gateway_down")
         _shot(page, "unreachable-gateway-retrying")
     finally:
         lab.start_sshd("gw2")
