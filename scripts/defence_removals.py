@@ -104,6 +104,11 @@ REMOVALS = [
             '    permission_actions = {"accept_host_key": "change", "drain": "change", "undrain": "change"}',
             "    permission_actions: dict = {}",
             ("tests/api/test_permissions.py::test_host_actions_need_the_change_permission",)),
+    Removal("admin actions offered to view-only staff", "egressportal/core/admin.py",
+            '    @admin.action(description="Accept the host key each selected host presented (audited)", '
+            'permissions=["change"])',
+            '    @admin.action(description="Accept the host key each selected host presented (audited)")',
+            ("tests/api/test_permissions.py::test_admin_actions_that_change_things_need_the_change_permission",)),
     # JSON only, no enumeration
     Removal("browsable API rendered for everyone", "egressportal/api/views.py",
             "    renderer_classes = [JSONRenderer]",

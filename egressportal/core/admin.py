@@ -204,6 +204,11 @@ class HostAdminForm(forms.ModelForm):
         return value if value.strip() else ""
 
 
+# Every action that changes something asks for the model's change permission (permissions=["change"]):
+# without it Django offers an action to whoever may merely view the list, and a view-only staff account
+# could drain gateways or accept host keys. The API asks the same (egressportal/api/permissions.py).
+
+
 class HostAdminMixin:
     form = HostAdminForm
 
@@ -294,7 +299,7 @@ class HostAdminMixin:
     def health_badge(self, obj: Any) -> str:
         return _health_badge(obj)
 
-    @admin.action(description="Re-sync selected hosts now")
+    @admin.action(description="Re-sync selected hosts now", permissions=["change"])
     def resync(self, request: HttpRequest, queryset: QuerySet) -> None:
         kind = queryset.model.kind
         sent = services.reconcile_dispatch([(kind, pk) for pk in queryset.values_list("pk", flat=True)], force=True)
@@ -302,7 +307,7 @@ class HostAdminMixin:
         messages.info(request, f"Re-sync requested for {count} host{pluralize(count)} ({sent} queued now, "
                                "the others already had a reconcile waiting).")
 
-    @admin.action(description="Accept the host key each selected host presented (audited)")
+    @admin.action(description="Accept the host key each selected host presented (audited)", permissions=["change"])
     def accept_presented_key(self, request: HttpRequest, queryset: QuerySet) -> None:
         for host in queryset:
             try:
@@ -356,15 +361,17 @@ class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Drain: move every app off (addresses keep their apps; no allow-list changes)")
+    @admin.action(
+        description="Drain: move every app off (addresses keep their apps; no allow-list changes)", permissions=["change"]
+    )
     def drain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> Any:
         return self._confirm_drain(request, queryset, rehome=True, action="drain")
 
-    @admin.action(description="Drain active roles only (addresses stay as standby)")
+    @admin.action(description="Drain active roles only (addresses stay as standby)", permissions=["change"])
     def drain_active_only(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> Any:
         return self._confirm_drain(request, queryset, rehome=False, action="drain_active_only")
 
-    @admin.action(description="Undrain: back into service, give apps their addresses back")
+    @admin.action(description="Undrain: back into service, give apps their addresses back", permissions=["change"])
     def undrain(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
         for gateway in queryset:
             topped = services.gateway_undrain(gateway=gateway, actor=request.user)
@@ -468,11 +475,11 @@ class AppAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: App, form: Any, change: bool) -> None:
         services.app_update(app=obj, name=obj.name, actor=request.user)
 
-    @admin.action(description="Enable dedicated egress")
+    @admin.action(description="Enable dedicated egress", permissions=["change"])
     def enable_dedicated(self, request: HttpRequest, queryset: QuerySet[App]) -> None:
         self._toggle(request, queryset, "dedicated")
 
-    @admin.action(description="Disable dedicated egress (back to shared)")
+    @admin.action(description="Disable dedicated egress (back to shared)", permissions=["change"])
     def disable_dedicated(self, request: HttpRequest, queryset: QuerySet[App]) -> None:
         self._toggle(request, queryset, "shared")
 

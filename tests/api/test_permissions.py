@@ -139,3 +139,35 @@ def test_inactive_or_non_staff_accounts_get_nothing_even_with_permissions(api_as
     api = api_as(tenant)
     assert_error(api.get("/api/v1/gateways/"), 403, "permission_denied")
     assert_error(api.get("/api/v1/audit/"), 403, "permission_denied")
+
+
+def test_admin_actions_that_change_things_need_the_change_permission(plain_staff, alice, make_app, infra):
+    """Django offers an action to whoever may view the list unless the action asks for more."""
+    from django.test import Client
+    from django.utils import timezone
+
+    from egressportal.core.models import App
+    from tests.api.test_staff import OTHER_HOST_KEY
+
+    gateway = infra["gateways"][0]
+    Gateway.objects.filter(pk=gateway.pk).update(host_key_mismatch_at=timezone.now(), presented_host_key=OTHER_HOST_KEY)
+    app = make_app(alice)
+    _grant(plain_staff, "view_gateway", "view_app")
+    client = Client()
+    client.force_login(plain_staff)
+    page = client.get("/admin/core/gateway/").content.decode()
+    assert 'value="drain"' not in page and 'value="accept_presented_key"' not in page
+    for action in ("drain", "drain_active_only", "undrain", "accept_presented_key", "resync"):
+        client.post("/admin/core/gateway/", {"action": action, "_selected_action": [gateway.pk], "post": "yes"})
+    gateway.refresh_from_db()
+    assert not gateway.draining and gateway.presented_host_key and gateway.host_key == TEST_HOST_KEY
+    client.post("/admin/core/app/", {"action": "enable_dedicated", "_selected_action": [app.pk]})
+    assert App.objects.get(pk=app.pk).egress_type == "shared"
+    # With the change permission the same actions run.
+    _grant(plain_staff, "change_gateway", "change_app")
+    client.force_login(plain_staff)
+    client.post("/admin/core/gateway/", {"action": "accept_presented_key", "_selected_action": [gateway.pk]})
+    gateway.refresh_from_db()
+    assert gateway.host_key == OTHER_HOST_KEY.rsplit(" ", 1)[0]  # pinned without its comment
+    client.post("/admin/core/app/", {"action": "enable_dedicated", "_selected_action": [app.pk]})
+    assert App.objects.get(pk=app.pk).egress_type == "dedicated"
