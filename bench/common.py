@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.worker_fixtures import RedisServer, WorkerProcess, wait_for  # noqa: E402
+from tests.integration.worker_fixtures import ProberProcess, RedisServer, WorkerProcess, wait_for  # noqa: E402
 from workers.lab import DEMO_APPS, Lab, LabConfig  # noqa: E402
 
 __all__ = [
@@ -60,7 +60,6 @@ LAB_CONFIG = LabConfig(prefix="bn", index=2)
 # benchmark, long enough that it does not keep the hosts' leases busy.
 WORKER_ENV = {
     "EGRESS_SWEEP_SECONDS": "10",
-    "EGRESS_HEALTH_SECONDS": "1",
     "EGRESS_LEASE_SECONDS": "6",
     "EGRESS_COALESCE_STALE_SECONDS": "4",
     "EGRESS_SSH_CONNECT_TIMEOUT": "2",
@@ -279,6 +278,14 @@ class BenchEnv:
         self.workers.append(worker)
         log(f"{self.name}: starting {worker.name} (concurrency {concurrency})")
         return worker.start(beat=beat, concurrency=concurrency)
+
+    def start_prober(self, **extra_env: str) -> ProberProcess:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO", **extra_env}
+        n = sum(isinstance(w, ProberProcess) for w in self.workers) + 1
+        prober = ProberProcess(env, self.workdir, f"prober{n}")
+        self.workers.append(prober)
+        log(f"{self.name}: starting {prober.name}")
+        return prober.start()
 
     def stop_workers(self) -> None:
         for worker in self.workers:

@@ -16,11 +16,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "egressportal.settings")
 # Task names: the contract between the portal, which sends work by name, and workers/tasks.py.
 RECONCILE_TASK = "workers.tasks.reconcile_host"
 SWEEP_TASK = "workers.tasks.sweep"
-HEALTH_CHECK_TASK = "workers.tasks.health_check"
 WEBHOOK_TASK = "workers.tasks.deliver_webhook"
 EMAIL_TASK = "workers.tasks.send_notification_email"
 
 app = Celery("egressportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
-__all__ = ["EMAIL_TASK", "HEALTH_CHECK_TASK", "RECONCILE_TASK", "SWEEP_TASK", "WEBHOOK_TASK", "app"]
+__all__ = ["EMAIL_TASK", "RECONCILE_TASK", "SWEEP_TASK", "WEBHOOK_TASK", "app"]

@@ -10,8 +10,6 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from .celery import HEALTH_CHECK_TASK
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -289,7 +287,7 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # Health probes run every second on their own queue, served by their own
 # worker process, so a burst of reconciles never delays failover detection.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_ROUTES = {HEALTH_CHECK_TASK: {"queue": "health"}}
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
 # One scheduler: beat's own file scheduler; the schedule is code (workers/celery.py), the file only keeps
 # when each entry last ran. It lives under var/, never in whatever directory beat was started from.
@@ -311,8 +309,19 @@ EGRESS_MAX_PLACEMENTS_PER_NODE = env.int("EGRESS_MAX_PLACEMENTS_PER_NODE", defau
 EGRESS_QUOTA_APPS = env.int("EGRESS_QUOTA_APPS", default=50)
 EGRESS_QUOTA_ADDRESSES = env.int("EGRESS_QUOTA_ADDRESSES", default=20)
 EGRESS_SWEEP_SECONDS = env.float("EGRESS_SWEEP_SECONDS", default=30.0)
-EGRESS_HEALTH_SECONDS = env.float("EGRESS_HEALTH_SECONDS", default=1.0)
-EGRESS_HEALTH_FAILURE_THRESHOLD = env.int("EGRESS_HEALTH_FAILURE_THRESHOLD", default=2)
+# The prober (workers/prober.py; docs/OPERATIONS.md, "Failover"): one echo byte per host every interval
+# over an open SSH session; a host silent for dead_after seconds with min_unanswered probes sent meanwhile
+# is down; a host that was down must answer steadily for recover_after seconds (and a gateway be repaired)
+# before traffic returns. A gateway's links are read every links_seconds.
+EGRESS_PROBE_INTERVAL = env.float("EGRESS_PROBE_INTERVAL", default=0.1)
+EGRESS_PROBE_DEAD_AFTER = env.float("EGRESS_PROBE_DEAD_AFTER", default=0.5)
+EGRESS_PROBE_MIN_UNANSWERED = env.int("EGRESS_PROBE_MIN_UNANSWERED", default=3)
+EGRESS_PROBE_RECOVER_AFTER = env.float("EGRESS_PROBE_RECOVER_AFTER", default=1.0)
+EGRESS_PROBE_LINKS_SECONDS = env.float("EGRESS_PROBE_LINKS_SECONDS", default=0.5)
+EGRESS_PROBE_CONNECT_TIMEOUT = env.float("EGRESS_PROBE_CONNECT_TIMEOUT", default=1.0)
+EGRESS_PROBER_RECONCILE_THREADS = env.int("EGRESS_PROBER_RECONCILE_THREADS", default=16)
+# Leader election among probers: a PostgreSQL advisory lock; with SQLite (one machine) this file lock.
+EGRESS_PROBER_LOCK_FILE = env.str("EGRESS_PROBER_LOCK_FILE", default=str(BASE_DIR / "var" / "prober.lock"))
 EGRESS_SSH_CONNECT_TIMEOUT = env.float("EGRESS_SSH_CONNECT_TIMEOUT", default=3.0)
 EGRESS_SSH_COMMAND_TIMEOUT = env.float("EGRESS_SSH_COMMAND_TIMEOUT", default=60.0)
 # A reconcile holds its host's lease this long (renewed before applying); a
@@ -349,6 +358,9 @@ METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
 EGRESS_METRICS_REDIS_URL = env.str("EGRESS_METRICS_REDIS_URL", default=REDIS_URL)
 EGRESS_WORKER_HEARTBEAT_FILE = env.str("EGRESS_WORKER_HEARTBEAT_FILE", default="/tmp/egress-worker-heartbeat")  # noqa: S108
 EGRESS_WORKER_HEARTBEAT_SECONDS = env.float("EGRESS_WORKER_HEARTBEAT_SECONDS", default=5.0)
+# A worker whose queue holds messages while it takes none for this long, with a free slot, exits (code 75)
+# so that its supervisor restarts it (egressportal/ops/worker.py; docs/OPERATIONS.md).
+EGRESS_WORKER_STUCK_SECONDS = env.float("EGRESS_WORKER_STUCK_SECONDS", default=30.0)
 
 # JSON lines in production (LOG_FORMAT=plain to override), plain text with DEBUG;
 # context fields (request, app, host, task) on every line, secrets scrubbed.

@@ -158,15 +158,15 @@ def main() -> None:
                 say("the lab could not be built (see above); running without it")
         else:
             say(f"lab: {why}")
-        say("starting the portal, a worker and beat")
+        say("starting the portal, a worker, beat and two probers")
         spawn("portal", [PY, "-m", "gunicorn", "egressportal.wsgi", "--bind", f"127.0.0.1:{PORT}",
                          "--workers", "2", "--threads", "4", "--access-logfile", "-"], env)
         spawn("worker", [PY, "-m", "celery", "-A", "workers.celery", "worker", "--loglevel", "INFO",
                          "--concurrency", "2", "--without-gossip", "--without-mingle", "--queues", "celery",
                          "--hostname", "reconcile@%h"], env)
-        spawn("health", [PY, "-m", "celery", "-A", "workers.celery", "worker", "--loglevel", "INFO",
-                         "--concurrency", "1", "--without-gossip", "--without-mingle", "--queues", "health",
-                         "--hostname", "health@%h"], env)
+        # Two probers: one leads (detects and fails over), the other stands by hot (docs/OPERATIONS.md).
+        spawn("prober1", [PY, "manage.py", "prober", "--name", "prober1"], env)
+        spawn("prober2", [PY, "manage.py", "prober", "--name", "prober2"], env)
         spawn("beat", [PY, "-m", "celery", "-A", "workers.celery", "beat", "--loglevel", "INFO",
                        "--schedule", str(VAR / "celerybeat-schedule")], env)
         url = f"http://127.0.0.1:{PORT}/"

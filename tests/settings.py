@@ -18,7 +18,6 @@ os.environ.setdefault("API_THROTTLE_ANON", "100000/min")
 # nothing in a test run touches the machine's shared Redis.
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{21000 + os.getpid() % 20000}/0")
 os.environ.setdefault("EGRESS_SWEEP_SECONDS", "2")
-os.environ.setdefault("EGRESS_HEALTH_SECONDS", "1")
 os.environ.setdefault("EGRESS_LEASE_SECONDS", "6")
 os.environ.setdefault("EGRESS_COALESCE_STALE_SECONDS", "4")
 os.environ.setdefault("EGRESS_SSH_CONNECT_TIMEOUT", "2")

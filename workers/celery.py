@@ -10,7 +10,7 @@ import django
 from celery import Celery
 from django.conf import settings
 
-from egressportal.celery import HEALTH_CHECK_TASK, SWEEP_TASK, app
+from egressportal.celery import SWEEP_TASK, app
 from egressportal.ops.worker import install as ops_install
 
 # The worker's modules use the ORM from their first line: load the Django apps before importing them
@@ -33,4 +33,5 @@ with contextlib.suppress(OSError):  # a worker that cannot write there does not 
 @app.on_after_finalize.connect
 def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(settings.EGRESS_SWEEP_SECONDS, sender.signature(SWEEP_TASK), name="sweep")
-    sender.add_periodic_task(settings.EGRESS_HEALTH_SECONDS, sender.signature(HEALTH_CHECK_TASK), name="health check")
+    # Health is not scheduled here: the probers (python manage.py prober, workers/prober.py) probe
+    # continuously, without beat or the broker on the failover path.

@@ -239,6 +239,19 @@ class SSHSession:
                     raise SSHError(msg, kind="unreachable") from None
         raise AssertionError("unreachable")
 
+    def open_stream(self, argv: Sequence[str]) -> paramiko.Channel:
+        """Start argv on the host and hand back its channel, for a long-lived exchange (the prober's echo
+        channel); the caller reads, writes and closes it."""
+        if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
+            raise TypeError("argv must be a non-empty sequence of str")
+        chan = self._open_channel()
+        try:
+            chan.exec_command(shlex.join(list(argv)))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            chan.close()
+            raise SSHError(f"{shlex.join(list(argv))}: connection lost: {exc}", kind="unreachable") from None
+        return chan
+
     # -- commands --------------------------------------------------------------------------------------
 
     def run(

@@ -8,20 +8,19 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from egressportal.celery import EMAIL_TASK, HEALTH_CHECK_TASK, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
+from egressportal.celery import EMAIL_TASK, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
 from egressportal.core.models import host_model
 from egressportal.core.services.reconcile import reconcile_mark_queued, reconcile_retry_expected
 from egressportal.dataplane import DataplaneValueError
 from egressportal.notifications.services import notification_email_send, webhook_attempt
 from egressportal.ops.instruments import reconcile_busy
 
-from .probes import hosts_health_check
 from .reconcile import HostBusy, host_reconcile
 from .ssh import HostKeyMismatch, SSHError
 from .sweep import sweep_all_hosts
 
 __all__ = [
-    "MAX_RETRIES", "backoff", "deliver_webhook", "health_check", "reconcile_host", "send_notification_email", "sweep",
+    "MAX_RETRIES", "backoff", "deliver_webhook", "reconcile_host", "send_notification_email", "sweep",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,11 +67,6 @@ def reconcile_host(self, kind: str, pk: int) -> dict | None:
 @shared_task(name=SWEEP_TASK, ignore_result=True, expires=60)
 def sweep() -> int:
     return sweep_all_hosts()
-
-
-@shared_task(name=HEALTH_CHECK_TASK, ignore_result=True, expires=5)
-def health_check() -> dict:
-    return hosts_health_check()
 
 
 WEBHOOK_MAX_RETRIES = 6

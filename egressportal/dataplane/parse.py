@@ -75,6 +75,13 @@ def probe_gateway_links_command() -> list[str]:
     return ["ip", "-j", "-4", "addr", "show"]
 
 
+def probe_echo_command() -> list[str]:
+    """The prober's liveness channel: a process that sends back every byte it gets, as soon as it gets it
+    (``cat`` writes what each read returns, unbuffered). An echoed byte proves the host's kernel, its
+    network path and its sshd session are alive."""
+    return ["cat"]
+
+
 def probe_node_command() -> list[str]:
     """The health probe of a node: answering a command at all is what counts."""
     return ["true"]

@@ -28,6 +28,7 @@ from .store import redis_client
 __all__ = [
     "HEARTBEAT_KEY",
     "LAST_SWEEP_KEY",
+    "ConsumptionWatch",
     "heartbeat_file",
     "last_sweep_timestamp",
     "readiness",
@@ -70,6 +71,33 @@ def worker_heartbeat(hostname: str, *, now: float | None = None) -> None:
         pipe.execute()
     except Exception as exc:  # the broker being down is not this worker's death
         logger.debug("heartbeat to Redis failed: %s", exc)
+
+
+class ConsumptionWatch:
+    """Liveness that reflects consumption, not only a turning event loop: a worker whose queue holds
+    messages it could take (a free slot) while it has received none for ``stuck_after`` seconds has
+    stopped consuming (after a Redis restart kombu can leave a consumer waiting on a dead connection while
+    the loop, and so the heartbeat, go on). Fed from the heartbeat: ``observe`` says whether it is stuck."""
+
+    def __init__(self, stuck_after: float, *, now: float | None = None) -> None:
+        self.stuck_after = stuck_after
+        self.last_received = time.monotonic() if now is None else now
+        self.waiting_since: float | None = None
+
+    def received(self, *, now: float | None = None) -> None:
+        self.last_received = time.monotonic() if now is None else now
+
+    def observe(self, *, waiting: int | None, free_slots: int, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if waiting is None:  # the queue cannot be read (Redis down): no verdict
+            return False
+        if waiting <= 0 or free_slots <= 0:
+            self.waiting_since = None
+            return False
+        if self.waiting_since is None:
+            self.waiting_since = now
+        quiet_since = max(self.waiting_since, self.last_received)  # messages waiting and none taken since
+        return now - quiet_since >= self.stuck_after
 
 
 def worker_heartbeat_age(path: Path | None = None, *, now: float | None = None) -> float | None:

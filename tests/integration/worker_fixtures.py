@@ -123,6 +123,25 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
+class ProberProcess(WorkerProcess):
+    """``manage.py prober`` (workers/prober.py) in its own process group."""
+
+    def start(self, **_: object) -> ProberProcess:
+        argv = [sys.executable, "manage.py", "prober", "--name", self.name]
+        self.logfile = open(self.log, "ab")  # closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=self.logfile, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(lambda: b"ready." in self.log.read_bytes() or self.proc.poll() is not None, timeout=30,
+                 what="prober ready")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prober exited early:\n{self.log.read_text()[-3000:]}")
+        return self
+
+    def leading(self) -> bool:
+        return b" leads: " in self.log.read_bytes() if self.log.exists() else False
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(django_settings.CELERY_BROKER_URL, tmp_path_factory.mktemp("redis"))
@@ -162,10 +181,21 @@ def start_worker(lab_world, lab, redis_server, settings, tmp_path) -> Iterator[C
     )
     workers: list[WorkerProcess] = []
 
-    def start(*, beat: bool = True, concurrency: int = 2, **extra_env: str) -> WorkerProcess:
+    def start(*, beat: bool = True, concurrency: int = 2, prober: bool | None = None, **extra_env: str) -> WorkerProcess:
+        """A worker; with beat (the control plane), also a prober unless ``prober=False``."""
         w = WorkerProcess({**env, **extra_env}, tmp_path, f"worker{len(workers) + 1}")
         workers.append(w)
-        return w.start(beat=beat, concurrency=concurrency)
+        w.start(beat=beat, concurrency=concurrency)
+        if prober if prober is not None else beat:
+            start_prober(**extra_env)
+        return w
+
+    def start_prober(**extra_env: str) -> ProberProcess:
+        p = ProberProcess({**env, **extra_env}, tmp_path, f"prober{sum(isinstance(x, ProberProcess) for x in workers) + 1}")
+        workers.append(p)
+        return p.start()
+
+    start.prober = start_prober  # type: ignore[attr-defined]
 
     yield start
     for w in workers:

@@ -11,66 +11,17 @@ from egressportal.core.models import EgressStatus, HealthStatus
 from egressportal.core.rules import states
 from egressportal.core.rules.health import (
     AppAddress,
+    Liveness,
     ProbeResult,
     app_egress_health,
     gateway_link_health,
-    health_next,
+    liveness_verdict,
 )
 from egressportal.core.rules.settle import GATEWAYS_READY, NODES_DONE, SettleStep, settle_step
 
 OK = ProbeResult(True, True, "")
 DOWN = ProbeResult(False, True, "public interface eth1 is down")  # the host answered: definitive
 LOST = ProbeResult(False, False, "unreachable: timed out")  # no answer: may be a blip
-
-
-def step(health, result, *, successes=0, failures=0, threshold=3):
-    return health_next(health=health, successes=successes, failures=failures, result=result, threshold=threshold)
-
-
-# -- hysteresis ----------------------------------------------------------------------------------
-
-
-def test_unknown_host_is_healthy_after_one_good_probe():
-    update = step(states.UNKNOWN, OK)
-    assert (update.health, update.successes, update.failures, update.message, update.seen) == (
-        states.HEALTHY, 1, 0, "", True
-    )
-
-
-def test_hysteresis_an_unreachable_host_must_fail_threshold_probes_in_a_row():
-    first = step(states.HEALTHY, LOST)
-    assert first.health == states.HEALTHY and first.failures == 1 and not first.seen
-    second = step(states.HEALTHY, LOST, failures=1)
-    assert second.health == states.HEALTHY
-    third = step(states.HEALTHY, LOST, failures=2)
-    assert third.health == states.UNHEALTHY and third.message == "unreachable: timed out"
-    assert third.changed_from(states.HEALTHY)
-
-
-def test_hysteresis_a_definitive_down_answer_counts_at_once():
-    update = step(states.HEALTHY, DOWN)
-    assert update.health == states.UNHEALTHY and update.message == DOWN.message
-
-
-def test_hysteresis_recovery_needs_threshold_good_probes_in_a_row():
-    one = step(states.UNHEALTHY, OK)
-    assert one.health == states.UNHEALTHY and one.successes == 1
-    assert one.message is None  # the reason it is down stays shown until it recovers
-    two = step(states.UNHEALTHY, OK, successes=1)
-    assert two.health == states.UNHEALTHY
-    three = step(states.UNHEALTHY, OK, successes=2)
-    assert three.health == states.HEALTHY and three.message == ""
-
-
-def test_hysteresis_a_failure_resets_the_good_streak_and_a_success_the_bad_one():
-    assert step(states.UNHEALTHY, LOST, successes=2).successes == 0
-    assert step(states.HEALTHY, OK, failures=2).failures == 0
-
-
-@pytest.mark.parametrize("threshold", [0, 1, -5])
-def test_hysteresis_threshold_is_at_least_one(threshold):
-    assert step(states.HEALTHY, LOST, threshold=threshold).health == states.UNHEALTHY
-    assert step(states.UNHEALTHY, OK, threshold=threshold).health == states.HEALTHY
 
 
 def test_state_words_are_the_models_choices():
@@ -190,3 +141,58 @@ def test_settle_disabling_nodes_first_then_gateways_then_release():
     assert again == SettleStep(follow_gateways=frozenset({1}))
     done = settle_step(dedicated=False, status=states.RELEASING, message=NODES_DONE, gateways_left=set(), nodes_left=set())
     assert done == SettleStep(release=True)
+
+
+# -- liveness_verdict: the prober's judgement by silence (workers/prober.py) -------------------------------
+
+KNOBS = {"dead_after": 0.5, "recover_after": 1.0, "min_unanswered": 3}
+LINKS_OK = ProbeResult(True, True, "")
+
+
+def verdict(health: str, live: Liveness, *, gateway: bool = True):
+    return liveness_verdict(health=health, live=live, gateway=gateway, **KNOBS)
+
+
+def test_liveness_a_host_silent_past_dead_after_is_unhealthy_at_once():
+    v = verdict("healthy", Liveness(silent_for=0.55, unanswered=5, answering_for=0.0, links=LINKS_OK))
+    assert v.health == "unhealthy" and "no answer for 550 ms" in v.message
+
+
+def test_liveness_one_late_probe_is_not_an_outage():
+    # One answer 300 ms late: silent below dead_after, whatever the count.
+    assert verdict("healthy", Liveness(silent_for=0.3, unanswered=3, answering_for=0.0, links=LINKS_OK)).health == "healthy"
+    # Silent long enough, but fewer probes than min_unanswered went out (the prober itself stalled).
+    assert verdict("healthy", Liveness(silent_for=0.9, unanswered=2, answering_for=0.0, links=LINKS_OK)).health == "healthy"
+
+
+def test_liveness_a_gateway_reporting_a_link_down_is_unhealthy_without_waiting():
+    down = ProbeResult(False, True, "public interface eth1 is down")
+    v = verdict("healthy", Liveness(silent_for=0.05, unanswered=0, answering_for=3.0, links=down))
+    assert (v.health, v.message) == ("unhealthy", "public interface eth1 is down")
+
+
+def test_liveness_recovery_needs_steady_answers_links_and_a_repair_first():
+    back = Liveness(silent_for=0.05, unanswered=0, answering_for=0.4, links=LINKS_OK)
+    v = verdict("unhealthy", back)
+    assert v.health == "unhealthy" and "answering again" in v.message
+    steady = Liveness(silent_for=0.05, unanswered=0, answering_for=1.2, links=None)
+    assert verdict("unhealthy", steady).health == "unhealthy"  # links not seen since it came back
+    v = verdict("unhealthy", Liveness(silent_for=0.05, unanswered=0, answering_for=1.2, links=LINKS_OK))
+    assert v.health == "healthy" and v.repair_first
+    node = verdict("unhealthy", Liveness(silent_for=0.05, unanswered=0, answering_for=1.2), gateway=False)
+    assert node.health == "healthy" and not node.repair_first
+
+
+def test_liveness_management_only_outage_keeps_the_gateway_in_service():
+    # sshd stopped: the kernel refuses connections (an answer), links were up: traffic stays.
+    live = Liveness(silent_for=0.1, unanswered=0, answering_for=5.0, links=LINKS_OK, management="connection refused")
+    v = verdict("healthy", live)
+    assert v.health == "healthy" and "management unreachable" in v.message and "traffic stays" in v.message
+    # ...but a gateway that was down does not come back on refusals alone.
+    assert verdict("unhealthy", live).health == "unhealthy"
+
+
+def test_liveness_a_host_never_seen_is_unknown_until_it_answers():
+    assert verdict("unknown", Liveness(silent_for=0.2, unanswered=1, answering_for=0.0)).health == "unknown"
+    v = verdict("unknown", Liveness(silent_for=0.01, unanswered=0, answering_for=0.1, links=LINKS_OK))
+    assert v.health == "healthy" and v.repair_first

@@ -817,6 +817,40 @@ class Lab:
     def restore_gateway(self, host: str) -> None:
         self._ip_batch(self.netns("sw"), [f"link set {p} up" for p in self._gateway_cut_ports(host)])
 
+    def power_off(self, host: str) -> None:
+        """A power loss: every link of the host goes dark at once, management included. Nothing answers,
+        nothing is refused (no RST, no ICMP): a prober sees only silence."""
+        if host not in HOST_PLAN:
+            raise LabError(f"{host!r} is not a lab host")
+        ports = [IF.sw_port("transit", host), IF.sw_port("public", host)]
+        self._ip_batch(None, [f"link set {plan.root_mgmt_port(self.prefix, host)} down"])
+        self._ip_batch(self.netns("sw"), [f"link set {p} down" for p in ports])
+
+    def power_on(self, host: str, *, empty: bool = True) -> None:
+        """The host comes back. ``empty``: as after a reboot, the product's rules, addresses and routes are
+        gone and its SSH sessions with them (sshd restarts); the links come up last."""
+        if host not in HOST_PLAN:
+            raise LabError(f"{host!r} is not a lab host")
+        if empty:
+            self.stop_sshd(host)
+            self.flush_product_state(host)
+            self._ensure_sshd(host)
+        self._ip_batch(self.netns("sw"), [f"link set {IF.sw_port(s, host)} up" for s in ("transit", "public")])
+        self._ip_batch(None, [f"link set {plan.root_mgmt_port(self.prefix, host)} up"])
+
+    def pause(self, host: str, seconds: float) -> None:
+        """Every process of the host (sshd and its sessions) stops for a moment: a probe answered late."""
+        pids = self._netns_pids(self.netns(host))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     # ---- status and down -----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

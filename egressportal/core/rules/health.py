@@ -5,9 +5,14 @@ The workers probe (workers/probes.py) and the services record (services/hostheal
 are made here, on plain values, and unit-tested without a database or a host
 (tests/unit/test_health_rules.py).
 
-Hysteresis: a definitive "down" answer from a reachable host counts at once; an unreachable host must
-fail ``threshold`` probes in a row (a lost packet is not an outage). Recovery needs ``threshold``
-good probes in a row, so a flapping gateway does not drag traffic back and forth.
+Hysteresis: a definitive "down" answer from a reachable host (a link reported down) counts at once.
+The prober (workers/prober.py) judges liveness by silence instead of by counting rounds: it keeps one SSH
+session per host with an echo channel open and sends a byte every probe interval; every echoed byte, and a
+refused TCP connection (the host's kernel answering while sshd is gone), is an answer. ``liveness_verdict``
+turns what it saw into a health: a host silent for ``dead_after`` seconds with at least ``min_unanswered``
+probes sent meanwhile is down (the silence window is the hysteresis: one late answer is not an outage);
+a host that was down must answer without a gap for ``recover_after`` seconds (and a gateway must report its
+links up) before it is healthy again, and a gateway coming back must be repaired first (``repair_first``).
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .states import ASSIGNED, DEGRADED, FAILED, HEALTHY, UNHEALTHY, UNKNOWN
+from .states import ASSIGNED, DEGRADED, FAILED, HEALTHY, UNHEALTHY
 
 __all__ = [
     "AppAddress",
-    "HealthUpdate",
+    "Liveness",
     "ProbeResult",
     "app_egress_health",
     "gateway_link_health",
-    "health_next",
+    "liveness_verdict",
+    "Verdict",
 ]
 
 _UP = {"UP", "UNKNOWN"}
@@ -71,27 +77,56 @@ def _is_up(link: dict) -> bool:
 
 
 @dataclass(frozen=True)
-class HealthUpdate:
+class Liveness:
+    """What a prober saw of one host, as of now (seconds on the prober's monotonic clock)."""
+
+    silent_for: float  # since the last answer (an echoed byte or a refused connection), or since probing began
+    unanswered: int  # probes sent (echo bytes, connection attempts) since that answer
+    answering_for: float  # how long answers have come without a gap of dead_after (0 while silent)
+    links: ProbeResult | None = None  # a gateway's last links verdict (None: not known since it came back)
+    management: str = ""  # why no SSH session is open while the host answers ("" when one is open)
+
+
+@dataclass(frozen=True)
+class Verdict:
     health: str
-    successes: int
-    failures: int
-    message: str | None  # None: keep the recorded message
-    seen: bool  # the host answered well: it was seen now
-
-    def changed_from(self, health: str) -> bool:
-        return self.health != health
+    message: str
+    repair_first: bool = False  # a gateway turning healthy: reconcile and verify it before traffic returns
 
 
-def health_next(*, health: str, successes: int, failures: int, result: ProbeResult, threshold: int) -> HealthUpdate:
-    """A host's health after one more probe result (see the module's docstring for the rules)."""
-    threshold = max(1, threshold)
-    if result.ok:
-        new = health
-        if health == UNKNOWN or (health == UNHEALTHY and successes + 1 >= threshold):
-            new = HEALTHY
-        return HealthUpdate(new, successes + 1, 0, "" if new == HEALTHY else None, True)
-    new = UNHEALTHY if result.definitive or failures + 1 >= threshold else health
-    return HealthUpdate(new, 0, failures + 1, result.message, False)
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def liveness_verdict(
+    *,
+    health: str,
+    live: Liveness,
+    gateway: bool,
+    dead_after: float,
+    recover_after: float,
+    min_unanswered: int,
+) -> Verdict:
+    """A host's health from what the prober saw (see the module's docstring for the rules)."""
+    if live.silent_for >= dead_after and live.unanswered >= max(1, min_unanswered):
+        return Verdict(UNHEALTHY, f"no answer for {_ms(live.silent_for)}: the host is down or cut off")
+    if gateway and live.links is not None and not live.links.ok:
+        # The host answered that a link is down: definitive, no need to wait.
+        return Verdict(UNHEALTHY, live.links.message)
+    if health != HEALTHY:
+        # Back (or never seen yet): answers without a gap for recover_after, and a gateway must have shown
+        # its links up over a working session; until then it stays as it is.
+        steady = live.answering_for >= (recover_after if health == UNHEALTHY else 0.0) and live.answering_for > 0
+        if steady and not live.management and (not gateway or live.links is not None):
+            return Verdict(HEALTHY, "", repair_first=gateway)
+        if health == UNHEALTHY and live.answering_for > 0:
+            return Verdict(health, "answering again; traffic returns once it is steady and repaired")
+        return Verdict(health, "")
+    if live.management:
+        # Management-only outage (sshd stopped): the kernel answers, the links were up when last seen.
+        # Policy: stay. Moving traffic would cut the connections in flight through a gateway that still works.
+        return Verdict(HEALTHY, f"management unreachable ({live.management}); traffic stays on this gateway")
+    return Verdict(HEALTHY, "")
 
 
 class AppAddress(NamedTuple):

@@ -1,61 +1,69 @@
-"""Recording host health: one probe result through the hysteresis (rules/health.py), and what a
+"""Recording host health: the prober's verdicts (rules/health.py ``liveness_verdict``), and what a
 gateway's change of health means (failover or failback on the nodes, the apps' status and events).
 
-The probes themselves run in the workers (workers/probes.py)."""
+The probing and the verdicts run in the probers (workers/prober.py)."""
 
 from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ...ops import instruments
 from ..models import App, EgressIP, EgressIPStatus, EgressStatus, EgressType, EventLevel, Gateway, HealthStatus, Node
-from ..rules.health import ProbeResult, health_next
 from .events import WORKER, event_record
 from .hostsync import app_health_status, app_status_set
 from .reconcile import reconcile_request
 
-__all__ = ["apps_health_refresh", "health_changed", "health_record"]
+__all__ = ["apps_health_refresh", "failover_nodes", "health_changed", "health_seen", "health_set"]
 
 logger = logging.getLogger(__name__)
 
 
-def health_record(host: Gateway | Node, result: ProbeResult) -> bool:
-    """Apply one probe result with hysteresis; returns True when health changed."""
+def health_set(host: Gateway | Node, *, health: str, message: str | None) -> bool:
+    """Record the prober's verdict (rules/health.py ``liveness_verdict``); returns True when health changed.
+    ``message`` None keeps the recorded one."""
     now = timezone.now()
-    update = health_next(
-        health=host.health,
-        successes=host.health_successes,
-        failures=host.health_failures,
-        result=result,
-        threshold=settings.EGRESS_HEALTH_FAILURE_THRESHOLD,
-    )
-    fields: dict[str, object] = {
-        "health_checked_at": now,
-        "health_successes": update.successes,
-        "health_failures": update.failures,
-    }
-    if update.seen:
+    fields: dict[str, object] = {"health_checked_at": now}
+    if health == HealthStatus.HEALTHY:
         fields["last_seen_at"] = now
-    if update.message is not None:
-        fields["health_message"] = update.message
-    changed = update.changed_from(host.health)
+    if message is not None:
+        fields["health_message"] = message
+    changed = health != host.health
     if changed:
-        fields.update(health=update.health, health_changed_at=now)
+        fields.update(health=health, health_changed_at=now, health_successes=0, health_failures=0)
     type(host).objects.filter(pk=host.pk).update(**fields)
     for key, value in fields.items():
         setattr(host, key, value)
     return changed
 
 
-def health_changed(host: Gateway | Node) -> None:
-    """After ``health_record`` reported a change: events, and for a gateway failover or failback."""
+def health_seen(kind: str, pks: list[int], *, answered: bool) -> None:
+    """The prober's periodic mark: these hosts were checked now (and answered)."""
+    now = timezone.now()
+    fields: dict[str, object] = {"health_checked_at": now}
+    if answered:
+        fields["last_seen_at"] = now
+    (Gateway if kind == Gateway.kind else Node).objects.filter(pk__in=pks).update(**fields)
+
+
+def failover_nodes(gateway: Gateway) -> list[int]:
+    """The nodes to re-steer when ``gateway`` fails or comes back: every enabled node of its region that
+    can be reached (an unhealthy node is left to the retries and the sweep, so it never holds the others up)."""
+    return list(
+        Node.objects.filter(region_id=gateway.region_id, enabled=True)
+        .exclude(health=HealthStatus.UNHEALTHY)
+        .values_list("pk", flat=True)
+    )
+
+
+def health_changed(host: Gateway | Node, *, resteer: bool = True) -> None:
+    """After a change of health: events, and for a gateway failover or failback. ``resteer`` False: the
+    caller (the prober) re-steers the nodes itself, in parallel, instead of asking the workers."""
     logger.info("%s %s is now %s %s", host.kind, host.name, host.health, host.health_message)
     if isinstance(host, Gateway):
-        _on_gateway_change(host)
+        _on_gateway_change(host, resteer=resteer)
         return
     event_record(
         kind=f"node.{host.health}",
@@ -66,7 +74,7 @@ def health_changed(host: Gateway | Node) -> None:
     )
 
 
-def _on_gateway_change(gateway: Gateway) -> None:
+def _on_gateway_change(gateway: Gateway, *, resteer: bool) -> None:
     """Failover/failback: nodes re-steer (one transaction per node) and the
     apps on this gateway show what happened."""
     if gateway.health == HealthStatus.UNHEALTHY:
@@ -80,7 +88,8 @@ def _on_gateway_change(gateway: Gateway) -> None:
             actor=WORKER,
             gateway=gateway,
         )
-        reconcile_request(nodes=Node.objects.filter(region_id=gateway.region_id, enabled=True))
+        if resteer:
+            reconcile_request(nodes=Node.objects.filter(region_id=gateway.region_id, enabled=True))
     app_ids = set(
         EgressIP.objects.filter(gateway=gateway, status=EgressIPStatus.ASSIGNED).values_list("app_id", flat=True)
     )
