@@ -34,7 +34,9 @@ def _lost(loop: TrafficLoop, since: float, until: float) -> list[float]:
     return [t for t, seen in loop.samples if since <= t <= until and seen is None]
 
 
-def test_dead_gateway_fails_over_and_fails_back_after_a_flush_without_a_lost_request(lab, worker):
+def test_dead_gateway_fails_over_and_fails_back_after_a_flush_without_a_lost_request(lab, start_worker):
+    # No sweep during the test: the repair before failback must come from the prober, not from luck.
+    start_worker(EGRESS_SWEEP_SECONDS="600")
     app, active, standby = _enabled("shop-api")
     loop = TrafficLoop(lab, "shop-api")
     loop.start()

@@ -49,12 +49,19 @@ def health_seen(kind: str, pks: list[int], *, answered: bool) -> None:
 
 
 def failover_nodes(gateway: Gateway) -> list[int]:
-    """The nodes to re-steer when ``gateway`` fails or comes back: every enabled node of its region that
-    can be reached (an unhealthy node is left to the retries and the sweep, so it never holds the others up)."""
+    """The nodes to re-steer when ``gateway`` fails or comes back: every enabled node of its region where an
+    app with an address on it is placed (a node steers only what runs on it), unless the node is down (left
+    to the retries and the sweep, so it never holds the others up)."""
     return list(
-        Node.objects.filter(region_id=gateway.region_id, enabled=True)
+        Node.objects.filter(
+            region_id=gateway.region_id,
+            enabled=True,
+            placements__app__egress_ips__gateway=gateway,
+            placements__app__egress_ips__status=EgressIPStatus.ASSIGNED,
+        )
         .exclude(health=HealthStatus.UNHEALTHY)
         .values_list("pk", flat=True)
+        .distinct()
     )
 
 
