@@ -1,7 +1,7 @@
 """Health evaluation as pure functions: judging a gateway's links, the hysteresis of a host's health,
 and what an app's egress status says given the health of its gateways.
 
-The workers probe (workers/probes.py) and the services record (services/hosthealth.py); the decisions
+The probers probe (workers/prober.py) and the services record (services/hosthealth.py); the decisions
 are made here, on plain values, and unit-tested without a database or a host
 (tests/unit/test_health_rules.py).
 
