@@ -188,6 +188,8 @@ class TestDisable:
         until = (timezone.now() + dt.timedelta(days=30)).strftime("%Y-%m-%d")
         assert html.count(f'data-reserved-until="{until}') == 2
         assert ">Shared<" in html and "Enable again" in html and "brings back the reserved addresses" in html
+        assert "stay reserved for this app for 30 days; enabling dedicated egress again brings them back." in html
+        assert "quarantine" not in html.lower()
         services.egress_enable(app=app, actor=alice)
         assert set(EgressIP.objects.filter(app=app, status="assigned").values_list("address", flat=True)) == before
 

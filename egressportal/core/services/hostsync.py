@@ -164,7 +164,11 @@ def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
         if released:
             event_record(
                 kind="egress.disabled",
-                message="Back to shared egress. Released to quarantine: " + ", ".join(released) + ".",
+                # In the owner's words: what "quarantine" means for their allow-lists.
+                message=f"Back to shared egress. {', '.join(released)} "
+                f"{'stays' if len(released) == 1 else 'stay'} reserved for this app for "
+                f"{settings.EGRESS_QUARANTINE_DAYS} days; enabling dedicated egress again brings "
+                f"{'it' if len(released) == 1 else 'them'} back.",
                 actor=WORKER,
                 app=app,
                 data={"released": released, "quarantine_days": settings.EGRESS_QUARANTINE_DAYS},
