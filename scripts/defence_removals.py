@@ -88,10 +88,16 @@ REMOVALS = [
             ("tests/security/test_headers.py::test_api_docs_keep_strict_scripts_and_relax_only_styles",),
             also=(("egressportal/api/urls.py", "SpectacularSwaggerSplitView\n",
                    "SpectacularSwaggerSplitView, SpectacularSwaggerView\n"),)),
-    Removal("host key not pinned (AutoAddPolicy) [lab]", "workers/ssh.py",
+    Removal("host key not pinned (no pin loaded, AutoAddPolicy) [lab]", "workers/ssh.py",
             "        client.set_missing_host_key_policy(paramiko.RejectPolicy())",
             "        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())",
-            ("tests/security/test_host_key_lab.py::test_changed_host_key_is_refused_alerted_and_accepted_by_staff_only",)),
+            ("tests/integration/test_ssh_real.py::test_wrong_pinned_key_never_runs_the_command",
+             "tests/security/test_host_key_lab.py::test_changed_host_key_is_refused_alerted_and_accepted_by_staff_only"),
+            # RejectPolicy alone is a second layer: with the pin loaded, paramiko itself refuses any other key
+            # (the pin is a known host key), so only taking both away is noticed.
+            also=(("workers/ssh.py",
+                   "            client.get_host_keys().add(name, self._pinned.get_name(), self._pinned)",
+                   "            pass"),)),
     Removal("per-host key ignored [lab]", "workers/reconcile.py",
             "    pkey = _host_pkey(host)\n", "    pkey = None\n",
             ("tests/security/test_host_key_lab.py::test_per_host_private_key_authenticates_against_real_sshd",)),
