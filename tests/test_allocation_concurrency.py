@@ -42,6 +42,8 @@ def _race(app_ids: list[int]) -> Counter:
 
 def _setup(region, make_gateway, make_app, alice, settings):
     settings.EGRESS_IPS_PER_APP = 1
+    # One tenant races for the whole pool here: quotas are not what this test is about.
+    settings.EGRESS_QUOTA_APPS = settings.EGRESS_QUOTA_ADDRESSES = APPS
     make_gateway()
     pool = services.pool_create(region=region, name="race", cidr=POOL)
     apps = [make_app(alice, f"race-{i}", cidrs=[]) for i in range(APPS)]

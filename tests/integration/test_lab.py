@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.lab_fixtures import lab_config_for_session
 from workers.lab import DEMO_APPS, HOST_PLAN, Lab, LabConfig, LabError
+from workers.lab.plan import MAX_INDEX
 
 pytestmark = [pytest.mark.lab]
 
@@ -224,7 +225,9 @@ def test_lab_refuses_bad_names():
     with pytest.raises(ValueError):
         LabConfig(prefix="ep-1")
     with pytest.raises(ValueError):
-        LabConfig(index=16)
+        LabConfig(index=MAX_INDEX + 1)
+    with pytest.raises(ValueError):
+        LabConfig(index=-1)
     with pytest.raises(LabError):
         Lab(LabConfig(prefix="zq", index=1)).netns("gw9")
 
