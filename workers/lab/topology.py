@@ -160,6 +160,7 @@ class Lab:
         self.index = self.config.index
         self.state_dir: Path = self.config.state_dir  # type: ignore[assignment]
         self.log = log or (lambda message: None)
+        self._command_base: dict[str, int] = {}  # remote_commands() at the last reset_command_counts()
 
     # ---- names and addresses -------------------------------------------------------------------------------
 
@@ -199,7 +200,8 @@ class Lab:
         if not log.exists():
             return 0
         with log.open(errors="replace") as f:
-            return sum(1 for line in f if "Starting session: command" in line)
+            # "command" or, through the lab's wrapper (ForceCommand), "forced-command".
+            return sum(1 for line in f if "Starting session: command" in line or "Starting session: forced-command" in line)
 
     @property
     def _echo_pidfile(self) -> Path:
@@ -358,6 +360,10 @@ class Lab:
                     self.log(f"app {app.name}: rebuilding on {app.node}")
                     self._build_app(app)
             self.log("sshd on every host")
+            self._write_command_wrapper()
+            cost = os.environ.get("EGRESS_LAB_COMMAND_COST_MS")
+            if cost is not None:
+                self.set_command_cost(int(cost or 0))
             for name in HOST_PLAN:
                 self._ensure_sshd(name)
             self.log(f"echo server on {plan.ECHO_ADDRESS}:{plan.ECHO_PORT}")
@@ -521,40 +527,95 @@ class Lab:
     # ---- sshd ----------------------------------------------------------------------------------------------
 
     def _write_sshd_config(self, host: str) -> Path:
-        h = HOST_PLAN[host]
         conf = self._sshd_config_path(host)
-        conf.write_text(
-            "\n".join([
-                f"# lab {self.prefix}: sshd of {host}, started in namespace {self.netns(host)}",
-                f"ListenAddress {h.mgmt_address(self.index)}",
-                "Port 22",
-                f"HostKey {self._host_key_path(host)}",
-                f"PidFile {self._sshd_pidfile(host)}",
-                f"AuthorizedKeysFile {self.state_dir / 'authorized_keys'}",
-                "PermitRootLogin prohibit-password",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                "UseDNS no",
-                "PrintMotd no",
-                # The product opens many sessions in parallel (benchmarks: hundreds of handshakes at once).
-                "MaxStartups 200:30:400",
-                "MaxSessions 100",
-                # VERBOSE logs one line per session ("Starting session: command ..."): remote_commands().
-                "LogLevel VERBOSE",
-                "",
-            ])
-        )
+        conf.write_text(self._sshd_config_text(host))
         return conf
+
+    def _sshd_config_text(self, host: str) -> str:
+        h = HOST_PLAN[host]
+        return "\n".join([
+            f"# lab {self.prefix}: sshd of {host}, started in namespace {self.netns(host)}",
+            f"ListenAddress {h.mgmt_address(self.index)}",
+            "Port 22",
+            f"HostKey {self._host_key_path(host)}",
+            f"PidFile {self._sshd_pidfile(host)}",
+            f"AuthorizedKeysFile {self.state_dir / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            # The product opens many sessions in parallel (benchmarks: hundreds of handshakes at once).
+            "MaxStartups 200:30:400",
+            "MaxSessions 100",
+            # VERBOSE logs one line per session ("Starting session: ..."): remote_commands().
+            "LogLevel VERBOSE",
+            # Every command goes through the lab's login wrapper, which delays it by the configured
+            # per-command cost (see set_command_cost).
+            f"ForceCommand {self._command_wrapper}",
+            "",
+        ])
+
+    # ---- the cost of a remote command -----------------------------------------------------------------------
+
+    @property
+    def _command_wrapper(self) -> Path:
+        return self.state_dir / "command_wrapper.sh"
+
+    @property
+    def _command_cost_file(self) -> Path:
+        return self.state_dir / "command_cost_ms"
+
+    def _write_command_wrapper(self) -> None:
+        # sshd runs the wrapper (ForceCommand) with the client's command in SSH_ORIGINAL_COMMAND. It waits the
+        # configured cost and then runs the command with a POSIX shell, stdin and exit status untouched.
+        self._command_wrapper.write_text(
+            "#!/bin/sh\n"
+            f"# lab {self.prefix}: every remote command costs what command_cost_ms says\n"
+            f'ms=$(cat "{self._command_cost_file}" 2>/dev/null || echo 0)\n'
+            'case "$ms" in ""|*[!0-9]*) ms=0 ;; esac\n'
+            'if [ "$ms" -gt 0 ]; then sleep "$(printf \'%d.%03d\' $((ms / 1000)) $((ms % 1000)))"; fi\n'
+            'if [ -z "${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/sh -l; fi\n'
+            'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+        )
+        self._command_wrapper.chmod(0o755)
+
+    def set_command_cost(self, ms: int) -> None:
+        """Make every remote command on every lab host wait ``ms`` milliseconds before it runs, as a round
+        trip to a host in another zone would (0: no added cost). Takes effect for the next command."""
+        if not isinstance(ms, int) or ms < 0:
+            raise LabError(f"a command cost is a whole number of milliseconds >= 0, not {ms!r}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._command_cost_file.with_suffix(".tmp")
+        tmp.write_text(f"{ms}\n")
+        tmp.replace(self._command_cost_file)
+
+    @property
+    def command_cost(self) -> int:
+        try:
+            return int(self._command_cost_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def command_counts(self) -> dict[str, int]:
+        """Remote commands each host has run since this object's last reset_command_counts (remote_commands)."""
+        return {name: self.remote_commands(name) - self._command_base.get(name, 0) for name in HOST_PLAN}
+
+    def reset_command_counts(self) -> None:
+        self._command_base = {name: self.remote_commands(name) for name in HOST_PLAN}
 
     def sshd_alive(self, host: str) -> bool:
         return self._pid_in_netns(_read_pid(self._sshd_pidfile(host)), self.netns(host))
 
     def _ensure_sshd(self, host: str) -> None:
         if self.sshd_alive(host):
-            return
+            with contextlib.suppress(OSError):
+                if self._sshd_config_path(host).read_text() == self._sshd_config_text(host):
+                    return
+            # Started by an older version of the lab: restarted below with today's configuration.
         # An sshd we lost track of (pidfile gone) would still hold port 22: nothing else lives in a host
         # namespace but sshd and its sessions.
         _kill(self._netns_pids(self.netns(host)))
