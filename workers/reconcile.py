@@ -18,7 +18,7 @@ import logging
 import secrets
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paramiko
@@ -38,7 +38,8 @@ from egressportal.core.services.hostsync import (
 )
 from egressportal.ops import logs as ops_logs
 
-from .ssh import HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
+from .ssh import CommandFailed, HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
+from .verified import verified_forget, verified_recall, verified_remember
 
 __all__ = ["ReconcileResult", "HostBusy", "host_reconcile", "host_session", "host_target", "host_read_actual"]
 
@@ -155,14 +156,19 @@ def _read_outputs(session: SSHSession, cmds: dict[str, list[str]], *, use_sudo: 
     return outputs
 
 
-def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:
-    """The product's state on the host as the host reports it."""
+def _read_commands(host: Gateway | Node) -> dict[str, list[str]]:
     if isinstance(host, Gateway):
-        cmds = dp.gateway_read_commands(host.public_interface)
-    else:
-        cmds = dp.node_read_commands()
+        return dp.gateway_read_commands(host.public_interface)
+    return dp.node_read_commands()
+
+
+def _state_from_outputs(
+    host: Gateway | Node, cmds: dict[str, list[str]], outputs: dict[str, tuple[int, str]]
+) -> dp.GatewayState | dp.NodeState:
+    if set(outputs) != set(cmds):
+        raise dp.DataplaneParseError("the host's answer to the state read is garbled")
     out: dict[str, str | None] = {}
-    for name, (status, text) in _read_outputs(session, cmds, use_sudo=host.use_sudo).items():
+    for name, (status, text) in outputs.items():
         if status == 0:
             out[name] = text
         elif name == "nft" and dp.is_missing_table_error(text):
@@ -174,9 +180,42 @@ def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewaySta
     return dp.parse_node(out["nft"], out["rules"] or "[]", out["routes"] or "[]")
 
 
+def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:
+    """The product's state on the host as the host reports it."""
+    cmds = _read_commands(host)
+    return _state_from_outputs(host, cmds, _read_outputs(session, cmds, use_sudo=host.use_sudo))
+
+
 def _apply(session: SSHSession, plan: dp.Plan) -> None:
     for argv, stdin in plan.steps():
         session.run(argv, stdin=stdin)
+
+
+def _apply_and_read(
+    session: SSHSession, host: Gateway | Node, change: dp.Plan
+) -> tuple[CommandFailed | None, dp.GatewayState | dp.NodeState]:
+    """Apply ``change`` (its steps in order, stopping at the first that fails) and read the host back, in
+    ONE remote exec. Returns the failed step (None when every step succeeded) and the state read back,
+    which is read whatever happened. With sudo, one exec per command (sudo rules never need a shell)."""
+    cmds = _read_commands(host)
+    if host.use_sudo:
+        failure = None
+        try:
+            _apply(session, change)
+        except CommandFailed as exc:
+            failure = exc
+        return failure, host_read_actual(session, host)
+    steps = change.steps()
+    result = session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, cmds))
+    failure = None
+    reads: dict[str, tuple[int, str]] = {}
+    for name, status, text in dp.parse_exec_output(result.stdout):
+        kind, _, which = name.partition(":")
+        if kind == "apply" and status != 0:
+            failure = CommandFailed(steps[int(which)][0], status, text)
+        elif kind == "read":
+            reads[which] = (status, text)
+    return failure, _state_from_outputs(host, cmds, reads)
 
 
 def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
@@ -204,33 +243,78 @@ def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
 
 def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: str) -> ReconcileResult:
     started = time.monotonic()
-    is_gateway = isinstance(host, Gateway)
     plan: GatewayPlan | NodePlan | None = None
     try:
         # Hostile or broken values in the database fail here, before any connection.
-        plan = gateway_desired(host) if is_gateway else node_desired(host)
+        plan = gateway_desired(host) if isinstance(host, Gateway) else node_desired(host)
         session = host_session(host)
-        actual = host_read_actual(session, host)
         if isinstance(plan, GatewayPlan) and plan.decommission:
-            change = _decommission_gateway(session, host, actual)
+            verified_forget(host)
+            change = _decommission_gateway(session, host, host_read_actual(session, host))
             return _finish(host, plan, change, started)
-        change = dp.plan_gateway(actual, plan.state) if is_gateway else dp.plan_node(actual, plan.state)
-        if not change.is_empty:
-            if not _lease_renew(model, host.pk, token):
-                raise HostBusy(f"lost the lease on {host.name}")
-            _apply(session, change)
-            # Verify: what the host now reports must be what we wanted.
-            after = host_read_actual(session, host)
-            if after != plan.state:
-                recheck = dp.plan_gateway(after, plan.state) if is_gateway else dp.plan_node(after, plan.state)
-                raise dp.DataplaneValueError(f"host does not hold the applied state: {recheck.summary()}")
+        change = _converge(session, host, model, token, plan.state)
     except HostKeyMismatch as exc:
+        verified_forget(host)
         _record_key_mismatch(host, exc, plan.apps if plan else host_pending_apps(host))
         raise
     except (SSHError, dp.DataplaneValueError, OSError) as exc:
+        verified_forget(host)
         _record_failure(host, exc, plan.apps if plan else host_pending_apps(host), time.monotonic() - started)
         raise
+    except BaseException:
+        verified_forget(host)
+        raise
+    verified_remember(host, plan.state)
     return _finish(host, plan, change, started)
+
+
+def _plan(host: Gateway | Node, actual: Any, desired: Any) -> dp.Plan:
+    return dp.plan_gateway(actual, desired) if isinstance(host, Gateway) else dp.plan_node(actual, desired)
+
+
+def _converge(
+    session: SSHSession,
+    host: Gateway | Node,
+    model: type[Gateway] | type[Node],
+    token: str,
+    desired: dp.GatewayState | dp.NodeState,
+) -> dp.Plan:
+    """Bring the host to ``desired`` and verify it; returns what was changed.
+
+    Starts from the state verified last time (workers/verified.py), so the steady state is one remote exec
+    that applies the difference and reads back (an unchanged host: just the read-back). When the host
+    reports anything else than ``desired`` (it drifted since, or the step failed because of it), plan again
+    from what it reported and apply once more. Without a verified state, read first (two execs)."""
+    known = verified_recall(host)
+    actual = known if known is not None else host_read_actual(session, host)
+    change = _plan(host, actual, desired)
+    if known is None and change.is_empty:
+        return change  # just read: nothing to verify
+    if not change.is_empty and not _lease_renew(model, host.pk, token):
+        raise HostBusy(f"lost the lease on {host.name}")
+    failure, after = _apply_and_read(session, host, change)
+    if failure is None and after == desired:
+        return change
+    if known is None:
+        # The host was read just before: a failure is the host's answer, not stale knowledge.
+        if failure is not None:
+            raise failure
+        raise dp.DataplaneValueError(f"host does not hold the applied state: {_plan(host, after, desired).summary()}")
+    logger.info(
+        "%s: not in the state verified last time (%s); planning from what it reports",
+        host.name,
+        f"step failed: {failure}" if failure is not None else "it drifted",
+    )
+    repair = _plan(host, after, desired)
+    if not _lease_renew(model, host.pk, token):
+        raise HostBusy(f"lost the lease on {host.name}")
+    failure, after = _apply_and_read(session, host, repair)
+    if failure is not None:
+        raise failure
+    if after != desired:
+        raise dp.DataplaneValueError(f"host does not hold the applied state: {_plan(host, after, desired).summary()}")
+    changes = tuple(dict.fromkeys((*change.changes, *repair.changes, "repaired drift")))
+    return replace(repair, changes=changes)
 
 
 def _finish(host: Gateway | Node, plan: GatewayPlan | NodePlan, change: dp.Plan, started: float) -> ReconcileResult:

@@ -15,12 +15,15 @@ from .model import (
     NodeState,
     slot_mark,
     slot_table,
+    state_from_doc,
+    state_to_doc,
 )
 from .parse import (
     DataplaneParseError,
     gateway_read_commands,
     is_missing_table_error,
     node_read_commands,
+    parse_exec_output,
     parse_gateway,
     parse_node,
     probe_echo_command,
@@ -29,11 +32,13 @@ from .parse import (
     table_exists_command,
 )
 from .render import (
+    EXEC_ARGV,
     Plan,
     ip_batch_script,
     plan_gateway,
     plan_gateway_decommission,
     plan_node,
+    render_exec_script,
     render_gateway_ip,
     render_gateway_nft,
     render_node_ip,
@@ -42,6 +47,7 @@ from .render import (
 from .validate import DataplaneValueError
 
 __all__ = [
+    "EXEC_ARGV",
     "MARK_MASK",
     "NFT_FAMILY",
     "NFT_TABLE",
@@ -57,6 +63,7 @@ __all__ = [
     "ip_batch_script",
     "is_missing_table_error",
     "node_read_commands",
+    "parse_exec_output",
     "parse_gateway",
     "parse_node",
     "plan_gateway",
@@ -68,8 +75,11 @@ __all__ = [
     "render_gateway_ip",
     "render_gateway_nft",
     "render_node_ip",
+    "render_exec_script",
     "render_node_nft",
     "slot_mark",
     "slot_table",
+    "state_from_doc",
+    "state_to_doc",
     "table_exists_command",
 ]

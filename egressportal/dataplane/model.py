@@ -7,7 +7,7 @@ render. Equality of two states means "no change needed".
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 from typing import Any, TypeVar
 
@@ -25,6 +25,8 @@ __all__ = [
     "UNROUTED",
     "slot_mark",
     "slot_table",
+    "state_from_doc",
+    "state_to_doc",
 ]
 
 NFT_FAMILY = "ip"
@@ -187,3 +189,37 @@ class NodeState:
             gateways=gateways,  # type: ignore[arg-type]
             internal=frozenset(internal),  # type: ignore[arg-type]
         )
+
+
+_STATE_KINDS: dict[str, type[GatewayState] | type[NodeState]] = {"gateway": GatewayState, "node": NodeState}
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, (int, str)) else str(value)
+
+
+def state_to_doc(state: GatewayState | NodeState) -> dict[str, Any]:
+    """The state as plain JSON values (kept between reconciles: see ``state_from_doc``)."""
+    doc: dict[str, Any] = {"kind": "gateway" if isinstance(state, GatewayState) else "node"}
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, str):
+            doc[f.name] = value
+        elif isinstance(value, Mapping):
+            doc[f.name] = [[_plain(k), _plain(x)] for k, x in value.items()]
+        elif isinstance(value, frozenset):
+            doc[f.name] = sorted(str(x) for x in value)
+        else:
+            raise TypeError(f"cannot store {f.name} of type {type(value).__name__}")
+    return doc
+
+
+def state_from_doc(doc: object) -> GatewayState | NodeState:
+    """A state from ``state_to_doc``'s output, validated like any other (DataplaneValueError otherwise)."""
+    if not isinstance(doc, dict) or doc.get("kind") not in _STATE_KINDS:
+        raise v.DataplaneValueError("not a stored dataplane state")
+    cls = _STATE_KINDS[doc["kind"]]
+    try:
+        return cls(**{f.name: doc[f.name] for f in fields(cls)})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise v.DataplaneValueError(f"not a stored dataplane state: {exc}") from None

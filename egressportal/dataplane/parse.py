@@ -24,7 +24,7 @@ from .model import (
     NodeState,
     slot_mark,
 )
-from .render import KEEP_MASK
+from .render import EXEC_SECTION, KEEP_MASK
 
 __all__ = [
     "DataplaneParseError",
@@ -34,6 +34,7 @@ __all__ = [
     "table_exists_command",
     "is_missing_table_error",
     "node_read_commands",
+    "parse_exec_output",
     "parse_gateway",
     "parse_node",
 ]
@@ -63,6 +64,24 @@ def node_read_commands() -> dict[str, list[str]]:
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
     }
+
+
+def parse_exec_output(text: str) -> list[tuple[str, int, str]]:
+    """(section name, exit status, output) of each command a ``render_exec_script`` script ran, in order."""
+    parts = text.split(f"\n{EXEC_SECTION}")
+    if len(parts) < 2 or parts[-1].strip().count("\n") > 0:
+        raise DataplaneParseError("the host's answer to the reconcile script is garbled")
+    sections: list[tuple[str, int, str]] = []
+    body = parts[0]
+    for part in parts[1:]:
+        head, _, rest = part.partition("\n")
+        name, _, status = head.partition(" ")
+        try:
+            sections.append((name, int(status), body))
+        except ValueError:
+            raise DataplaneParseError("the host's answer to the reconcile script is garbled") from None
+        body = rest
+    return sections
 
 
 def table_exists_command() -> list[str]:

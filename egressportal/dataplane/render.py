@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
+from shlex import quote as shlex_quote
 
 from . import validate as v
 from .model import (
@@ -21,6 +23,8 @@ from .model import (
 )
 
 __all__ = [
+    "EXEC_ARGV",
+    "EXEC_SECTION",
     "NFT_APPLY_ARGV",
     "IP_BATCH_ARGV",
     "Plan",
@@ -32,6 +36,7 @@ __all__ = [
     "render_gateway_nft",
     "render_node_ip",
     "render_node_nft",
+    "render_exec_script",
 ]
 
 NFT_APPLY_ARGV = ["nft", "-f", "-"]
@@ -344,3 +349,47 @@ def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool) -> Pl
         nft=f"delete table {_TABLE}\n" if table_exists else None,
         changes=("drained: product table, addresses and routes removed",),
     )
+
+
+# One remote exec for a whole reconcile: the script arrives on stdin, so its size is not bound by the
+# kernel's limit on one argument, and nothing of it is ever a command-line string built from input.
+EXEC_ARGV = ["sh", "-s"]
+# Ends each command's output, followed by "<name> <exit status>": a byte no nft/ip output contains.
+EXEC_SECTION = "\x1e"
+_SECTION_NAME = re.compile(r"[a-z]+:[a-z0-9]+")
+
+
+def render_exec_script(apply: Sequence[tuple[Sequence[str], str | None]], reads: Mapping[str, Sequence[str]]) -> str:
+    """A shell script that runs the ``apply`` steps in order (argv, stdin), stopping at the first that fails,
+    then every read command whatever happened: apply and read back in one round trip. Each command's
+    output (stderr merged) is followed by a section line ``<EXEC_SECTION>apply:<i> <status>`` or
+    ``<EXEC_SECTION>read:<name> <status>`` (parsed by ``parse.parse_exec_output``).
+
+    argv tokens are shell-quoted; a step's stdin is a quoted here-document (no expansion) whose delimiter is
+    random and checked not to occur in it."""
+    delimiter = f"EGRESS_EOF_{secrets.token_hex(8)}"
+    lines = ["ok=0"]
+    for index, (argv, stdin) in enumerate(apply):
+        command = _shell_join(argv)
+        lines.append('if [ "$ok" -eq 0 ]; then')
+        if stdin is None:
+            lines.append(f"{command} </dev/null 2>&1")
+        else:
+            body = stdin if stdin.endswith("\n") else stdin + "\n"
+            if delimiter in body.splitlines():
+                raise v.DataplaneValueError("a step's input holds the here-document delimiter")
+            lines += [f"{command} 2>&1 <<'{delimiter}'", body.rstrip("\n"), delimiter]
+        lines.append(f"s=$?; printf '\\n\\036apply:{index} %s\\n' \"$s\"; [ \"$s\" -eq 0 ] || ok=1")
+        lines.append("fi")
+    for name, argv in reads.items():
+        section = f"read:{name}"
+        if not _SECTION_NAME.fullmatch(section):
+            raise v.DataplaneValueError(f"bad read name {name!r}")
+        lines.append(f"{_shell_join(argv)} </dev/null 2>&1; printf '\\n\\036{section} %s\\n' \"$?\"")
+    return "\n".join(lines) + "\n"
+
+
+def _shell_join(argv: Sequence[str]) -> str:
+    if not argv or any(not isinstance(a, str) or "\x00" in a or "\n" in a for a in argv):
+        raise v.DataplaneValueError("a command must be a non-empty argv of single-line strings")
+    return " ".join(shlex_quote(a) for a in argv)
