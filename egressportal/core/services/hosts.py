@@ -60,6 +60,10 @@ def _normalize_host_key(value: str) -> str:
 
 
 def _next_slot(region: Region) -> int:
+    """The lowest free slot of ``region``. Call it inside the transaction that saves the gateway: the
+    region's row stays locked until then, so concurrent registrations in one region take turns instead
+    of picking the same slot (and one failing on the unique constraint). Other regions are not held up."""
+    Region.objects.select_for_update().filter(pk=region.pk).values_list("pk", flat=True).first()
     used = set(Gateway.objects.filter(region=region).values_list("slot", flat=True))
     for slot in range(1, 251):
         if slot not in used:
