@@ -3,6 +3,7 @@ through egressportal.core.services; domain rules live there, not here."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -28,6 +29,8 @@ from egressportal.core.selectors import ADDRESS_STATES
 from egressportal.core.services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
 from egressportal.core.validators import normalize_cidr_list, validate_app_name
 from egressportal.tokens.models import ApiToken
+
+from .schema import ErrorDetailSerializer
 
 __all__ = [
     "ApiTokenSerializer",
@@ -122,6 +125,45 @@ class EgressRequestSerializer(serializers.Serializer):
         help_text="dedicated: the app's traffic leaves from its own IPs; shared: from the node's IP.",
         error_messages={"invalid_choice": "'{input}' is not an egress type; use 'dedicated' or 'shared'."},
     )
+
+
+class EgressBulkItemSerializer(serializers.Serializer):
+    app = serializers.IntegerField(min_value=1, help_text="The app's id.")
+    type = serializers.ChoiceField(
+        choices=EgressType.choices,
+        help_text="dedicated: the app's traffic leaves from its own IPs; shared: from the node's IP.",
+        error_messages={"invalid_choice": "'{input}' is not an egress type; use 'dedicated' or 'shared'."},
+    )
+
+
+class EgressBulkSerializer(serializers.Serializer):
+    items = serializers.ListField(
+        child=EgressBulkItemSerializer(),
+        allow_empty=False,
+        max_length=limits.MAX_BULK_EGRESS_ITEMS,
+        error_messages={"max_length": f"At most {limits.MAX_BULK_EGRESS_ITEMS} apps are accepted in one request."},
+        help_text=f"At most {limits.MAX_BULK_EGRESS_ITEMS} apps, each at most once.",
+    )
+
+    def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        counts = Counter(i["app"] for i in items)
+        twice = sorted(app for app, n in counts.items() if n > 1)
+        if twice:
+            raise serializers.ValidationError(f"Each app at most once per request; repeated: {', '.join(map(str, twice))}.")
+        return items
+
+
+class EgressBulkResultSerializer(serializers.Serializer):
+    app = serializers.IntegerField(read_only=True)
+    status = serializers.IntegerField(
+        read_only=True, help_text="What PUT /apps/{id}/egress/ would have answered for this app: 200, 202, 400, 404 or 409."
+    )
+    egress = EgressSerializer(read_only=True, allow_null=True, help_text="The egress object (200 and 202 only).")
+    error = ErrorDetailSerializer(read_only=True, allow_null=True, help_text="Why this app was not changed (4xx only).")
+
+
+class EgressBulkResponseSerializer(serializers.Serializer):
+    results = EgressBulkResultSerializer(many=True, read_only=True, help_text="One per item, in the request's order.")
 
 
 # Apps -----------------------------------------------------------------------------------------------------------

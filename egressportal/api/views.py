@@ -189,6 +189,40 @@ class AppViewSet(
         code = status.HTTP_202_ACCEPTED if changed and app.is_pending else status.HTTP_200_OK
         return Response(s.EgressSerializer(selectors.egress_summary(app)).data, status=code)
 
+    @extend_schema(
+        summary="Set the egress type of many apps in one request",
+        description=(
+            "For automation: up to 1,000 apps, each at most once. Per-item results, not all or nothing: "
+            "each app is changed in its own transaction, exactly as PUT /apps/{id}/egress/ would change it, "
+            "and its result carries the status that PUT would have answered (200 nothing to change, 202 "
+            "started, 404 not yours or missing, 409 pools exhausted / no gateways / conflict, 400 refused) "
+            "with the egress object or the error. An app that fails leaves the others untouched and is "
+            "itself unchanged. The request answers 200 when it was processed (whatever the items' results), "
+            "400 when the body is invalid (nothing changed then). Results come in the request's order."
+        ),
+        request=s.EgressBulkSerializer,
+        responses={200: s.EgressBulkResponseSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="egress", filter_backends=[], pagination_class=None)
+    def egress_bulk(self, request: Request) -> Response:
+        body = s.EgressBulkSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        results = [self._egress_bulk_item(request, item["app"], item["type"]) for item in body.validated_data["items"]]
+        return Response(s.EgressBulkResponseSerializer({"results": results}).data)
+
+    def _egress_bulk_item(self, request: Request, pk: int, egress_type: str) -> dict[str, Any]:
+        try:
+            app = selectors.app_get(user=request.user, pk=pk)
+            app, changed = services.egress_set(app=app, egress_type=egress_type, actor=request.user)
+        except Exception as exc:  # answered as the single-app PUT would answer it; anything else is a bug
+            response = api_exception_handler(exc, {"view": self, "request": request})
+            if response is None:
+                raise
+            return {"app": pk, "status": response.status_code, "egress": None, "error": response.data["error"]}
+        app = self._fresh(app)
+        code = status.HTTP_202_ACCEPTED if changed and app.is_pending else status.HTTP_200_OK
+        return {"app": pk, "status": code, "egress": selectors.egress_summary(app), "error": None}
+
     @extend_schema(summary="An app's event timeline, newest first", responses={200: s.EventSerializer(many=True)})
     @action(detail=True, methods=["get"], url_path="events", filter_backends=[])
     def events(self, request: Request, pk: str | None = None) -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 
 __all__ = [
+    "MAX_BULK_EGRESS_ITEMS",
     "MAX_DESCRIPTION_CHARS",
     "MAX_EXCLUDED_ADDRESSES",
     "MAX_HOST_KEY_CHARS",
@@ -15,6 +16,7 @@ __all__ = [
 ]
 
 MAX_POD_CIDRS = 64  # per node
+MAX_BULK_EGRESS_ITEMS = 1000  # apps whose egress one bulk request sets
 MAX_EXCLUDED_ADDRESSES = 1024  # per pool
 MAX_DESCRIPTION_CHARS = 2000
 MAX_HOST_KEY_CHARS = 8192  # an OpenSSH public key line (RSA 16384 bits is ~2,800 characters)
