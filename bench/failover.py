@@ -182,7 +182,7 @@ def main() -> int:
     table = print_table(
         f"Power loss of {APP}'s active gateway ({vendor}; two probers, echo every 100 ms, dead after 500 ms; "
         f"a request every 100 ms{extra})",
-        ["run", "power off -> standby answers (ms)", "power off -> marked unhealthy (ms)", "unanswered requests",
+        ["run", "power off -> standby answers (ms)", "power off -> unhealthy event (ms)", "unanswered requests",
          "power on (empty) -> active answers (ms)", "requests lost at failback"], rows,
     )
     targets = [

@@ -299,7 +299,7 @@ class Prober:
         self.leading = False
         self.stopped = threading.Event()
 
-    def hosts_refresh(self) -> None:
+    def hosts_refresh(self, *, reload: bool = False) -> None:
         hosts: list[Gateway | Node] = list(Gateway.objects.filter(enabled=True)) + list(Node.objects.filter(enabled=True))
         seen: set[Key] = set()
         for host in hosts:
@@ -313,7 +313,7 @@ class Prober:
                 if watch is not None:
                     watch.stop()
                 self.watches[key] = HostWatch(host).start()
-            if key not in self.inflight and (not self.leading or key not in self.health):
+            if key not in self.inflight and (reload or not self.leading or key not in self.health):
                 self.health[key] = host.health
                 self.messages[key] = host.health_message
         for key in set(self.watches) - seen:
@@ -333,7 +333,11 @@ class Prober:
                 if leading and not self.leading:
                     logger.info("prober %s leads: judging and acting on %d hosts", self.name, len(self.watches))
                     self.leading = True
-                    self.hosts_refresh()
+                    # What the database says now (the last leader may have acted since our last read), and
+                    # every node steered once as it says: a leader killed half-way through a failover
+                    # leaves nothing undone.
+                    self.hosts_refresh(reload=True)
+                    self.actions.submit(self.resteer_all)
                 self.leading = leading
                 if leading:
                     self.judge(now)
@@ -361,7 +365,10 @@ class Prober:
                 min_unanswered=settings.EGRESS_PROBE_MIN_UNANSWERED,
             )
             reopened = watch.gateway and current == HealthStatus.HEALTHY and watch.take_reopened()
-            news = verdict.health != current or (verdict.message and verdict.message != self.messages.get(key))
+            # A healthy verdict's message is the whole truth ("" clears an old one); an unhealthy host keeps
+            # its recorded reason unless the verdict has a new one.
+            says = bool(verdict.message) or verdict.health == HealthStatus.HEALTHY
+            news = verdict.health != current or (says and verdict.message != self.messages.get(key, ""))
             if news or reopened:
                 with self._inflight_lock:
                     self.inflight.add(key)
@@ -420,6 +427,16 @@ class Prober:
             "gateway %s %s: %d nodes re-steered in %.0f ms (%d left to the workers)",
             gateway.name, gateway.health, len(nodes) - len(left), (time.monotonic() - started) * 1000, len(left),
         )
+
+    def resteer_all(self) -> None:
+        try:
+            now = time.monotonic()
+            nodes = [pk for (kind, pk) in list(self.watches) if kind == Node.kind and self.answering((kind, pk), now)]
+            list(self.resteers.map(lambda pk: self.reconcile_now(Node.kind, pk), nodes))
+        except Exception:
+            logger.exception("re-steering the nodes after taking the lead")
+        finally:
+            close_old_connections()
 
     def answering(self, key: Key, now: float) -> bool:
         watch = self.watches.get(key)
