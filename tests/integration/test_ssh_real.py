@@ -69,7 +69,11 @@ class Sshd:
 
     def _descendants(self, pid: int) -> list[int]:
         found = []
-        for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").glob("*"))
+        except OSError:  # the process exited while we looked (ESRCH from /proc)
+            return found
+        for task in tasks:
             try:
                 children = (task / "children").read_text().split()
             except OSError:
