@@ -25,8 +25,8 @@ from common import BenchEnv, bulk_apps, log, pod_cidrs_add, print_table, subnets
 NAME = "node_scope"
 APP = "shop-api"
 TOGGLES = int(os.environ.get("BENCH_SCOPE_TOGGLES", "5"))
-NODE1_PODS, NODE2_PODS = "198.19.0.0/18", "198.19.64.0/17"  # room for the synthetic apps' /32s
-POOL = "198.19.192.0/18"  # their egress addresses
+NODE1_PODS, NODE2_PODS = "198.19.0.0/18", "198.19.64.0/18"  # room for the synthetic apps' /32s
+POOL = "198.19.128.0/17"  # their egress addresses
 
 
 def add_dedicated(node, count: int, offset: int, pods: str) -> None:
@@ -82,7 +82,8 @@ def converge_all(host_reconcile) -> None:
 
 def measure(env, host_reconcile, node_map_size, label: str) -> dict:
     from egressportal.core import services
-    from egressportal.core.models import App, Placement
+    from egressportal.core.desired import node_desired
+    from egressportal.core.models import App, Node, Placement
 
     lab = env.lab
     app = App.objects.get(name=APP)
@@ -101,8 +102,17 @@ def measure(env, host_reconcile, node_map_size, label: str) -> dict:
             want = App.objects.get(pk=app.pk).egress_status
             if want != ("assigned" if kind == "enable" else "disabled"):
                 raise RuntimeError(f"{label}: {kind} ended {want}")
+    node2_commands = lab.remote_commands("node2") - node2_before  # before our own read of node2's map below
+    node1_commands = lab.remote_commands("node1") - node1_before
     services.egress_enable(app=app)
     reconcile_owed(host_reconcile)
+    # node1's desired state from the database, alone (what grew with every app of the region before).
+    desired_ms = []
+    for _ in range(20):
+        started = time.perf_counter()
+        plan = node_desired(Node.objects.get(name="node1"))
+        desired_ms.append((time.perf_counter() - started) * 1000)
+    steered = len(plan.state.steering)
     sizes = {n: node_map_size(n) for n in ("node1", "node2")}
     placed = {n: Placement.objects.filter(node__name=n, app__egress_type="dedicated").count() for n in ("node1", "node2")}
     services.egress_disable(app=app)
@@ -112,8 +122,10 @@ def measure(env, host_reconcile, node_map_size, label: str) -> dict:
         "host_ms": {k: summarize([s * 1000 for s in v]) for k, v in sorted(hosts.items())},
         "map_entries": sizes,
         "dedicated_placements": placed,
-        "node2_commands": lab.remote_commands("node2") - node2_before,
-        "node1_commands": lab.remote_commands("node1") - node1_before,
+        "node2_commands": node2_commands,
+        "node1_commands": node1_commands,
+        "node1_desired_ms": summarize(desired_ms),
+        "node1_desired_entries": steered,
     }
 
 
@@ -154,19 +166,22 @@ def main() -> int:
         rows.append((
             name, r["map_entries"]["node1"], r["dedicated_placements"]["node1"], r["map_entries"]["node2"],
             r["dedicated_placements"]["node2"], f"{r['toggle_ms']['enable']['p50']:.0f}", f"{node1['p50']:.0f}",
-            f"{r['host_ms'].get('enable: gw1', {'p50': 0.0})['p50']:.0f}", r["node2_commands"],
+            f"{r['node1_desired_ms']['p50']:.1f}", f"{r['host_ms'].get('enable: gw1', {'p50': 0.0})['p50']:.0f}",
+            r["node2_commands"],
         ))
     table = print_table(
         f"Toggle of {APP} (on node1) with apps on other nodes; {TOGGLES} enable/disable cycles per row, {vendor}",
         ["configuration", "node1 map", "node1 placed", "node2 map", "node2 placed", "enable p50 ms",
-         "node1 reconcile p50 ms", "gw1 reconcile p50 ms", "node2 commands"],
+         "node1 reconcile p50 ms", "node1 desired state p50 ms", "gw1 reconcile p50 ms", "node2 commands"],
         rows,
     )
     a, c = results["A: demo apps only"], results["C: 5,000 on node1, 15,000 on node2"]
     b = results["B: 5,000 on node1, 5,000 on node2"]
     node1_b = b["host_ms"]["enable: node1"]["p50"]
     node1_c = c["host_ms"]["enable: node1"]["p50"]
+    desired_b, desired_c = b["node1_desired_ms"]["p50"], c["node1_desired_ms"]["p50"]
     targets = [
+        target("node1 desired state p50, 15,000 vs 5,000 on node2", (desired_c / desired_b - 1) * 100, 10, "%"),
         target("node1 reconcile p50, 15,000 vs 5,000 apps on node2", (node1_c / node1_b - 1) * 100, 10, "%"),
         target("commands on node2 during node1 toggles (all rows)", sum(r["node2_commands"] for r in results.values()),
                0, "commands"),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["toggle_latency", "burst", "dataplane_scale", "failover", "api_latency"]
+BENCHMARKS = ["toggle_latency", "burst", "dataplane_scale", "failover", "api_latency", "placement_move", "node_scope"]
 
 
 def main(argv: list[str]) -> int:
