@@ -1,0 +1,63 @@
+"""Edges of health evaluation (egressportal/core/rules/health.py) that tests/unit/test_health_rules.py leaves open,
+found by mutation testing (docs/MUTATION.md): interface output with optional keys left out, an app whose addresses
+are all standby, three addresses per app, and the exact words a user reads."""
+
+from __future__ import annotations
+
+import json
+
+from egressportal.core.rules import states
+from egressportal.core.rules.health import AppAddress, ProbeResult, app_egress_health, gateway_link_health, health_next
+
+TRANSIT = "198.18.8.11"
+
+
+def _links(*links: dict) -> str:
+    return json.dumps(list(links))
+
+
+def test_empty_interface_output_means_no_interfaces():
+    result = gateway_link_health("", "eth1", TRANSIT)
+    assert result == ProbeResult(False, True, "public interface eth1 is missing")
+
+
+def test_links_without_flags_or_addresses_are_judged_by_what_they_have():
+    output = _links(
+        {"ifname": "eth1", "operstate": "UP"},  # no "flags": up by its operstate
+        {"ifname": "eth9", "operstate": "DOWN"},  # no "addr_info" at all
+        {"ifname": "transit0", "operstate": "UNKNOWN", "flags": ["UP"], "addr_info": [{"local": TRANSIT}]},
+    )
+    assert gateway_link_health(output, "eth1", TRANSIT) == ProbeResult(True, True, "")
+
+
+def test_a_failed_probe_means_the_host_was_not_seen():
+    update = health_next(health=states.HEALTHY, successes=3, failures=0,
+                         result=ProbeResult(False, False, "unreachable"), threshold=2)
+    assert update.seen is False and update.health == states.HEALTHY and update.failures == 1
+
+
+def _ip(address: str, *, active: bool, gateway: str, down: bool = False) -> AppAddress:
+    return AppAddress(address, active, gateway, down)
+
+
+def test_no_address_at_all_is_a_failure_in_words():
+    assert app_egress_health([], ips_per_app=2) == (states.FAILED, "No egress address is assigned.")
+
+
+def test_without_an_active_address_the_first_one_counts_as_active():
+    ips = [_ip("203.0.113.10", active=False, gateway="gw1", down=True),
+           _ip("203.0.113.11", active=False, gateway="gw2")]
+    assert app_egress_health(ips, ips_per_app=2) == (
+        states.DEGRADED, "Gateway gw1 is down; traffic leaves from the standby address 203.0.113.11."
+    )
+
+
+def test_three_addresses_per_app():
+    two = [_ip("203.0.113.10", active=True, gateway="gw1"), _ip("203.0.113.11", active=False, gateway="gw2")]
+    # Two gateways are redundancy enough, even when three addresses are asked for.
+    assert app_egress_health(two, ips_per_app=3) == (states.ASSIGNED, "")
+    three = [*two[:1], _ip("203.0.113.11", active=False, gateway="gw2", down=True),
+             _ip("203.0.113.12", active=False, gateway="gw3", down=True)]
+    assert app_egress_health(three, ips_per_app=3) == (
+        states.ASSIGNED, "Standby gateway gw2, gw3 is down; no failover until it recovers."
+    )
