@@ -16,7 +16,12 @@ from egressportal.dataplane import (
     parse_gateway,
     parse_node,
 )
-from egressportal.dataplane.parse import is_missing_table_error
+from egressportal.dataplane.parse import (
+    is_missing_table_error,
+    probe_gateway_links_command,
+    probe_node_command,
+    table_exists_command,
+)
 from tests.unit.test_dataplane import (
     GW_ADDR_JSON,
     GW_NFT_JSON,
@@ -59,6 +64,13 @@ def test_read_commands_are_exactly_these():
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
     }
+
+
+def test_probe_commands_are_exactly_these():
+    # The sudo rules in the README allow exactly these (a gateway's links and addresses; a node's "true").
+    assert probe_gateway_links_command() == ["ip", "-j", "-4", "addr", "show"]
+    assert probe_node_command() == ["true"]
+    assert table_exists_command() == ["nft", "-j", "list", "table", "ip", "egressportal"]
 
 
 def test_missing_table_is_told_apart_from_other_failures():
@@ -507,6 +519,30 @@ def _map(elem: str) -> str:
             "node", None, "[]", '[{"dst": "default", "gateway": "x", "table": "7101"}]',
             "ip route gateway: invalid IPv4 address 'x'",
             id='node route gw',
+        ),
+        pytest.param(
+            "node",
+            None,
+            "[]",
+            "{}",
+            "ip route output: expected a list, got dict",
+            id="node routes not list",
+        ),
+        pytest.param(
+            "node",
+            _nft(NODE_NFT_JSON, lambda items: _mangle(items, 1)["value"]["|"][0]["&"].__setitem__(1, "x")),
+            NODE_RULES_JSON,
+            NODE_ROUTES_JSON,
+            "mark mask: not an integer: 'x'",
+            id="mark mask",
+        ),
+        pytest.param(
+            "node",
+            _nft(NODE_NFT_JSON, lambda items: _mangle(items, 1)["value"]["|"].__setitem__(1, "x")),
+            NODE_RULES_JSON,
+            NODE_ROUTES_JSON,
+            "mark value: not an integer: 'x'",
+            id="mark value",
         ),
     ],
 )
