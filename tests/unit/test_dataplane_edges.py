@@ -15,6 +15,7 @@ from egressportal.dataplane import (
     NodeState,
     ip_batch_script,
     plan_gateway,
+    plan_gateway_decommission,
     plan_node,
     render_gateway_ip,
     render_gateway_nft,
@@ -268,3 +269,16 @@ def test_render_refusals_say_what_and_why():
     assert _message(ip_batch_script, [["addr", "add", "x y"]]) == "unsafe token in ip command: 'x y'"
     unrouted = NodeState.build(gateways={1: "0.0.0.0"})
     assert _message(render_node_ip, None, unrouted) == "0.0.0.0 is not a valid gateway transit address"
+
+
+def test_decommission_without_a_table_only_removes_addresses_and_says_so():
+    leftover = GatewayState.build(public_interface="eth0", addresses=["203.0.113.10"],
+                                  return_routes={"198.19.1.0/24": "198.18.0.11"})
+    plan = plan_gateway_decommission(leftover, table_exists=False)
+    assert plan.nft is None  # deleting a table that is not there would fail the whole teardown
+    assert plan.steps() == [(["ip", "-batch", "-"], "route del 198.19.1.0/24 via 198.18.0.11 proto 250\n"
+                                                    "addr del 203.0.113.10/32 dev eth0\n")]
+    assert plan.summary() == "drained: product table, addresses and routes removed"
+    assert plan_gateway_decommission(GatewayState.build(public_interface="eth0"), table_exists=True).steps() == [
+        (["nft", "-f", "-"], "delete table ip egressportal\n")
+    ]
