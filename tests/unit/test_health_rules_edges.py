@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from egressportal.core.rules import states
-from egressportal.core.rules.health import AppAddress, ProbeResult, app_egress_health, gateway_link_health, health_next
+from egressportal.core.rules.health import AppAddress, ProbeResult, app_egress_health, gateway_link_health
 
 TRANSIT = "198.18.8.11"
 
@@ -28,12 +28,6 @@ def test_links_without_flags_or_addresses_are_judged_by_what_they_have():
         {"ifname": "transit0", "operstate": "UNKNOWN", "flags": ["UP"], "addr_info": [{"local": TRANSIT}]},
     )
     assert gateway_link_health(output, "eth1", TRANSIT) == ProbeResult(True, True, "")
-
-
-def test_a_failed_probe_means_the_host_was_not_seen():
-    update = health_next(health=states.HEALTHY, successes=3, failures=0,
-                         result=ProbeResult(False, False, "unreachable"), threshold=2)
-    assert update.seen is False and update.health == states.HEALTHY and update.failures == 1
 
 
 def _ip(address: str, *, active: bool, gateway: str, down: bool = False) -> AppAddress:
