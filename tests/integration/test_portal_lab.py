@@ -210,7 +210,8 @@ def test_an_unreachable_gateway_shows_retrying_with_the_next_attempt(lab, start_
     alice.save()
     billing = App.objects.get(name="billing")
     wait_for(lambda: Gateway.objects.filter(health="healthy").count() == 2, timeout=15, what="gateways healthy")
-    lab.stop_sshd("gw2")
+    # Every link of gw2 goes dark (a stopped sshd alone keeps a gateway in service: the prober's policy).
+    lab.power_off("gw2")
     try:
         wait_for(lambda: Gateway.objects.get(name="gw2").health == "unhealthy", timeout=15, what="gw2 unhealthy")
         context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -231,7 +232,7 @@ def test_an_unreachable_gateway_shows_retrying_with_the_next_attempt(lab, start_
             "data-state", "gateway_down")
         _shot(page, "unreachable-gateway-retrying")
     finally:
-        lab.start_sshd("gw2")
+        lab.power_on("gw2", empty=False)
     expect(status).to_have_attribute("data-status", "assigned", timeout=60_000)
     _shot(page, "unreachable-gateway-recovered")
     context.close()
