@@ -379,23 +379,26 @@ class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
                                    f"regain{pluralize(topped, 's,')} redundancy.")
 
 
-class NodePlacementInline(admin.TabularInline):
-    """What the platform reported for this node: read-only here (it changes only through the
-    platform's report, PUT /api/v1/nodes/{id}/placements/)."""
+class _ReportedPlacementInline(admin.TabularInline):
+    """Placements as the platform reported them: read-only for everyone here (they change only through
+    the platform's report, PUT /api/v1/nodes/{id}/placements/)."""
 
     model = Placement
-    fk_name = "node"
     extra = 0
     can_delete = False
-    fields = ["app", "cidr", "created_at"]
-    readonly_fields = fields
-    verbose_name_plural = "placements (reported by the platform; read-only)"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class NodePlacementInline(_ReportedPlacementInline):
+    fk_name = "node"
+    fields = ["app", "cidr", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "placements (reported by the platform; read-only)"
 
 
 @admin.register(Node)
@@ -404,23 +407,11 @@ class NodeAdmin(HostAdminMixin, admin.ModelAdmin):
     inlines = [NodePlacementInline]
 
 
-class AppPlacementInline(admin.TabularInline):
-    """Where the app runs, as the platform reported it: read-only for everyone here (nobody types source
-    addresses; the platform reports them with PUT /api/v1/nodes/{id}/placements/)."""
-
-    model = Placement
+class AppPlacementInline(_ReportedPlacementInline):
     fk_name = "app"
-    extra = 0
-    can_delete = False
     fields = ["node", "cidr", "created_at"]
     readonly_fields = fields
     verbose_name_plural = "where it runs (placements reported by the platform; read-only)"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class EgressIPInline(admin.TabularInline):
