@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from . import secrets, selectors, services
 from .audit import audit_csv_response, audit_json_response
@@ -166,7 +167,7 @@ class IPPoolAdmin(admin.ModelAdmin):
 def _health_badge(obj: Any) -> str:
     # Classes, not style attributes: the Content-Security-Policy allows no inline styles.
     level = obj.health if obj.health in ("healthy", "unhealthy") else "unknown"
-    mismatch = format_html(' <strong class="host-key-mismatch">⚠ host key mismatch</strong>') if (
+    mismatch = mark_safe(' <strong class="host-key-mismatch">⚠ host key mismatch</strong>') if (
         obj.host_key_mismatch_at
     ) else ""
     return format_html(
@@ -330,8 +331,8 @@ class GatewayAdmin(HostAdminMixin, admin.ModelAdmin):
     def service_state(self, obj: Gateway) -> str:
         # Words, not the boolean icons: a green tick for "draining" read as "all good".
         if obj.draining:
-            return format_html('<span class="egress-health egress-health--draining">Draining</span>')
-        return format_html('<span class="egress-health egress-health--in-service">In service</span>')
+            return mark_safe('<span class="egress-health egress-health--draining">Draining</span>')
+        return mark_safe('<span class="egress-health egress-health--in-service">In service</span>')
 
     def _confirm_drain(self, request: HttpRequest, queryset: QuerySet[Gateway], *, rehome: bool, action: str) -> Any:
         """Drain changes where many apps' traffic leaves from: show who is affected and ask first."""

@@ -53,5 +53,11 @@ def test_three_addresses_per_app():
     three = [*two[:1], _ip("203.0.113.11", active=False, gateway="gw2", down=True),
              _ip("203.0.113.12", active=False, gateway="gw3", down=True)]
     assert app_egress_health(three, ips_per_app=3) == (
-        states.ASSIGNED, "Standby gateway gw2, gw3 is down; no failover until it recovers."
+        states.ASSIGNED, "Standby gateways gw2 and gw3 are down; no failover until one recovers."
+    )
+    # One standby down, another healthy: a failover still has somewhere to go, and the message says so.
+    one_down = [*two[:1], _ip("203.0.113.11", active=False, gateway="gw2", down=True),
+                _ip("203.0.113.12", active=False, gateway="gw3")]
+    assert app_egress_health(one_down, ips_per_app=3) == (
+        states.ASSIGNED, "Standby gateway gw2 is down; another standby still covers a failover."
     )

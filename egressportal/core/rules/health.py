@@ -155,6 +155,11 @@ def app_egress_health(ips: Sequence[AppAddress], *, ips_per_app: int) -> tuple[s
     if len(ips) < min(ips_per_app, 2):
         return ASSIGNED, "Redundancy is reduced: only one gateway can hold this app's addresses right now."
     if len(healthy) < len(ips):
-        down = ", ".join(ip.gateway for ip in ips if ip not in healthy and ip.gateway)
-        return ASSIGNED, f"Standby gateway {down} is down; no failover until it recovers."
+        down = [ip.gateway for ip in ips if ip not in healthy and ip.gateway]
+        names = down[0] if len(down) == 1 else ", ".join(down[:-1]) + " and " + down[-1]
+        subject = f"Standby gateway {names} is" if len(down) == 1 else f"Standby gateways {names} are"
+        if any(not ip.active for ip in healthy):
+            # Another standby is still healthy: a failover would go there, so say that, not "no failover".
+            return ASSIGNED, f"{subject} down; another standby still covers a failover."
+        return ASSIGNED, f"{subject} down; no failover until {'it recovers' if len(down) == 1 else 'one recovers'}."
     return ASSIGNED, ""
