@@ -7,8 +7,8 @@ render. Equality of two states means "no change needed".
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
-from ipaddress import IPv4Address, IPv4Network, collapse_addresses
+from dataclasses import MISSING, dataclass, fields
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, collapse_addresses
 from typing import Any, TypeVar
 
 from . import validate as v
@@ -18,11 +18,15 @@ __all__ = [
     "GatewayState",
     "MARK_MASK",
     "NFT_FAMILY",
+    "NFT_FAMILY6",
     "NFT_TABLE",
     "NodeState",
     "RT_PROTO",
     "TABLE_BASE",
     "UNROUTED",
+    "UNROUTED6",
+    "IPAddress",
+    "IPNetwork",
     "slot_mark",
     "slot_table",
     "state_from_doc",
@@ -30,7 +34,8 @@ __all__ = [
 ]
 
 NFT_FAMILY = "ip"
-NFT_TABLE = "egressportal"  # the ONLY nft table the product writes, on gateways and nodes alike
+NFT_FAMILY6 = "ip6"  # IPv6 entries live in table "ip6 egressportal", written only when there are any
+NFT_TABLE = "egressportal"  # the ONLY nft table name the product writes, on gateways and nodes alike
 TABLE_BASE = 7100  # slot N -> routing table and ip rule priority TABLE_BASE + N
 MARK_SHIFT = 16
 # Slot bits only: kube-proxy uses 0x4000/0x8000; staying inside 0x00ff0000 leaves other users' bits alone.
@@ -39,6 +44,10 @@ RT_PROTO = 250  # tags our routes and rules so they can be listed and removed wi
 # In an *actual* NodeState: the slot's ip rule exists but its routing table has no default route. Never
 # valid in a desired state (plan_node refuses it).
 UNROUTED = IPv4Address(0)  # 0.0.0.0
+UNROUTED6 = IPv6Address(0)  # "::": the same for a slot's IPv6 rule (NodeState.gateways6)
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -62,7 +71,7 @@ class FrozenMap(Mapping[K, V]):
         d = dict(pairs)
         if len(d) != len(pairs):
             raise v.DataplaneValueError("duplicate keys")
-        self._items: tuple[tuple[K, V], ...] = tuple(sorted(d.items(), key=lambda kv: kv[0]))  # type: ignore[arg-type, return-value]
+        self._items: tuple[tuple[K, V], ...] = tuple(sorted(d.items(), key=lambda kv: family_key(kv[0])))
         self._dict = dict(self._items)
 
     def __getitem__(self, key: K) -> V:
@@ -88,21 +97,41 @@ class FrozenMap(Mapping[K, V]):
         return f"FrozenMap({self._dict!r})"
 
 
+def family_key(value: Any) -> tuple[int, Any]:
+    """Sort key that orders IPv4 before IPv6 (ipaddress refuses to compare across families)."""
+    return (getattr(value, "version", 0), value)
+
+
+def by_family(values: Iterable[Any], version: int) -> list[Any]:
+    """The values of one family (4 or 6), sorted."""
+    return sorted(x for x in values if x.version == version)
+
+
 def _pairs(value: Any) -> Iterable[tuple[Any, Any]]:
     return value.items() if isinstance(value, Mapping) else value
 
 
-def _networks(values: Iterable[Any]) -> frozenset[IPv4Network]:
+def _networks(values: Iterable[Any]) -> frozenset[IPNetwork]:
     # Interval sets reject overlapping elements; collapsing also makes "198.18.20.0/25 + 198.18.20.128/25" and
-    # "198.18.20.0/24" the same state, which is what the kernel sees.
-    return frozenset(collapse_addresses(v.ipv4_network(x) for x in values))
+    # "198.18.20.0/24" the same state, which is what the kernel sees. Collapsed per family.
+    nets = [v.ip_network(x) for x in values]
+    return frozenset(
+        [*collapse_addresses(by_family(nets, 4)), *collapse_addresses(by_family(nets, 6))]
+    )
 
 
-def _disjoint_keys(nets: Iterable[IPv4Network], what: str) -> None:
-    ordered = sorted(nets)
-    for a, b in zip(ordered, ordered[1:], strict=False):
-        if a.overlaps(b):
-            raise v.DataplaneValueError(f"overlapping {what}: {a} and {b}")
+def _disjoint_keys(nets: Iterable[IPNetwork], what: str) -> None:
+    nets = list(nets)
+    for version in (4, 6):
+        ordered = by_family(nets, version)
+        for a, b in zip(ordered, ordered[1:], strict=False):
+            if a.overlaps(b):
+                raise v.DataplaneValueError(f"overlapping {what}: {a} and {b}")
+
+
+def _same_family(net: IPNetwork, address: IPAddress, what: str) -> None:
+    if net.version != address.version:
+        raise v.DataplaneValueError(f"{what} {net} -> {address}: mixes IPv{net.version} and IPv{address.version}")
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -112,26 +141,28 @@ def _set(obj: object, name: str, value: object) -> None:
 @dataclass(frozen=True)
 class GatewayState:
     public_interface: str
-    addresses: frozenset[IPv4Address]  # egress IPs this gateway holds (as /32 on public_interface)
-    snat: Mapping[IPv4Network, IPv4Address]  # app source CIDR -> egress IP (SNAT on public_interface)
-    return_routes: Mapping[IPv4Network, IPv4Address]  # pod CIDR -> node transit address
+    # Both families: egress IPs this gateway holds (as /32 or /128 on public_interface)
+    addresses: frozenset[IPAddress]
+    snat: Mapping[IPNetwork, IPAddress]  # app source CIDR -> egress IP of the same family
+    return_routes: Mapping[IPNetwork, IPAddress]  # pod CIDR -> node transit address of the same family
     # All pod CIDRs of the region: forwarded traffic from these out of public_interface WITHOUT a snat
     # mapping is dropped, so a pod source address never leaks.
-    guarded_sources: frozenset[IPv4Network]
+    guarded_sources: frozenset[IPNetwork]
 
     def __post_init__(self) -> None:
         _set(self, "public_interface", v.interface_name(self.public_interface))
-        addresses = frozenset(v.ipv4_address(a) for a in self.addresses)
-        snat = FrozenMap((v.ipv4_network(k), v.ipv4_address(x)) for k, x in _pairs(self.snat))
+        addresses = frozenset(v.ip_address(a) for a in self.addresses)
+        snat = FrozenMap((v.ip_network(k), v.ip_address(x)) for k, x in _pairs(self.snat))
         _disjoint_keys(snat, "SNAT source CIDRs")
         for source, target in snat.items():
+            _same_family(source, target, "SNAT")
             if target not in addresses:
                 raise v.DataplaneValueError(
                     f"SNAT {source} -> {target}: {target} is not one of this gateway's addresses"
                 )
-        routes = FrozenMap(
-            (v.ipv4_network(k), v.ipv4_address(x)) for k, x in _pairs(self.return_routes)
-        )
+        routes = FrozenMap((v.ip_network(k), v.ip_address(x)) for k, x in _pairs(self.return_routes))
+        for net, via in routes.items():
+            _same_family(net, via, "return route")
         _set(self, "addresses", addresses)
         _set(self, "snat", snat)
         _set(self, "return_routes", routes)
@@ -142,10 +173,10 @@ class GatewayState:
         cls,
         *,
         public_interface: str,
-        addresses: Iterable[str | IPv4Address] = (),
+        addresses: Iterable[str | IPAddress] = (),
         snat: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         return_routes: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
-        guarded_sources: Iterable[str | IPv4Network] = (),
+        guarded_sources: Iterable[str | IPNetwork] = (),
     ) -> GatewayState:
         """Validate and normalise (strict networks, sorted immutable maps) from plain values."""
         return cls(
@@ -159,21 +190,27 @@ class GatewayState:
 
 @dataclass(frozen=True)
 class NodeState:
-    steering: Mapping[IPv4Network, int]  # app source CIDR -> gateway slot (1..250)
-    gateways: Mapping[int, IPv4Address]  # gateway slot -> gateway transit address
-    internal: frozenset[IPv4Network]  # destinations never steered (pod CIDRs, transit net, mgmt net)
+    steering: Mapping[IPNetwork, int]  # app source CIDR (either family) -> gateway slot (1..250)
+    gateways: Mapping[int, IPv4Address]  # gateway slot -> gateway IPv4 transit address
+    internal: frozenset[IPNetwork]  # destinations never steered (pod CIDRs, transit net, mgmt net)
+    # gateway slot -> gateway IPv6 transit address; IPv6 steering needs its slot here (same mark, same
+    # table number as IPv4, in the IPv6 routing tables)
+    gateways6: Mapping[int, IPv6Address] = FrozenMap()
 
     def __post_init__(self) -> None:
-        steering = FrozenMap((v.ipv4_network(k), v.slot(s)) for k, s in _pairs(self.steering))
+        steering = FrozenMap((v.ip_network(k), v.slot(s)) for k, s in _pairs(self.steering))
         _disjoint_keys(steering, "steered source CIDRs")
         gateways = FrozenMap((v.slot(s), v.ipv4_address(a)) for s, a in _pairs(self.gateways))
+        gateways6 = FrozenMap((v.slot(s), _ipv6_or_unrouted(a)) for s, a in _pairs(self.gateways6))
         for source, s in steering.items():
             # A mark whose table has no rule falls through to the main table: the app would silently
             # leave from the node's own IP.
-            if s not in gateways:
-                raise v.DataplaneValueError(f"steering {source} -> slot {s}: slot has no gateway")
+            if s not in (gateways if source.version == 4 else gateways6):
+                family = "" if source.version == 4 else "IPv6 "
+                raise v.DataplaneValueError(f"steering {source} -> slot {s}: slot has no {family}gateway")
         _set(self, "steering", steering)
         _set(self, "gateways", gateways)
+        _set(self, "gateways6", gateways6)
         _set(self, "internal", _networks(self.internal))
 
     @classmethod
@@ -182,13 +219,22 @@ class NodeState:
         *,
         steering: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         gateways: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
-        internal: Iterable[str | IPv4Network] = (),
+        internal: Iterable[str | IPNetwork] = (),
+        gateways6: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
     ) -> NodeState:
         return cls(
             steering=steering,  # type: ignore[arg-type]
             gateways=gateways,  # type: ignore[arg-type]
             internal=frozenset(internal),  # type: ignore[arg-type]
+            gateways6=gateways6,  # type: ignore[arg-type]
         )
+
+
+def _ipv6_or_unrouted(value: object) -> IPv6Address:
+    # "::" only ever comes from parsing a host (a rule without its route); plan_node refuses it.
+    if value == UNROUTED6 or value == str(UNROUTED6):
+        return UNROUTED6
+    return v.ipv6_address(value)
 
 
 _STATE_KINDS: dict[str, type[GatewayState] | type[NodeState]] = {"gateway": GatewayState, "node": NodeState}
@@ -214,12 +260,17 @@ def state_to_doc(state: GatewayState | NodeState) -> dict[str, Any]:
     return doc
 
 
+def _has_default(f: Any) -> bool:
+    return f.default is not MISSING
+
+
 def state_from_doc(doc: object) -> GatewayState | NodeState:
     """A state from ``state_to_doc``'s output, validated like any other (DataplaneValueError otherwise)."""
     if not isinstance(doc, dict) or doc.get("kind") not in _STATE_KINDS:
         raise v.DataplaneValueError("not a stored dataplane state")
     cls = _STATE_KINDS[doc["kind"]]
     try:
-        return cls(**{f.name: doc[f.name] for f in fields(cls)})
+        # A field added since the doc was stored (gateways6) takes its default.
+        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc or not _has_default(f)})
     except (KeyError, TypeError, ValueError) as exc:
         raise v.DataplaneValueError(f"not a stored dataplane state: {exc}") from None

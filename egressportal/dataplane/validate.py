@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 __all__ = [
     "DataplaneValueError",
     "interface_name",
     "int_in_range",
+    "ip_address",
+    "ip_network",
     "ipv4_address",
     "ipv4_network",
+    "ipv6_address",
+    "ipv6_network",
     "slot",
 ]
 
@@ -25,6 +29,20 @@ _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # Only the characters an IPv4 address or CIDR can contain; keeps unicode digits and whitespace out even
 # where ipaddress would be lenient.
 _IPV4_TEXT_RE = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?")
+# Hex groups and colons only: no zone ("%eth0"), no embedded dotted quad, no whitespace.
+_IPV6_TEXT_RE = re.compile(r"[0-9A-Fa-f:]{2,39}(/[0-9]{1,3})?")
+# IPv6 networks broader than this are never a pod, app or transit network (IPv4 allows any prefix, but an
+# IPv4 /16 is already a region; a /16 of IPv6 is 2**112 addresses).
+IPV6_MIN_PREFIXLEN = 16
+# Never a pod, app, transit or egress address: unspecified, loopback and IPv4-compatible (::/96),
+# IPv4-mapped (SNAT/steer by a v4 address in disguise), link-local, site-local (deprecated), multicast.
+IPV6_FORBIDDEN = (
+    IPv6Network("::/96"),
+    IPv6Network("::ffff:0:0/96"),
+    IPv6Network("fe80::/10"),
+    IPv6Network("fec0::/10"),
+    IPv6Network("ff00::/8"),
+)
 
 
 class DataplaneValueError(ValueError):
@@ -85,6 +103,79 @@ def ipv4_network(value: object) -> IPv4Network:
                 f"{IPv4Network(text, strict=False)}?)"
             ) from None
         raise DataplaneValueError(f"invalid IPv4 network {text!r}: {exc}") from None
+
+
+def _ipv6_text(value: object, what: str) -> str:
+    text = _text(value, what)
+    if not _IPV6_TEXT_RE.fullmatch(text) or ":" not in text:
+        raise DataplaneValueError(f"invalid {what} {text!r}")
+    return text
+
+
+def _ipv6_usable(net: IPv6Network, shown: object, what: str) -> None:
+    for bad in IPV6_FORBIDDEN:
+        if net.overlaps(bad):
+            raise DataplaneValueError(f"invalid {what} {shown!r}: inside reserved {bad}")
+
+
+def ipv6_address(value: object) -> IPv6Address:
+    """A global or unique-local IPv6 address (see IPV6_FORBIDDEN), written as hex groups only."""
+    if isinstance(value, IPv6Address):
+        address = value
+    else:
+        if isinstance(value, IPv4Address):
+            raise DataplaneValueError(f"invalid IPv6 address {value!r}: is IPv4")
+        text = _ipv6_text(value, "IPv6 address")
+        if "/" in text:
+            raise DataplaneValueError(f"invalid IPv6 address {text!r}")
+        try:
+            address = IPv6Address(text)
+        except ValueError as exc:
+            raise DataplaneValueError(f"invalid IPv6 address {text!r}: {exc}") from None
+    if address.scope_id is not None:
+        raise DataplaneValueError(f"invalid IPv6 address {value!r}: has a zone")
+    _ipv6_usable(IPv6Network(address), str(address), "IPv6 address")
+    return address
+
+
+def ipv6_network(value: object) -> IPv6Network:
+    """A strict IPv6 network of prefix length IPV6_MIN_PREFIXLEN..128 outside IPV6_FORBIDDEN."""
+    if isinstance(value, IPv6Network):
+        net = value
+    elif isinstance(value, IPv6Address):
+        net = IPv6Network(ipv6_address(value))
+    else:
+        if isinstance(value, (IPv4Address, IPv4Network)):
+            raise DataplaneValueError(f"invalid IPv6 network {value!r}: is IPv4")
+        text = _ipv6_text(value, "IPv6 network")
+        try:
+            net = IPv6Network(text, strict=True)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                raise DataplaneValueError(
+                    f"invalid IPv6 network {text!r}: host bits set (did you mean "
+                    f"{IPv6Network(text, strict=False)}?)"
+                ) from None
+            raise DataplaneValueError(f"invalid IPv6 network {text!r}: {exc}") from None
+    if net.prefixlen < IPV6_MIN_PREFIXLEN:
+        raise DataplaneValueError(
+            f"invalid IPv6 network {str(net)!r}: prefix shorter than /{IPV6_MIN_PREFIXLEN}"
+        )
+    _ipv6_usable(net, str(net), "IPv6 network")
+    return net
+
+
+def _is_ipv6(value: object) -> bool:
+    return isinstance(value, (IPv6Address, IPv6Network)) or (isinstance(value, str) and ":" in value)
+
+
+def ip_address(value: object) -> IPv4Address | IPv6Address:
+    """Either family, each validated as strictly as ``ipv4_address``/``ipv6_address``."""
+    return ipv6_address(value) if _is_ipv6(value) else ipv4_address(value)
+
+
+def ip_network(value: object) -> IPv4Network | IPv6Network:
+    return ipv6_network(value) if _is_ipv6(value) else ipv4_network(value)
 
 
 def int_in_range(value: object, low: int, high: int, what: str) -> int:

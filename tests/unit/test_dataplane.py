@@ -166,7 +166,8 @@ def test_ipv6_address_rejected_with_clear_message(value):
 def test_ipv6_network_rejected():
     with pytest.raises(DataplaneValueError, match="IPv6 is not supported"):
         v.ipv4_network("2001:db8::/64")
-    with pytest.raises(DataplaneValueError, match="IPv6 is not supported"):
+    # States take IPv6 too, as strictly: a /8 is broader than any pod network.
+    with pytest.raises(DataplaneValueError, match="prefix shorter than /16"):
         gw(guarded_sources=["fd00::/8"])
 
 
