@@ -167,9 +167,11 @@ class BenchEnv:
             ...
     """
 
-    def __init__(self, name: str, *, lab: bool = True, redis: bool = True, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, *, lab: bool = True, redis: bool = True, env: dict[str, str] | None = None,
+                 lab_config: LabConfig | None = None) -> None:
         self.name = name
         self.want_lab = lab
+        self.lab_config = lab_config or LAB_CONFIG  # a fleet benchmark brings its own (size, prefix, index)
         self.want_redis = redis
         self.extra_env = env or {}
         self.workdir = VAR / name
@@ -247,7 +249,7 @@ class BenchEnv:
             # One synthetic tenant owns thousands of apps here; quotas are tested, not benchmarked.
             "EGRESS_QUOTA_APPS": "1000000",
             "EGRESS_QUOTA_ADDRESSES": "1000000",
-            "EGRESS_SSH_KEY_FILE": str(LAB_CONFIG.ssh_key_file),
+            "EGRESS_SSH_KEY_FILE": str(self.lab_config.ssh_key_file),
             **WORKER_ENV,
             **self.extra_env,
         }
@@ -262,8 +264,9 @@ class BenchEnv:
             self.redis = RedisServer(self.redis_url, self.workdir)
             self.redis.start()
         if self.want_lab:
-            self.lab = Lab(LAB_CONFIG)
-            log(f"{self.name}: building lab {LAB_CONFIG.prefix} (index {LAB_CONFIG.index})")
+            self.lab = Lab(self.lab_config)
+            c = self.lab_config
+            log(f"{self.name}: building lab {c.prefix} (index {c.index}, {c.gateways} gateways, {c.nodes} nodes)")
             self.lab.down()  # leftovers of an earlier run that crashed
             self.lab.up()
             for _, app, node in DEMO_APPS:

@@ -85,12 +85,13 @@ def _register_hosts(lab: Lab, region: Region) -> tuple[dict[str, Gateway], dict[
                 gw = host_update(host=gw, **fields)
             gateways[name] = gw
         else:
-            fields["pod_cidrs"] = [host.pod_cidr]
             node = Node.objects.filter(name=name).first()
             if node is None:
-                node = node_create(region=region, name=name, **fields)
+                node = node_create(region=region, name=name, pod_cidrs=[host.pod_cidr], **fields)
             else:
-                node = host_update(host=node, **fields)
+                # Pod CIDRs an admin added since (room for more apps) stay; the lab's own comes first.
+                extra = [c for c in node.pod_cidrs if c != host.pod_cidr]
+                node = host_update(host=node, pod_cidrs=[host.pod_cidr, *extra], **fields)
             nodes[name] = node
     return gateways, nodes
 

@@ -8,14 +8,25 @@ bug in the product's renderer or parser cannot hide from tests that use the lab 
 host (tests/unit/test_lab_conventions.py pins the conventions it shares with the dataplane).
 """
 
-from .plan import DEMO_APPS, ECHO_ADDRESS, EGRESS_POOL, HOST_PLAN
+import json
+
+from .plan import DEMO_APPS, ECHO_ADDRESS, EGRESS_POOL, HOST_PLAN, host_plan
 from .topology import REPO_ROOT, Lab, LabApp, LabConfig, LabError, LabHost
 
 
 def running_lab(prefix: str) -> Lab | None:
-    """The lab of ``prefix`` when it was built on this machine (its state directory exists), else None."""
-    lab = Lab(LabConfig(prefix=prefix))
-    return lab if lab.config.state_dir.exists() else None
+    """The lab of ``prefix`` when it was built on this machine (its state directory exists), else None.
+    Its size (gateways, nodes) is the one it was built with."""
+    config = LabConfig(prefix=prefix)
+    if not config.state_dir.exists():
+        return None
+    try:
+        state = json.loads((config.state_dir / "state.json").read_text())
+        config = LabConfig(prefix=prefix, index=int(state.get("index", 0)), gateways=int(state.get("gateways", 2)),
+                           nodes=int(state.get("nodes", 2)))
+    except (OSError, ValueError, TypeError):
+        pass  # built by an older version, or half-written: the default lab
+    return Lab(config)
 
 
 __all__ = [
@@ -29,5 +40,6 @@ __all__ = [
     "LabConfig",
     "LabError",
     "LabHost",
+    "host_plan",
     "running_lab",
 ]

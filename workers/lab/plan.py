@@ -21,13 +21,16 @@ __all__ = [
     "IF",
     "INTERNET_ADDRESS",
     "INTERNET_NET",
+    "MAX_GATEWAYS",
     "MAX_INDEX",
+    "MAX_NODES",
     "PUBLIC_NET",
     "ROUTER_PUBLIC",
     "TRANSIT_NET",
     "app_netns",
     "check_app_name",
     "check_prefix",
+    "host_plan",
     "mgmt_bridge_address",
     "mgmt_network",
     "root_mgmt_bridge",
@@ -68,15 +71,36 @@ class HostPlan:
         return IPv4Interface(f"{self.pod_cidr.network_address + 1}/{self.pod_cidr.prefixlen}") if self.pod_cidr else None
 
 
-HOST_PLAN: dict[str, HostPlan] = {
-    h.name: h
-    for h in (
-        HostPlan("gw1", "gateway", 11, IPv4Address("203.0.113.2")),
-        HostPlan("gw2", "gateway", 12, IPv4Address("203.0.113.3")),
-        HostPlan("node1", "node", 21, IPv4Address("203.0.113.21"), IPv4Network("198.18.64.0/24")),
-        HostPlan("node2", "node", 22, IPv4Address("203.0.113.22"), IPv4Network("198.18.65.0/24")),
-    )
-}
+# A fleet lab has more of the same hosts (LabConfig(gateways=4, nodes=40)); gw1, gw2, node1 and node2 are
+# always the ones below. Gateway N: management/transit octet 10+N, public 203.0.113.(1+N); node N: octet 20+N,
+# public 203.0.113.(20+N) (below the egress pool), pods the N-th /24 of 198.18.64.0/18 that is not transit.
+MAX_GATEWAYS = 9
+MAX_NODES = 63
+POD_NET = IPv4Network("198.18.64.0/18")
+
+
+def _pod_cidr(n: int) -> IPv4Network:
+    free = (net for net in POD_NET.subnets(new_prefix=24) if not net.overlaps(TRANSIT_NET))
+    for _ in range(n - 1):
+        next(free)
+    return next(free)
+
+
+def host_plan(gateways: int = 2, nodes: int = 2) -> dict[str, HostPlan]:
+    """The hosts of a lab with ``gateways`` gateways and ``nodes`` nodes, gateways first."""
+    if not isinstance(gateways, int) or not 1 <= gateways <= MAX_GATEWAYS:
+        raise ValueError(f"a lab has 1..{MAX_GATEWAYS} gateways, not {gateways!r}")
+    if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise ValueError(f"a lab has 1..{MAX_NODES} nodes, not {nodes!r}")
+    hosts = [HostPlan(f"gw{n}", "gateway", 10 + n, PUBLIC_NET.network_address + 1 + n) for n in range(1, gateways + 1)]
+    hosts += [
+        HostPlan(f"node{n}", "node", 20 + n, PUBLIC_NET.network_address + 20 + n, _pod_cidr(n))
+        for n in range(1, nodes + 1)
+    ]
+    return {h.name: h for h in hosts}
+
+
+HOST_PLAN: dict[str, HostPlan] = host_plan(2, 2)  # the default lab
 
 
 class IF:

@@ -9,6 +9,10 @@ with 198.18.<index>.1/24 and one veth per host); every other segment lives insid
              (and the router <p>-inet on br-public)
     <p>-inet: router 203.0.113.1 + 198.51.100.1, echo server on 198.51.100.10:80
     <p>-nodeN: pods0 bridge 198.18.64+N-1.1/24; app namespaces <p>-app-<name> hang off it
+
+A fleet lab (``LabConfig(gateways=4, nodes=40)``) has more gateways and nodes built the same way (plan.host_plan):
+each a namespace with its links, sshd and, on a node, the pod bridge; apps only where a test or benchmark puts
+them. Hosts are set up and their sshd started in parallel.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
 from . import plan
-from .plan import HOST_PLAN, IF
+from .plan import IF
 
 __all__ = ["Lab", "LabApp", "LabConfig", "LabError", "LabHost", "REPO_ROOT"]
 
@@ -56,10 +61,13 @@ class LabConfig:
     index: int = 0
     state_dir: Path | None = None  # default <repo>/var/lab/<prefix>
     ssh_key_file: Path | None = None  # default <state_dir>/workers_ed25519
+    gateways: int = 2  # a fleet lab has more (gw1..gwN, nodes node1..nodeN): plan.host_plan
+    nodes: int = 2
 
     def __post_init__(self) -> None:
         plan.check_prefix(self.prefix)
         plan.mgmt_network(self.index)
+        plan.host_plan(self.gateways, self.nodes)
         # Absolute: sshd needs absolute paths, and down() finds our processes by this path.
         self.state_dir = Path(self.state_dir).absolute() if self.state_dir else REPO_ROOT / "var" / "lab" / self.prefix
         self.ssh_key_file = Path(self.ssh_key_file).absolute() if self.ssh_key_file else self.state_dir / "workers_ed25519"
@@ -141,6 +149,13 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _parallel(fn: Callable[[str], object], items: Iterable[str]) -> None:
+    # A fleet lab has dozens of hosts; their set-up is mostly waiting on ip, nft and sshd start-up.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
+
+
 def _banner(address: str, port: int = 22, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((address, port), timeout=timeout) as s:
@@ -160,6 +175,7 @@ class Lab:
         self.index = self.config.index
         self.state_dir: Path = self.config.state_dir  # type: ignore[assignment]
         self.log = log or (lambda message: None)
+        self.host_plan: dict[str, plan.HostPlan] = plan.host_plan(self.config.gateways, self.config.nodes)
         self._command_base: dict[str, int] = {}  # remote_commands() at the last reset_command_counts()
 
     # ---- names and addresses -------------------------------------------------------------------------------
@@ -168,8 +184,8 @@ class Lab:
         """The namespace of a lab host ("gw1", ..., "inet", "sw") or of an app ("app:<name>")."""
         if host.startswith("app:"):
             return plan.app_netns(self.prefix, plan.check_app_name(host[4:]))
-        if host not in HOST_PLAN and host not in ("inet", "sw"):
-            raise LabError(f"unknown lab host {host!r}; hosts are {', '.join([*HOST_PLAN, 'inet', 'sw'])}")
+        if host not in self.host_plan and host not in ("inet", "sw"):
+            raise LabError(f"unknown lab host {host!r}; hosts are {', '.join([*self.host_plan, 'inet', 'sw'])}")
         return f"{self.prefix}-{host}"
 
     @property
@@ -235,7 +251,7 @@ class Lab:
                 host_key=self.host_key(name),
                 pod_cidr=str(h.pod_cidr) if h.pod_cidr else None,
             )
-            for name, h in HOST_PLAN.items()
+            for name, h in self.host_plan.items()
         }
 
     @property
@@ -348,11 +364,10 @@ class Lab:
             self.log("transit and public segments (in the switch namespace)")
             self._ensure_switch()
             self.log("gateways, nodes and the internet router")
-            for name in HOST_PLAN:
-                self._configure_host(name)
+            _parallel(self._configure_host, self.host_plan)
             self._configure_internet()
             state = self._load_state()
-            state.update(prefix=self.prefix, index=self.index)
+            state.update(prefix=self.prefix, index=self.index, gateways=self.config.gateways, nodes=self.config.nodes)
             state.setdefault("apps", {})
             self._save_state(state)
             for app in list(self.apps.values()):
@@ -364,11 +379,10 @@ class Lab:
             cost = os.environ.get("EGRESS_LAB_COMMAND_COST_MS")
             if cost is not None:
                 self.set_command_cost(int(cost or 0))
-            for name in HOST_PLAN:
-                self._ensure_sshd(name)
+            _parallel(self._ensure_sshd, self.host_plan)
             self.log(f"echo server on {plan.ECHO_ADDRESS}:{plan.ECHO_PORT}")
             self._ensure_echo()
-            self._wait_sshd(list(HOST_PLAN))
+            self._wait_sshd(list(self.host_plan))
         self.log(f"lab {self.prefix} is up ({time.monotonic() - started:.1f}s)")
 
     def _check_index_free(self) -> None:
@@ -390,10 +404,9 @@ class Lab:
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"egressportal-workers@lab-{self.prefix}", "-f", str(key)])
         key.chmod(0o600)
         (self.state_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
-        for host in HOST_PLAN:
-            path = self._host_key_path(host)
-            if not path.exists() or not path.with_suffix(".pub").exists():
-                self._new_host_key(host)
+        missing = [h for h in self.host_plan
+                   if not self._host_key_path(h).exists() or not self._host_key_path(h).with_suffix(".pub").exists()]
+        _parallel(self._new_host_key, missing)
 
     def _new_host_key(self, host: str) -> None:
         path = self._host_key_path(host)
@@ -402,11 +415,11 @@ class Lab:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host}@lab-{self.prefix}", "-f", str(path)])
 
     def _ensure_namespaces(self) -> None:
-        wanted = [self.netns(h) for h in (*HOST_PLAN, "inet", "sw")]
+        wanted = [self.netns(h) for h in (*self.host_plan, "inet", "sw")]
         missing = [ns for ns in wanted if ns not in self._list_netns()]
         self._ip_batch(None, [f"netns add {ns}" for ns in missing])
-        for ns in wanted:  # every time: an earlier up may have died between "add" and the settings
-            self._init_netns(ns)
+        # Every time: an earlier up may have died between "add" and the settings.
+        _parallel(self._init_netns, wanted)
 
     def _init_netns(self, netns: str) -> None:
         # Set before any link exists, so every link inherits "default": no IPv6 chatter, forwarding on,
@@ -430,7 +443,7 @@ class Lab:
         if self.mgmt_bridge not in links:
             create.append(f"link add {self.mgmt_bridge} type bridge")
             new.append(self.mgmt_bridge)
-        for host in HOST_PLAN:
+        for host in self.host_plan:
             port = plan.root_mgmt_port(self.prefix, host)
             if port not in links:
                 if IF.MGMT in self._links(self.netns(host)):  # half of a pair cannot exist; an old name can
@@ -444,7 +457,7 @@ class Lab:
             if path.exists():
                 path.write_text("1")
         lines = [f"addr replace {plan.mgmt_bridge_address(self.index)} dev {self.mgmt_bridge}", f"link set {self.mgmt_bridge} up"]
-        lines += [f"link set {plan.root_mgmt_port(self.prefix, h)} master {self.mgmt_bridge} up" for h in HOST_PLAN]
+        lines += [f"link set {plan.root_mgmt_port(self.prefix, h)} master {self.mgmt_bridge} up" for h in self.host_plan]
         self._ip_batch(None, lines)
 
     def _ensure_switch(self) -> None:
@@ -455,8 +468,8 @@ class Lab:
             if br not in links:
                 lines.append(f"link add {br} type bridge")
             lines.append(f"link set {br} up")
-        ports = [("transit", h, IF.TRANSIT, IF.BR_TRANSIT) for h in HOST_PLAN]
-        ports += [("public", h, IF.PUBLIC, IF.BR_PUBLIC) for h in (*HOST_PLAN, "inet")]
+        ports = [("transit", h, IF.TRANSIT, IF.BR_TRANSIT) for h in self.host_plan]
+        ports += [("public", h, IF.PUBLIC, IF.BR_PUBLIC) for h in (*self.host_plan, "inet")]
         for segment, host, inner, bridge in ports:
             port = IF.sw_port(segment, host)
             if port not in links:
@@ -467,7 +480,7 @@ class Lab:
         self._ip_batch(sw, lines)
 
     def _configure_host(self, name: str) -> None:
-        h = HOST_PLAN[name]
+        h = self.host_plan[name]
         ns = self.netns(name)
         mgmt = IPv4Interface(f"{h.mgmt_address(self.index)}/{plan.mgmt_network(self.index).prefixlen}")
         lines = [
@@ -532,7 +545,7 @@ class Lab:
         return conf
 
     def _sshd_config_text(self, host: str) -> str:
-        h = HOST_PLAN[host]
+        h = self.host_plan[host]
         return "\n".join([
             f"# lab {self.prefix}: sshd of {host}, started in namespace {self.netns(host)}",
             f"ListenAddress {h.mgmt_address(self.index)}",
@@ -602,10 +615,10 @@ class Lab:
 
     def command_counts(self) -> dict[str, int]:
         """Remote commands each host has run since this object's last reset_command_counts (remote_commands)."""
-        return {name: self.remote_commands(name) - self._command_base.get(name, 0) for name in HOST_PLAN}
+        return {name: self.remote_commands(name) - self._command_base.get(name, 0) for name in self.host_plan}
 
     def reset_command_counts(self) -> None:
-        self._command_base = {name: self.remote_commands(name) for name in HOST_PLAN}
+        self._command_base = {name: self.remote_commands(name) for name in self.host_plan}
 
     def sshd_alive(self, host: str) -> bool:
         return self._pid_in_netns(_read_pid(self._sshd_pidfile(host)), self.netns(host))
@@ -653,7 +666,7 @@ class Lab:
     def start_sshd(self, host: str) -> None:
         """Start a host's sshd (no-op when it runs) and wait until it answers."""
         self.netns(host)
-        if host not in HOST_PLAN:
+        if host not in self.host_plan:
             raise LabError(f"{host} has no sshd")
         self._ensure_sshd(host)
         self._wait_sshd([host])
@@ -661,14 +674,14 @@ class Lab:
     def stop_sshd(self, host: str) -> None:
         """Kill a host's sshd and its open sessions: to the workers the host is unreachable, also over an
         SSH connection they had cached."""
-        if host not in HOST_PLAN:
+        if host not in self.host_plan:
             raise LabError(f"{host} has no sshd")
         _kill(self._netns_pids(self.netns(host)))
         self._sshd_pidfile(host).unlink(missing_ok=True)
 
     def regenerate_host_key(self, host: str) -> str:
         """Give a host a new host key (restarting its sshd) and return the new public key line."""
-        if host not in HOST_PLAN:
+        if host not in self.host_plan:
             raise LabError(f"{host} has no sshd")
         self.stop_sshd(host)
         self._new_host_key(host)
@@ -697,8 +710,8 @@ class Lab:
         """An app instance on ``node``: a namespace on the node's pod bridge, in a fresh /28 of its pod /24.
         Adding an existing app on another node moves it (the old instance goes); on the same node it is kept."""
         plan.check_app_name(name)
-        if HOST_PLAN.get(node) is None or HOST_PLAN[node].role != "node":
-            nodes = ", ".join(h for h, p in HOST_PLAN.items() if p.role == "node")
+        if self.host_plan.get(node) is None or self.host_plan[node].role != "node":
+            nodes = ", ".join(h for h, p in self.host_plan.items() if p.role == "node")
             raise LabError(f"{node!r} is not a lab node; nodes are {nodes}")
         with self._locked():
             state = self._load_state()
@@ -719,7 +732,7 @@ class Lab:
             return app
 
     def _new_app(self, name: str, node: str, apps: dict[str, Any]) -> LabApp:
-        pods, gateway = HOST_PLAN[node].pod_cidr, HOST_PLAN[node].pod_gateway
+        pods, gateway = self.host_plan[node].pod_cidr, self.host_plan[node].pod_gateway
         if pods is None or gateway is None:
             raise LabError(f"{node} has no pod subnet")
         taken = {a["slot"] for a in apps.values() if a["node"] == node}
@@ -736,7 +749,7 @@ class Lab:
     def _build_app(self, app: LabApp) -> None:
         self._destroy_app(app)  # whatever half is left of an earlier instance
         node_ns = self.netns(app.node)
-        pods = HOST_PLAN[app.node].pod_gateway
+        pods = self.host_plan[app.node].pod_gateway
         if pods is None:
             raise LabError(f"{app.node} has no pod subnet")
         self._ip_batch(None, [f"netns add {app.netns}"])
@@ -866,7 +879,7 @@ class Lab:
             _run(["ip", "-n", ns, "-force", "-batch", "-"], input="\n".join(lines) + "\n", check=False)
 
     def _gateway_cut_ports(self, host: str) -> list[str]:
-        if HOST_PLAN.get(host) is None or HOST_PLAN[host].role != "gateway":
+        if self.host_plan.get(host) is None or self.host_plan[host].role != "gateway":
             raise LabError(f"{host!r} is not a lab gateway")
         return [IF.sw_port("transit", host), IF.sw_port("public", host)]
 
@@ -881,7 +894,7 @@ class Lab:
     def power_off(self, host: str) -> None:
         """A power loss: every link of the host goes dark at once, management included. Nothing answers,
         nothing is refused (no RST, no ICMP): a prober sees only silence."""
-        if host not in HOST_PLAN:
+        if host not in self.host_plan:
             raise LabError(f"{host!r} is not a lab host")
         ports = [IF.sw_port("transit", host), IF.sw_port("public", host)]
         self._ip_batch(None, [f"link set {plan.root_mgmt_port(self.prefix, host)} down"])
@@ -890,7 +903,7 @@ class Lab:
     def power_on(self, host: str, *, empty: bool = True) -> None:
         """The host comes back. ``empty``: as after a reboot, the product's rules, addresses and routes are
         gone and its SSH sessions with them (sshd restarts); the links come up last."""
-        if host not in HOST_PLAN:
+        if host not in self.host_plan:
             raise LabError(f"{host!r} is not a lab host")
         if empty:
             self.stop_sshd(host)

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from ...lab import DEMO_APPS, Lab, LabConfig, LabError
+from ...lab import DEMO_APPS, Lab, LabConfig, LabError, running_lab
 from ...lab_register import lab_place, lab_register
 
 
@@ -28,6 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--prefix", default=os.environ.get("LAB_PREFIX", "ep"), help="name prefix (1-4 of a-z0-9)")
         parser.add_argument("--index", type=int, default=int(os.environ.get("LAB_INDEX", "0")),
                             help="0..15: management network 198.18.<index>.0/24")
+        parser.add_argument("--gateways", type=int, default=None,
+                            help="how many gateways (default 2, or what the running lab has; a fleet lab: e.g. 4)")
+        parser.add_argument("--nodes", type=int, default=None,
+                            help="how many nodes (default 2, or what the running lab has; a fleet lab: e.g. 40)")
         parser.add_argument("--no-demo", action="store_true", help="no demo users and apps")
         parser.add_argument("--no-register", action="store_true", help="do not register the lab in the database")
 
@@ -38,8 +42,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         if os.geteuid() != 0:
             self._fail("needs root (network namespaces and sshd): run it with sudo or as root")
+        running = running_lab(opts["prefix"])
+        size = {"gateways": running.config.gateways, "nodes": running.config.nodes} if running else {}
+        for key in ("gateways", "nodes"):
+            if opts[key] is None:
+                opts[key] = size.get(key, 2)
         try:
-            config = LabConfig(prefix=opts["prefix"], index=opts["index"], ssh_key_file=Path(settings.EGRESS_SSH_KEY_FILE))
+            config = LabConfig(prefix=opts["prefix"], index=opts["index"], ssh_key_file=Path(settings.EGRESS_SSH_KEY_FILE),
+                               gateways=opts["gateways"], nodes=opts["nodes"])
         except ValueError as exc:
             self._fail(str(exc))
         lab = Lab(config, log=lambda message: self.stdout.write(f"  {message}"))
