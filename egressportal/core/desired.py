@@ -2,7 +2,8 @@
 node must hold, handed to the pure rules in ``rules/desired.py``.
 
 Read the pending syncs first, then the rest: under READ COMMITTED every sync read is reflected in the
-state read after it, so settling exactly those rows after the apply is safe.
+state read after it, so settling exactly those rows after the apply is safe (a later request owes the
+host a new row, never the one read here: services/apps.py, ``host_syncs_renew``).
 """
 
 from __future__ import annotations

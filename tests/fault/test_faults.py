@@ -203,3 +203,58 @@ def test_storm_of_enable_disable_from_many_clients(lab, start_worker, django_use
     wanted = {a.pk: last.get(a.pk, "shared") for a in apps}
     wait_settled(apps, wanted, timeout=90)
     assert_converged(lab, wanted)
+
+
+def _wait_quiet(quiet_for: float = 1.5) -> None:
+    """No host leased or waiting for a reconcile for ``quiet_for`` seconds (longer than a busy retry's delay)."""
+    since = [time.monotonic()]
+
+    def quiet() -> bool:
+        busy = any(
+            model.objects.exclude(lease_token="").exists() or model.objects.exclude(reconcile_queued_at=None).exists()
+            for model in (Gateway, Node)
+        )
+        if busy:
+            since[0] = time.monotonic()
+        return time.monotonic() - since[0] >= quiet_for
+
+    wait_for(quiet, timeout=30, interval=0.05, what="no reconcile under way")
+
+
+def test_a_node_reconcile_in_flight_does_not_settle_a_newer_request(lab, start_worker):
+    """The storm's failure, forced: node2 is reconciling crawler's disable (it read "steer nothing") when
+    crawler is enabled again; that reconcile must not count as node2 having done the enable. Before the
+    fix, the enable reused node2's pending row, the stale reconcile settled it, and once the gateways were
+    done crawler was "assigned" while node2 did not steer it (no sweep and no prober here to hide it)."""
+    start_worker(prober=False, EGRESS_SWEEP_SECONDS="600")
+    crawler = App.objects.get(name="crawler")
+    node2 = Node.objects.get(name="node2")
+    assert lab.apps["crawler"].node == "node2"
+    services.egress_enable(app=crawler)
+    wait_for(lambda: App.objects.get(pk=crawler.pk).egress_status == "assigned", timeout=30, what="assigned")
+    active = EgressIP.objects.get(app=crawler, role="active").address
+    wait_for(lambda: _seen(lab, "crawler") == active, timeout=10, what="crawler on its active address")
+    _wait_quiet()  # no follow-up of the enable still running on node2: the lease watched below is the disable's
+
+    def paused(host: str, seconds: float) -> threading.Thread:
+        t = threading.Thread(target=lab.pause, args=(host, seconds), daemon=True)
+        t.start()
+        return t
+
+    # node2 freezes: the disable's reconcile takes the lease, reads its plan, and waits on the host. (Every
+    # pause stays under the 2 s the workers wait for a channel, so no reconcile fails: it is only late.)
+    pauses = [paused("node2", 1.2)]
+    time.sleep(0.1)
+    services.egress_disable(app=crawler)
+    wait_for(lambda: Node.objects.get(pk=node2.pk).lease_token != "", timeout=10, interval=0.02,
+             what="node2's reconcile under way")
+    time.sleep(0.3)  # its plan is read right after the lease (no steering for a shared app)
+    # The gateways freeze too, so that node2's stale reconcile finishes before they are done with the enable.
+    pauses += [paused(gw, 1.6) for gw in ("gw1", "gw2")]
+    time.sleep(0.1)
+    services.egress_enable(app=crawler)
+    for t in pauses:
+        t.join()
+    wait_settled([crawler], {crawler.pk: "dedicated"}, timeout=30)
+    assert_converged(lab, {crawler.pk: "dedicated"})
+

@@ -4,12 +4,13 @@ the hosts concerned once the transaction commits."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..capacity import BEING_DELETED, egress_enable_refusal
@@ -29,6 +30,7 @@ __all__ = [
     "egress_disable",
     "egress_set",
     "app_hosts_mark_pending",
+    "host_syncs_renew",
 ]
 
 
@@ -53,12 +55,37 @@ def app_create(*, owner: Any, region: Region, name: str, actor: Any = None) -> A
     return app
 
 
+def host_syncs_renew(syncs: Sequence[HostSync]) -> None:
+    """Record that these hosts owe these apps a reconcile towards the state being written now.
+
+    A row the host already owes is replaced by a new one (a new id), never reused: a reconcile in flight
+    read its pending rows before the desired state (core/desired.py) and settles exactly the ids it read,
+    so it must not settle a request it did not see. Reusing the row let a node that had just stopped
+    steering a disabled app settle the app's re-enable, which then went "assigned" with nothing steered."""
+    by_gateway: dict[int, set[int]] = defaultdict(set)
+    by_node: dict[int, set[int]] = defaultdict(set)
+    for sync in syncs:
+        if sync.gateway_id is not None:
+            by_gateway[sync.gateway_id].add(sync.app_id)
+        else:
+            by_node[sync.node_id].add(sync.app_id)
+    owed = Q()
+    for gateway_id, app_ids in by_gateway.items():
+        owed |= Q(gateway_id=gateway_id, app_id__in=app_ids)
+    for node_id, app_ids in by_node.items():
+        owed |= Q(node_id=node_id, app_id__in=app_ids)
+    if not owed:
+        return
+    HostSync.objects.filter(owed).delete()
+    # A row another transaction inserted meanwhile is as new as ours.
+    HostSync.objects.bulk_create(syncs, ignore_conflicts=True, batch_size=1000)
+
+
 def app_hosts_mark_pending(app: App, *, gateways: Sequence[Any] = (), nodes: Sequence[Any] = ()) -> None:
-    """Record that these hosts owe ``app`` a reconcile (idempotent)."""
-    HostSync.objects.bulk_create(
+    """Record that these hosts owe ``app`` a reconcile towards its state as of now (host_syncs_renew)."""
+    host_syncs_renew(
         [HostSync(app=app, gateway_id=getattr(g, "pk", g)) for g in gateways]
-        + [HostSync(app=app, node_id=getattr(n, "pk", n)) for n in nodes],
-        ignore_conflicts=True,
+        + [HostSync(app=app, node_id=getattr(n, "pk", n)) for n in nodes]
     )
 
 

@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from .. import ipam
 from ..errors import ConflictError
 from ..models import App, EgressIP, Event, EventLevel, HostSync, Node, Placement
+from .apps import host_syncs_renew
 from .events import actor_name_of, event_record
 from .reconcile import reconcile_request
 
@@ -278,5 +279,5 @@ def _reconcile(node: Node, *, app_ids: set[int]) -> None:
         gateways_by_app[app_id].add(gateway_id)
     syncs = [HostSync(app_id=a, gateway_id=g) for a, gs in gateways_by_app.items() for g in sorted(gs)]
     syncs += [HostSync(app_id=a, node_id=node.pk) for a in gateways_by_app]
-    HostSync.objects.bulk_create(syncs, ignore_conflicts=True, batch_size=1000)
+    host_syncs_renew(syncs)
     reconcile_request(gateways=sorted({g for gs in gateways_by_app.values() for g in gs}))
