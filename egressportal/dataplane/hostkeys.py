@@ -45,8 +45,9 @@ def parse_host_key(line: str) -> paramiko.PKey:
         key = paramiko.PKey.from_type_string(key_type, blob)
     except Exception as exc:  # paramiko raises a zoo of types for malformed blobs
         raise ValueError(f"host key data is not a valid {key_type} key: {exc}") from None
-    # The blob names its own type; "ssh-rsa <ed25519 blob>" is a copy-paste error, not a key.
-    if key.get_name() != key_type and not (key_type == "ssh-rsa" and key.get_name().startswith("rsa")):
+    # The blob names its own type and paramiko's ECDSA class reads every curve: "ecdsa-sha2-nistp256 <a nistp384
+    # blob>" is a copy-paste error, not a key. (Other mismatches are refused by paramiko above.)
+    if key.get_name() != key_type:
         raise ValueError(f"host key data is a {key.get_name()} key, not {key_type}")
     return key
 
