@@ -145,7 +145,8 @@ def make_app(region):
             default = f"198.18.{128 + slot // 16}.{(slot % 16) * 16}/28"
             net = ipaddress.IPv4Network(default)
             pods = Node.objects.filter(region=app.region).values_list("pod_cidrs", flat=True)
-            cidrs = [default] if any(net.subnet_of(ipaddress.IPv4Network(p)) for ps in pods for p in ps) else []
+            pods4 = [ipaddress.ip_network(p) for ps in pods for p in ps if ":" not in p]
+            cidrs = [default] if any(net.subnet_of(p) for p in pods4) else []
         if cidrs:
             place(app, cidrs)
         return app

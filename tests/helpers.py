@@ -14,10 +14,10 @@ def place(app: App, cidrs: list[str], node: Node | None = None) -> None:
     """What the platform does when it deploys ``app``: add ``cidrs`` to the complete set it reports for the
     node whose pods hold them (or ``node``)."""
     if node is None:
-        net = ipaddress.IPv4Network(cidrs[0])
+        net = ipaddress.ip_network(cidrs[0])
         node = next(
             n for n in Node.objects.filter(region_id=app.region_id).order_by("pk")
-            if any(net.subnet_of(ipaddress.IPv4Network(p)) for p in n.pod_cidrs)
+            if any(net.version == p.version and net.subnet_of(p) for p in map(ipaddress.ip_network, n.pod_cidrs))
         )
     entries = [e for e in selectors.node_placements(node) if e["app"] != app.pk]
     mine = next((e["addresses"] for e in selectors.node_placements(node) if e["app"] == app.pk), [])

@@ -24,7 +24,8 @@ class TestPools:
         [
             ("203.0.113.0", "no prefix length"),
             ("203.0.113.7/24", "host bits set"),
-            ("2001:db8::/64", "IPv6"),
+            ("2001:db8::/48", "at most a /64"),
+            ("fe80::/64", "link-local"),
             ("garbage", "not a valid"),
             ("198.18.0.0/15", "at most a /16"),
         ],

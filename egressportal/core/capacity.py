@@ -14,12 +14,14 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from .models import App, EgressIP, EgressIPStatus, EgressType, Gateway, IPPool
+from .models import App, EgressIP, EgressIPStatus, EgressType, Gateway, IPFamily, IPPool
 
 __all__ = [
     "BEING_DELETED",
     "NO_GATEWAY",
     "OUT_OF_ADDRESSES",
+    "OUT_OF_ADDRESSES6",
+    "addresses6_available",
     "addresses_available",
     "addresses_reusable_by",
     "addresses_takeable",
@@ -30,6 +32,9 @@ __all__ = [
 
 NO_GATEWAY = "This region has no egress gateway yet; dedicated egress cannot be enabled."
 OUT_OF_ADDRESSES = "This region has run out of dedicated egress addresses; a platform admin must add a pool."
+OUT_OF_ADDRESSES6 = (
+    "This region has run out of dedicated IPv6 egress addresses; a platform admin must add an IPv6 pool."
+)
 BEING_DELETED = "This app is being deleted."
 
 
@@ -59,7 +64,7 @@ def addresses_takeable(now: dt.datetime | None = None) -> Q:
 def addresses_available(*, app: App, now: dt.datetime | None = None) -> int:
     """How many addresses the allocator could give ``app`` in its region right now: never used ones, plus
     the rows ``addresses_takeable`` or ``addresses_reusable_by`` it (the allocator picks by the same rules)."""
-    pools = list(IPPool.objects.filter(region_id=app.region_id))
+    pools = list(IPPool.objects.filter(region_id=app.region_id, family=IPFamily.IPV4))
     if not pools:
         return 0
     rows = EgressIP.objects.filter(pool__in=pools).aggregate(
@@ -67,6 +72,20 @@ def addresses_available(*, app: App, now: dt.datetime | None = None) -> int:
         takeable=Count("id", filter=addresses_takeable(now) | addresses_reusable_by(app)),
     )
     return sum(p.size for p in pools) - rows["rows"] + rows["takeable"]
+
+
+def addresses6_available(*, app: App, now: dt.datetime | None = None) -> int | None:
+    """How many of the addresses the allocator could give ``app`` would have an IPv6 partner: the IPv6
+    pools' never-used addresses plus the rows it could be given that already carry one
+    (services/egress6.py). None: the region has no IPv6 pool (IPv4 only)."""
+    pools = list(IPPool.objects.filter(region_id=app.region_id, family=IPFamily.IPV6))
+    if not pools:
+        return None
+    taken = EgressIP.objects.filter(pool6__in=pools).aggregate(
+        rows=Count("id"),
+        takeable=Count("id", filter=addresses_takeable(now) | addresses_reusable_by(app)),
+    )
+    return sum(p.size for p in pools) - taken["rows"] + taken["takeable"]
 
 
 def egress_enable_refusal(app: App) -> str | None:
@@ -94,4 +113,7 @@ def egress_enable_problem(app: App, *, held: int | None = None) -> str | None:
     needed = max(1, min(settings.EGRESS_IPS_PER_APP, gateways))
     if addresses_available(app=app) < needed:
         return OUT_OF_ADDRESSES
+    available6 = addresses6_available(app=app)
+    if available6 is not None and available6 < needed:
+        return OUT_OF_ADDRESSES6
     return None

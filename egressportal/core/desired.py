@@ -56,21 +56,21 @@ def _by_app(rows: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
 def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
     pending = list(HostSync.objects.filter(gateway=gateway).values_list("id", "app_id"))
     ips = [
-        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED)
-        for ip_id, address, app_id, egress_type in EgressIP.objects.filter(
+        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED, address6)
+        for ip_id, address, app_id, egress_type, address6 in EgressIP.objects.filter(
             gateway=gateway, status=EgressIPStatus.ASSIGNED
-        ).values_list("id", "address", "app_id", "app__egress_type")
+        ).values_list("id", "address", "app_id", "app__egress_type", "address6")
     ]
     app_ids = {ip.app_id for ip in ips}
     on_nodes = frozenset(
         HostSync.objects.filter(app_id__in=app_ids, node__isnull=False).values_list("app_id", flat=True)
     )
-    region_nodes = [
-        (transit, list(pods or []))
-        for transit, pods in Node.objects.filter(region_id=gateway.region_id, enabled=True).values_list(
-            "transit_address", "pod_cidrs"
+    nodes = list(
+        Node.objects.filter(region_id=gateway.region_id, enabled=True).values_list(
+            "transit_address", "pod_cidrs", "transit_address6"
         )
-    ]
+    )
+    region_nodes = [(transit, list(pods or [])) for transit, pods, _ in nodes]
     return GatewaySnapshot(
         public_interface=gateway.public_interface,
         pending=pending,
@@ -84,14 +84,18 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
         ),
         region_nodes=region_nodes,
         draining=gateway.draining,
+        node_transits6={transit: transit6 for transit, _, transit6 in nodes if transit6},
     )
 
 
 def node_snapshot(node: Node) -> NodeSnapshot:
     pending = list(HostSync.objects.filter(node=node).values_list("id", "app_id"))
-    gateways = dict(
-        Gateway.objects.filter(region_id=node.region_id, enabled=True).values_list("slot", "transit_address")
+    region_gateways = list(
+        Gateway.objects.filter(region_id=node.region_id, enabled=True).values_list(
+            "slot", "transit_address", "transit_address6"
+        )
     )
+    gateways = {slot: transit for slot, transit, _ in region_gateways}
     # Only what runs here, plus the apps this node owes a reconcile (one that moved away settles by being
     # steered no more): the snapshot, and so the reconcile, does not grow with apps on other nodes.
     placed = _by_app(Placement.objects.filter(node=node).values_list("app_id", "cidr"))
@@ -100,19 +104,26 @@ def node_snapshot(node: Node) -> NodeSnapshot:
         status=EgressIPStatus.ASSIGNED,
         app__egress_type=EgressType.DEDICATED,
         gateway__enabled=True,
-    ).values_list("app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name")
+    ).values_list("app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name", "address6")
     app_ips: dict[int, list[SteerIP]] = defaultdict(list)
-    for app_id, role, programmed, health, slot, name in rows:
+    for app_id, role, programmed, health, slot, name, address6 in rows:
         app_ips[app_id].append(
-            SteerIP(role == EgressIPRole.ACTIVE, programmed, health == HealthStatus.UNHEALTHY, slot, name)
+            SteerIP(
+                role == EgressIPRole.ACTIVE, programmed, health == HealthStatus.UNHEALTHY, slot, name, address6 is not None
+            )
         )
     pod_cidrs = [
         cidr
         for pods in Node.objects.filter(region_id=node.region_id, enabled=True).values_list("pod_cidrs", flat=True)
         for cidr in pods or []
     ]
-    transits = list(Gateway.objects.filter(region_id=node.region_id).values_list("transit_address", flat=True))
-    transits += list(Node.objects.filter(region_id=node.region_id).values_list("transit_address", flat=True))
+    transits = [
+        address
+        for model in (Gateway, Node)
+        for pair in model.objects.filter(region_id=node.region_id).values_list("transit_address", "transit_address6")
+        for address in pair
+        if address
+    ]
     pending_apps = {app_id for _, app_id in pending}
     dedicated = App.objects.filter(pk__in=pending_apps, egress_type=EgressType.DEDICATED).values_list("pk", flat=True)
     return NodeSnapshot(
@@ -123,6 +134,7 @@ def node_snapshot(node: Node) -> NodeSnapshot:
         app_cidrs=placed,
         region_pod_cidrs=pod_cidrs,
         region_transit_addresses=transits,
+        gateways6={slot: transit6 for slot, _, transit6 in region_gateways if transit6},
     )
 
 

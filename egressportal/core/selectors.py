@@ -22,9 +22,11 @@ from .models import (
     Gateway,
     HealthStatus,
     HostSync,
+    IPFamily,
     IPPool,
     Node,
     Placement,
+    Region,
 )
 from .rules.desired import SteerIP, steering_choice
 from .services.events import SYSTEM, WORKER
@@ -41,6 +43,7 @@ __all__ = [
     "pool_list",
     "pool_utilization",
     "egress_summary",
+    "region_has_ipv6",
     "event_actor_label",
     "node_placements",
     "app_placements",
@@ -91,6 +94,7 @@ def app_list(
     """The apps ``user`` may see (their own; staff see all), with everything a
     list shows loaded in a constant number of queries."""
     qs = _apps_for(user).select_related("region", "owner").prefetch_related(
+        "region__pools",
         Prefetch("placements", queryset=Placement.objects.select_related("node")),
         Prefetch(
             "egress_ips",
@@ -164,9 +168,13 @@ class PoolUtilization:
 
 def pool_list() -> QuerySet[IPPool]:
     """Pools annotated with assigned/quarantined counts (one query)."""
+    # An IPv4 pool's addresses are its rows, an IPv6 pool's the partners (addresses6) on rows of IPv4
+    # pools; a pool has only one of the two, so the two joins never multiply each other's rows.
     return IPPool.objects.select_related("region").annotate(
-        n_assigned=Count("addresses", filter=Q(addresses__status=EgressIPStatus.ASSIGNED)),
-        n_quarantined=Count("addresses", filter=Q(addresses__status=EgressIPStatus.QUARANTINED)),
+        n_assigned=Count("addresses", filter=Q(addresses__status=EgressIPStatus.ASSIGNED))
+        + Count("addresses6", filter=Q(addresses6__status=EgressIPStatus.ASSIGNED)),
+        n_quarantined=Count("addresses", filter=Q(addresses__status=EgressIPStatus.QUARANTINED))
+        + Count("addresses6", filter=Q(addresses6__status=EgressIPStatus.QUARANTINED)),
     )
 
 
@@ -174,12 +182,18 @@ def pool_utilization(pool: IPPool) -> PoolUtilization:
     assigned = getattr(pool, "n_assigned", None)
     quarantined = getattr(pool, "n_quarantined", None)
     if assigned is None or quarantined is None:
-        counts = pool.addresses.aggregate(
+        counts = (pool.addresses6 if pool.is_ipv6 else pool.addresses).aggregate(
             a=Count("id", filter=Q(status=EgressIPStatus.ASSIGNED)),
             q=Count("id", filter=Q(status=EgressIPStatus.QUARANTINED)),
         )
         assigned, quarantined = counts["a"], counts["q"]
     return PoolUtilization(size=pool.size, assigned=assigned, quarantined=quarantined)
+
+
+def region_has_ipv6(region: Region) -> bool:
+    """Whether the region has an IPv6 pool (its apps' addresses come with IPv6 partners); uses prefetched
+    ``region.pools`` when present (app_list prefetches them, so a page of apps asks once)."""
+    return any(pool.family == IPFamily.IPV6 for pool in region.pools.all())
 
 
 def egress_summary(app: App) -> dict[str, Any]:
@@ -190,9 +204,11 @@ def egress_summary(app: App) -> dict[str, Any]:
     return {
         "type": app.egress_type,
         "status": app.egress_status,
+        "ipv6_available": region_has_ipv6(app.region),
         "ips": [
             {
                 "address": ip.address,
+                "address6": ip.address6,
                 "gateway": ip.gateway.name if ip.gateway else None,
                 "role": ip.role,
                 "status": "live" if ip.programmed else "pending",
@@ -209,7 +225,8 @@ def node_placements(node: Node) -> list[dict[str, Any]]:
     """A node's stored placements in the shape the platform reports them:
     [{"app": id, "addresses": [cidr, ...]}, ...] by app id, addresses in order (one query)."""
     out: dict[int, list[str]] = {}
-    for app_id, cidr in Placement.objects.filter(node=node).order_by("app_id", "first_int").values_list("app_id", "cidr"):
+    rows = Placement.objects.filter(node=node).order_by("app_id", *Placement.ORDER)
+    for app_id, cidr in rows.values_list("app_id", "cidr"):
         out.setdefault(app_id, []).append(cidr)
     return [{"app": app_id, "addresses": cidrs} for app_id, cidrs in out.items()]
 
@@ -218,7 +235,7 @@ def app_placements(app: App) -> list[dict[str, Any]]:
     """Where an app runs: [{"node": name, "addresses": [cidr, ...]}, ...]. Uses prefetched placements
     (with their nodes) when present."""
     out: dict[str, list[str]] = {}
-    rows = sorted(app.placements.all(), key=lambda p: (p.node.name, p.first_int))
+    rows = sorted(app.placements.all(), key=lambda p: (p.node.name, p.sort_key))
     for placement in rows:
         out.setdefault(placement.node.name, []).append(placement.cidr)
     return [{"node": node, "addresses": cidrs} for node, cidrs in out.items()]

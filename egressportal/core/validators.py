@@ -7,7 +7,7 @@ import re
 from django.core.exceptions import ValidationError
 
 from ..dataplane.hostkeys import parse_host_key
-from . import ipam
+from . import ipam, ipam6
 
 INTERFACE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -45,6 +45,23 @@ def validate_ipv4_cidr(value: str) -> None:
         raise ValidationError(str(exc), code="invalid_cidr") from None
 
 
+def validate_cidr(value: str) -> None:
+    """An IPv4 or IPv6 network (pools and placements); the family's own limits are the services'."""
+    try:
+        ipam6.parse_network_any(value)
+    except ipam.IPAMError as exc:
+        raise ValidationError(str(exc), code="invalid_cidr") from None
+
+
+def validate_ipv6_address(value: str) -> None:
+    """An IPv6 host address as strict as the networks: no zone index, no IPv4-mapped, link-local,
+    multicast, loopback or unspecified address."""
+    try:
+        ipam6.parse_address6(value)
+    except ipam.IPAMError as exc:
+        raise ValidationError(str(exc), code="invalid_address") from None
+
+
 def validate_ssh_host_key(value: str) -> None:
     """An OpenSSH public key line as printed by ``ssh-keyscan`` or found in ``/etc/ssh/ssh_host_*_key.pub``."""
     try:
@@ -54,8 +71,8 @@ def validate_ssh_host_key(value: str) -> None:
 
 
 def normalize_cidr_list(values: object, *, what: str = "source CIDR") -> list[str]:
-    """Validate a list of CIDRs; returns them normalised and sorted, rejecting
-    duplicates and overlaps within the list itself."""
+    """Validate a list of CIDRs of either family (an IPv6 one at most a /MAX_POD_PREFIXLEN6); returns
+    them normalised and sorted (IPv4 first), rejecting duplicates and overlaps within the list itself."""
     if isinstance(values, str):
         values = [v for v in re.split(r"[\s,]+", values) if v]
     if not isinstance(values, (list, tuple)):
@@ -64,12 +81,12 @@ def normalize_cidr_list(values: object, *, what: str = "source CIDR") -> list[st
     errors = []
     for raw in values:
         try:
-            nets.append(ipam.parse_network(raw, what=what))
+            nets.append(ipam6.parse_network_any(raw, what=what, max_width6=ipam6.MAX_POD_PREFIXLEN6))
         except ipam.IPAMError as exc:
             errors.append(str(exc))
     if errors:
         raise ValidationError(errors, code="invalid_cidr")
-    nets.sort(key=lambda n: (int(n.network_address), n.prefixlen))
+    nets.sort(key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     for a, b in zip(nets, nets[1:], strict=False):
         if a.overlaps(b):
             raise ValidationError(f"{a} and {b} overlap.", code="overlap")

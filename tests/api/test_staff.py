@@ -73,8 +73,10 @@ def test_pool_validation(staff_api, infra):
 
     overlap = assert_error(create(cidr="203.0.113.8/29"), 400, "invalid")
     assert "cidr" in overlap["fields"] and "overlap" in overlap["message"]
-    v6 = assert_error(create(cidr="2001:db8::/64"), 400)
-    assert "IPv6" in v6["fields"]["cidr"][0]
+    v6 = assert_error(create(cidr="2001:db8::/48"), 400)
+    assert "IPv6 pools can be at most a /64" in v6["fields"]["cidr"][0]
+    mapped = assert_error(create(cidr="::ffff:203.0.113.0/120"), 400)
+    assert "IPv4-mapped" in mapped["fields"]["cidr"][0]
     host_bits = assert_error(create(cidr="198.51.100.7/24"), 400)
     assert "did you mean 198.51.100.0/24" in host_bits["fields"]["cidr"][0]
     assert "did you mean" in host_bits["message"]

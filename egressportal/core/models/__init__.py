@@ -1,7 +1,7 @@
 from .apps import App, EgressStatus, EgressType, HostSync
 from .events import Event, EventLevel
 from .hosts import HOST_MODELS, Gateway, HealthStatus, ManagedHost, Node, host_model
-from .network import EgressIP, EgressIPRole, EgressIPStatus, IPPool, Region
+from .network import EgressIP, EgressIPRole, EgressIPStatus, IPFamily, IPPool, Region
 from .placements import Placement, TenantQuota
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Gateway",
     "HealthStatus",
     "HostSync",
+    "IPFamily",
     "IPPool",
     "ManagedHost",
     "Node",

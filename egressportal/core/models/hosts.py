@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from ..rules import states
-from ..validators import validate_interface_name, validate_ssh_host_key, validate_ssh_user
+from ..validators import validate_interface_name, validate_ipv6_address, validate_ssh_host_key, validate_ssh_user
 from .network import Region
 
 __all__ = ["HOST_MODELS", "ManagedHost", "Gateway", "Node", "HealthStatus", "host_model"]
@@ -37,6 +37,14 @@ class ManagedHost(models.Model):
     ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
     transit_address = models.GenericIPAddressField(
         protocol="IPv4", help_text="Address on the transit network between nodes and gateways."
+    )
+    transit_address6 = models.GenericIPAddressField(
+        protocol="IPv6",
+        null=True,
+        blank=True,
+        validators=[validate_ipv6_address],
+        verbose_name="IPv6 transit address",
+        help_text="The host's IPv6 address on the transit network; empty: the host carries no IPv6 egress.",
     )
     enabled = models.BooleanField(default=True, help_text="Disabled hosts are neither configured nor probed.")
 
@@ -108,7 +116,7 @@ class Gateway(ManagedHost):
 class Node(ManagedHost):
     kind = "node"
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="nodes")
-    pod_cidrs = models.JSONField(default=list, blank=True, help_text="The node's pod subnets.")
+    pod_cidrs = models.JSONField(default=list, blank=True, help_text="The node's pod subnets, IPv4 and IPv6.")
 
     class Meta(ManagedHost.Meta):
         constraints = [

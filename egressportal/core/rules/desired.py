@@ -14,6 +14,12 @@ The rules (docs/ARCHITECTURE.md, "Make before break"):
 - A node steers an app only once one of its addresses is live on a gateway (programmed), towards the
   active gateway while it is not unhealthy, else towards a healthy standby, else the active one.
   Apps without dedicated egress are never steered.
+- IPv6 rides along (issue 20): an app's address on a gateway may have an IPv6 partner. The gateway holds
+  it beside the IPv4 one and SNATs the app's IPv6 placements to it; a node steers the app's IPv6
+  placements to the very gateway it steers the IPv4 ones to (same slot, failover included), through that
+  gateway's IPv6 transit address, and only when that gateway holds the app's IPv6 address. IPv6 pod
+  CIDRs route back through the nodes' IPv6 transit addresses; without one they are guarded (dropped),
+  never leaked. An IPv6 placement without an IPv6 egress address is not steered: it leaves from the node.
 - A drained gateway that holds no address any more is decommissioned: nothing of ours stays on it.
 - A dedicated app's gateway sync settles once the gateway holds its address; a disabling app's
   gateway sync only once its addresses are gone. A dedicated app's node sync settles once the node
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, ip_address, ip_network
+from ipaddress import ip_network
 from typing import NamedTuple
 
 from ...dataplane import GatewayState, NodeState
@@ -50,6 +56,7 @@ class GatewayIP(NamedTuple):
     address: str
     app_id: int
     dedicated: bool  # the app wants dedicated egress (else it is disabling)
+    address6: str | None = None  # its IPv6 partner, if any
 
 
 class SteerIP(NamedTuple):
@@ -60,6 +67,7 @@ class SteerIP(NamedTuple):
     gateway_unhealthy: bool
     slot: int  # the gateway's routing slot
     gateway: str  # the gateway's name (for events)
+    has_v6: bool = False  # the address has an IPv6 partner (live together with it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class GatewaySnapshot:
     region_nodes: Sequence[tuple[str, Sequence[str]]]
     # Drained for maintenance (no new addresses; its own move away).
     draining: bool = False
+    # A node's IPv4 transit address -> its IPv6 one (nodes that have one): where IPv6 pods route back.
+    node_transits6: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,8 @@ class NodeSnapshot:
     # them stays inside the platform and is never steered.
     region_pod_cidrs: Sequence[str]
     region_transit_addresses: Sequence[str]
+    # Enabled gateways of the region with an IPv6 transit address: slot -> that address
+    gateways6: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +131,10 @@ class NodePlan:
     apps: set[int] = field(default_factory=set)
 
 
+def _is6(cidr: str) -> bool:
+    return ":" in cidr
+
+
 def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
     addresses: list[str] = []
     snat: dict[str, str] = {}
@@ -129,23 +145,32 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         # Make before break, disabling side: the address stays while a node may still steer to it.
         if ip.dedicated or ip.app_id in snap.apps_pending_on_nodes:
             addresses.append(ip.address)
+            if ip.address6:
+                addresses.append(ip.address6)
             live.append(ip.ip_id)
             held_apps.add(ip.app_id)
             for cidr in snap.app_cidrs.get(ip.app_id, ()):
-                snat[cidr] = ip.address
+                if not _is6(cidr):
+                    snat[cidr] = ip.address
+                elif ip.address6:
+                    snat[cidr] = ip.address6
         else:
             removed.append(ip.ip_id)
     routes: dict[str, str] = {}
+    pods_all: list[str] = []
     for transit, pods in snap.region_nodes:
         for pod in pods:
-            routes[pod] = transit
+            pods_all.append(pod)
+            via = snap.node_transits6.get(transit) if _is6(pod) else transit
+            if via:
+                routes[pod] = via
     state = GatewayState.build(
         public_interface=snap.public_interface,
         addresses=addresses,
         snat=snat,
         return_routes=routes,
-        # The region's pod CIDRs are exactly the routes' keys.
-        guarded_sources=list(routes) + list(snat),
+        # Every pod CIDR of the region, routed back or not (an IPv6 one of a node without IPv6 transit).
+        guarded_sources=pods_all + list(snat),
     )
     dedicated = {ip.app_id for ip in snap.ips if ip.dedicated}
     settles = [sync_id for sync_id, app_id in snap.pending if app_id in dedicated or app_id not in held_apps]
@@ -184,11 +209,16 @@ def node_plan(snap: NodeSnapshot) -> NodePlan:
         # address of the app, but the node still owes the app a reconcile (towards the preferred one).
         if choice == steering_choice(ip._replace(programmed=True) for ip in ips):
             steered[app_id] = choice[1]
+        # IPv6 goes the same way as IPv4, when the chosen gateway holds the app's IPv6 address too.
+        v6 = choice[0] in snap.gateways6 and any(ip.has_v6 and ip.programmed and ip.slot == choice[0] for ip in ips)
         for cidr in snap.app_cidrs.get(app_id, ()):
-            steering[cidr] = choice[0]
-    internal: list[IPv4Network] = [ip_network(c) for c in snap.region_pod_cidrs]
-    internal += [ip_network(f"{ip_address(t)}/32") for t in snap.region_transit_addresses]
-    state = NodeState.build(steering=steering, gateways=dict(snap.gateways), internal=internal)
+            if v6 or not _is6(cidr):
+                steering[cidr] = choice[0]
+    internal = [ip_network(c) for c in snap.region_pod_cidrs]
+    internal += [ip_network(t) for t in snap.region_transit_addresses]  # a bare address: its /32 or /128
+    state = NodeState.build(
+        steering=steering, gateways=dict(snap.gateways), internal=internal, gateways6=dict(snap.gateways6)
+    )
     settles = [
         sync_id
         for sync_id, app_id in snap.pending

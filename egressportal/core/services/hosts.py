@@ -9,10 +9,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ...dataplane.hostkeys import fingerprint, parse_host_key
-from .. import ipam, secrets
+from .. import ipam6, secrets
 from ..errors import ConflictError
 from ..models import EgressIP, Gateway, Node, Placement, Region, host_model
-from ..validators import normalize_cidr_list
+from ..validators import normalize_cidr_list, validate_ipv6_address
 from .drain import gateway_drain, gateway_undrain
 from .events import event_record
 from .reconcile import reconcile_request
@@ -33,7 +33,7 @@ __all__ = [
 # The fields of a host, once: what creating one takes, what may change later, per kind. The admin and
 # the API build their forms from these.
 HOST_FIELDS = ("name", "region", "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address",
-               "enabled")
+               "transit_address6", "enabled")
 KIND_FIELDS = {Gateway.kind: ("public_interface", "slot", "draining"), Node.kind: ("pod_cidrs",)}
 _IMMUTABLE = {"region", "name", "slot"}
 _AUDITED_FIELDS = tuple(f for f in (*HOST_FIELDS, *KIND_FIELDS[Gateway.kind], *KIND_FIELDS[Node.kind]) if f != "name")
@@ -59,6 +59,17 @@ def _normalize_host_key(value: str) -> str:
     return " ".join(value.split()[:2]) if isinstance(value, str) else value
 
 
+def _transit6(value: object) -> str | None:
+    """Checked as typed: the model field would quietly drop a zone index ("%eth0") before validating."""
+    if value in (None, ""):
+        return None
+    try:
+        validate_ipv6_address(value)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValidationError({"transit_address6": exc.messages}) from None
+    return str(value)
+
+
 def _next_slot(region: Region) -> int:
     """The lowest free slot of ``region``. Call it inside the transaction that saves the gateway: the
     region's row stays locked until then, so concurrent registrations in one region take turns instead
@@ -79,6 +90,7 @@ def gateway_create(
     host_key: str,
     transit_address: str,
     public_interface: str,
+    transit_address6: str | None = None,
     ssh_port: int = 22,
     ssh_user: str = "root",
     use_sudo: bool = False,
@@ -95,6 +107,7 @@ def gateway_create(
             host_key=_normalize_host_key(host_key),
             use_sudo=use_sudo,
             transit_address=transit_address,
+            transit_address6=_transit6(transit_address6),
             public_interface=public_interface,
             slot=slot or _next_slot(region),
         )
@@ -120,6 +133,7 @@ def node_create(
     mgmt_address: str,
     host_key: str,
     transit_address: str,
+    transit_address6: str | None = None,
     pod_cidrs: Sequence[str] = (),
     ssh_port: int = 22,
     ssh_user: str = "root",
@@ -136,6 +150,7 @@ def node_create(
             host_key=_normalize_host_key(host_key),
             use_sudo=use_sudo,
             transit_address=transit_address,
+            transit_address6=_transit6(transit_address6),
             pod_cidrs=normalize_cidr_list(list(pod_cidrs), what="pod CIDR"),
         )
         node.full_clean()
@@ -202,6 +217,8 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
             return host
     if "host_key" in fields:
         fields["host_key"] = _normalize_host_key(fields["host_key"])
+    if "transit_address6" in fields:
+        fields["transit_address6"] = _transit6(fields["transit_address6"])
     if "pod_cidrs" in fields:
         fields["pod_cidrs"] = normalize_cidr_list(fields["pod_cidrs"], what="pod CIDR")
         _refuse_orphaned_placements(host, fields["pod_cidrs"])
@@ -237,11 +254,10 @@ def host_update(*, host: Gateway | Node, actor: Any = None, **fields: Any) -> Ga
 def _refuse_orphaned_placements(node: Node, pod_cidrs: list[str]) -> None:
     """A node keeps every pod CIDR its placements lie in (PostgreSQL's trigger is the last guard): the
     platform reports the node's new placements first, then the pod CIDRs can shrink."""
-    pods = [ipam.parse_network(p) for p in pod_cidrs]
+    pods = [ipam6.parse_network_any(p) for p in pod_cidrs]
+    nets = [ipam6.parse_network_any(c) for c in Placement.objects.filter(node=node).values_list("cidr", flat=True)]
     outside = [
-        cidr
-        for cidr in Placement.objects.filter(node=node).values_list("cidr", flat=True)
-        if not any(ipam.parse_network(cidr).subnet_of(p) for p in pods)
+        str(net) for net in nets if not any(net.version == p.version and net.subnet_of(p) for p in pods)  # type: ignore[arg-type]
     ]
     if outside:
         raise ValidationError(

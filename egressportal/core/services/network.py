@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Max, Q, Value, When
 from django.utils import timezone
 
-from .. import ipam
+from .. import ipam, ipam6
 from ..capacity import addresses_reusable_by, addresses_takeable
 from ..errors import ConflictError, NoGatewaysAvailable, PoolExhausted
 from ..models import (
@@ -30,9 +30,11 @@ from ..models import (
     EgressIPStatus,
     Gateway,
     HealthStatus,
+    IPFamily,
     IPPool,
     Region,
 )
+from .egress6 import egress_ips6_attach, pool6_create, pool6_delete, pool6_excluded_clean, pool6_in_use
 from .events import event_record
 
 __all__ = [
@@ -143,6 +145,8 @@ def pool_create(
     description: str = "",
     actor: Any = None,
 ) -> IPPool:
+    if ipam6.is_ipv6_text(cidr):
+        return pool6_create(region=region, name=name, cidr=cidr, excluded=excluded, description=description, actor=actor)
     try:
         net = ipam.parse_network(cidr, what="pool CIDR")
     except ipam.IPAMError as exc:
@@ -175,13 +179,17 @@ def pool_update(
     """Pools keep their CIDR for life (addresses may be allow-listed by third
     parties); what can change is the exclusion list and the description."""
     before = {"excluded": list(pool.excluded), "description": pool.description}
-    if excluded is not None:
-        new_excluded = _clean_excluded(pool.network, excluded)
+    if excluded is not None and pool.is_ipv6:
+        new_excluded = pool6_excluded_clean(pool.network, excluded)  # type: ignore[arg-type]
+        in_use = set(pool6_in_use(pool, new_excluded))
+    elif excluded is not None:
+        new_excluded = _clean_excluded(pool.network, excluded)  # type: ignore[arg-type]
         in_use = set(
             EgressIP.objects.filter(pool=pool, address__in=new_excluded)
             .exclude(status=EgressIPStatus.FREE)
             .values_list("address", flat=True)
         )
+    if excluded is not None:
         if in_use:
             raise ValidationError({"excluded": f"In use, release first: {', '.join(sorted(in_use))}."})
         pool.excluded = new_excluded
@@ -200,6 +208,8 @@ def pool_update(
 
 
 def pool_delete(*, pool: IPPool, actor: Any = None) -> None:
+    if pool.is_ipv6:
+        return pool6_delete(pool=pool, actor=actor)
     if pool.addresses.exclude(status=EgressIPStatus.FREE).exists():
         raise ConflictError(f"Pool {pool.name} still has assigned or quarantined addresses.")
     name, cidr = pool.name, pool.cidr
@@ -309,7 +319,7 @@ def _allocate_one(*, app: App, gateway: Gateway, role: str, pools: list[IPPool],
 
 
 def _exhausted_message(region: Region, wanted: int) -> str:
-    pools = list(IPPool.objects.filter(region=region))
+    pools = list(IPPool.objects.filter(region=region, family=IPFamily.IPV4))
     if not pools:
         return f"Region {region.slug} has no IP pool yet; ask a platform admin to add one."
     counts = EgressIP.objects.filter(pool__in=pools).aggregate(
@@ -337,7 +347,8 @@ def egress_ips_allocate(*, app: App, count: int | None = None, now: dt.datetime 
     for attempt in range(ALLOCATION_ATTEMPTS):
         try:
             with transaction.atomic():
-                return _allocate(app=app, wanted=wanted, now=now)
+                # Where the region has an IPv6 pool, each address gets its IPv6 partner (services/egress6.py).
+                return egress_ips6_attach(app=app, ips=_allocate(app=app, wanted=wanted, now=now))
         except IntegrityError:
             # Another transaction took the same address between our read and
             # write (possible only where row locks are unavailable): retry.
@@ -357,7 +368,7 @@ def _allocate(*, app: App, wanted: int, now: dt.datetime) -> list[EgressIP]:
     target = min(wanted, len({ip.gateway_id for ip in held} | {g.pk for g in gateways}))
     used_gateways = {ip.gateway_id for ip in held}
     free_gateways = [g for g in gateways if g.pk not in used_gateways]
-    pools = list(IPPool.objects.filter(region=app.region).order_by("pk"))
+    pools = list(IPPool.objects.filter(region=app.region, family=IPFamily.IPV4).order_by("pk"))
     has_active = any(ip.role == EgressIPRole.ACTIVE for ip in held)
     new: list[EgressIP] = []
     for gateway in free_gateways[: max(0, target - len(held))]:

@@ -2,7 +2,8 @@
 
 Only the platform (egressportal/core/roles.py), which actually runs the pods, says where an app runs;
 tenants never do. Even the platform is held to the truth: every address lies in one of the pod CIDRs of
-the node it is reported on, is at most a /24, and belongs to one app at a time within the region.
+the node it is reported on, is at most a /24 (IPv6: a /120), and belongs to one app at a time within the
+region. Both families are reported alike, in one list.
 
 A report is the complete set for one node: what it leaves out is removed. It is idempotent (the same
 report twice changes nothing the second time) and all or nothing (one refused entry and nothing at all
@@ -16,14 +17,14 @@ import bisect
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from .. import ipam
+from .. import ipam, ipam6
 from ..errors import ConflictError
 from ..models import App, EgressIP, Event, EventLevel, HostSync, Node, Placement
 from .apps import host_syncs_renew
@@ -55,7 +56,7 @@ class PlacementReport:
 class _Entry:
     index: int  # position in the request, to name the entry in errors
     app_id: int
-    nets: tuple[tuple[int, IPv4Network], ...]  # (position in its addresses list, network)
+    nets: tuple[tuple[int, IPv4Network | IPv6Network], ...]  # (position in its addresses list, network)
 
 
 def _key(index: int, sub: str) -> str:
@@ -67,7 +68,7 @@ def _parse(report: object, *, node: Node) -> list[_Entry]:
     if not isinstance(report, (list, tuple)):
         raise ValidationError({"placements": 'Give the placements as a list: [{"app": <id>, "addresses": [...]}].'})
     limit = placements_max_per_node()
-    pods = [ipam.parse_network(p) for p in node.pod_cidrs or []]
+    pods = [ipam6.parse_network_any(p) for p in node.pod_cidrs or []]
     errors: dict[str, list[str]] = defaultdict(list)
     entries: list[_Entry] = []
     seen_apps: dict[int, int] = {}
@@ -91,15 +92,15 @@ def _parse(report: object, *, node: Node) -> list[_Entry]:
             errors[_key(i, "addresses")].append("Give the app's addresses on this node as a non-empty list.")
             continue
         total += len(addresses)
-        nets: list[tuple[int, IPv4Network]] = []
+        nets: list[tuple[int, IPv4Network | IPv6Network]] = []
         for j, value in enumerate(addresses):
             where = _key(i, f"addresses[{j}]")
             try:
-                net = ipam.parse_placement(value)
+                net = ipam6.parse_placement_any(value)
             except ipam.IPAMError as exc:
                 errors[where].append(str(exc))
                 continue
-            if not any(net.subnet_of(pod) for pod in pods):
+            if not any(net.version == pod.version and net.subnet_of(pod) for pod in pods):  # type: ignore[arg-type]
                 inside = ", ".join(str(p) for p in pods) or "none"
                 errors[where].append(f"{net} is not inside a pod CIDR of node {node.name} ({inside}).")
                 continue
@@ -114,7 +115,9 @@ def _parse(report: object, *, node: Node) -> list[_Entry]:
 
 
 def _refuse_overlaps_within(entries: list[_Entry]) -> None:
-    """Within one report: no two entries share an address, and one entry has no duplicate or overlap."""
+    """Within one report: no two entries share an address, and one entry has no duplicate or overlap.
+    Both families in one sweep: every usable IPv6 address is above 2**120 (::/8 is refused), far above
+    any IPv4 one."""
     flat = sorted(
         ((int(net.network_address), int(net.broadcast_address), e.index, j, net) for e in entries for j, net in e.nets),
         key=lambda r: (r[0], r[1]),
@@ -136,18 +139,38 @@ def _refuse_claimed(entries: list[_Entry], *, node: Node) -> None:
     """An address placed for another app of the region (on another node) is refused, never naming that
     app or its owner. Checked here on every database; on PostgreSQL the exclusion constraint is the
     last guard against a concurrent report."""
-    wanted = [(int(n.network_address), int(n.broadcast_address), e, j, n) for e in entries for j, n in e.nets]
+    errors: dict[str, list[str]] = defaultdict(list)
+    for version in (4, 6):
+        _refuse_claimed_family(entries, node=node, version=version, errors=errors)
+    if errors:
+        raise ConflictError(_conflict_message(errors), code="placement_conflict")
+
+
+def _refuse_claimed_family(entries: list[_Entry], *, node: Node, version: int, errors: dict[str, list[str]]) -> None:
+    wanted = [
+        (int(n.network_address), int(n.broadcast_address), e, j, n)
+        for e in entries
+        for j, n in e.nets
+        if n.version == version
+    ]
     if not wanted:
         return
     lo, hi = min(w[0] for w in wanted), max(w[1] for w in wanted)
-    width = 2 ** (32 - ipam.MIN_PLACEMENT_PREFIXLEN)
-    others = sorted(
-        Placement.objects.filter(region_id=node.region_id, first_int__lte=hi, last_int__gte=lo - width)
-        .exclude(node=node)
-        .values_list("first_int", "last_int", "app_id")
-    )
+    region = Placement.objects.filter(region_id=node.region_id).exclude(node=node)
+    if version == 4:
+        width = 2 ** (32 - ipam.MIN_PLACEMENT_PREFIXLEN)
+        others = sorted(
+            region.filter(first_int__lte=hi, last_int__gte=lo - width).values_list("first_int", "last_int", "app_id")
+        )
+    else:
+        width = 2 ** (128 - ipam6.MIN_PLACEMENT_PREFIXLEN6)
+        others = sorted(
+            (int(f, 16), int(t, 16), a)
+            for f, t, a in region.filter(
+                first_hex__lte=ipam6.hex_key(hi), last_hex__gte=ipam6.hex_key(max(0, lo - width))
+            ).values_list("first_hex", "last_hex", "app_id")
+        )
     firsts = [o[0] for o in others]
-    errors: dict[str, list[str]] = defaultdict(list)
     for first, last, entry, j, net in wanted:
         # Placements are at most /24 wide, so anything overlapping starts at most that far before.
         start = bisect.bisect_left(firsts, first - width + 1)
@@ -157,8 +180,6 @@ def _refuse_claimed(entries: list[_Entry], *, node: Node) -> None:
                 f"{net} is already placed for another app in region {node.region.slug}; an address belongs to one "
                 "app at a time. Report the node that no longer runs it first."
             )
-    if errors:
-        raise ConflictError(_conflict_message(errors), code="placement_conflict")
 
 
 def _conflict_message(errors: Mapping[str, list[str]]) -> str:
@@ -192,20 +213,10 @@ def node_placements_set(*, node: Node, placements: object, actor: Any = None) ->
             try:
                 with transaction.atomic():
                     Placement.objects.filter(pk__in=[current[k] for k in removed]).delete()
-                    Placement.objects.bulk_create(
-                        [
-                            Placement(
-                                region_id=node.region_id,
-                                node=node,
-                                app_id=app_id,
-                                cidr=cidr,
-                                first_int=int(desired[(app_id, cidr)].network_address),
-                                last_int=int(desired[(app_id, cidr)].broadcast_address),
-                            )
-                            for app_id, cidr in added
-                        ],
-                        batch_size=1000,
-                    )
+                    rows = [Placement(region_id=node.region_id, node=node, app_id=a, cidr=c) for a, c in added]
+                    for row in rows:
+                        row.set_bounds(desired[(row.app_id, row.cidr)])
+                    Placement.objects.bulk_create(rows, batch_size=1000)
             except IntegrityError:
                 # A concurrent report on another node placed one of these addresses for another app.
                 raise ConflictError(
@@ -215,7 +226,7 @@ def node_placements_set(*, node: Node, placements: object, actor: Any = None) ->
                 ) from None
             _record(node, added=added, removed=removed, actor=actor)
             _reconcile(node, app_ids={a for a, _ in added} | {a for a, _ in removed})
-        stored = list(Placement.objects.filter(node=node).order_by("app_id", "first_int"))
+        stored = list(Placement.objects.filter(node=node).order_by("app_id", *Placement.ORDER))
     return PlacementReport(node=node, placements=stored, added=added, removed=removed)
 
 
