@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from .models import (
@@ -26,7 +26,6 @@ from .models import (
     IPPool,
     Node,
     Placement,
-    Region,
 )
 from .rules.desired import SteerIP, steering_choice
 from .services.events import SYSTEM, WORKER
@@ -43,7 +42,7 @@ __all__ = [
     "pool_list",
     "pool_utilization",
     "egress_summary",
-    "region_has_ipv6",
+    "app_has_ipv6",
     "event_actor_label",
     "node_placements",
     "app_placements",
@@ -93,8 +92,9 @@ def app_list(
 ) -> QuerySet[App]:
     """The apps ``user`` may see (their own; staff see all), with everything a
     list shows loaded in a constant number of queries."""
-    qs = _apps_for(user).select_related("region", "owner").prefetch_related(
-        "region__pools",
+    qs = _apps_for(user).select_related("region", "owner").annotate(
+        region_ipv6=Exists(IPPool.objects.filter(region=OuterRef("region"), family=IPFamily.IPV6))
+    ).prefetch_related(
         Prefetch("placements", queryset=Placement.objects.select_related("node")),
         Prefetch(
             "egress_ips",
@@ -190,10 +190,13 @@ def pool_utilization(pool: IPPool) -> PoolUtilization:
     return PoolUtilization(size=pool.size, assigned=assigned, quarantined=quarantined)
 
 
-def region_has_ipv6(region: Region) -> bool:
-    """Whether the region has an IPv6 pool (its apps' addresses come with IPv6 partners); uses prefetched
-    ``region.pools`` when present (app_list prefetches them, so a page of apps asks once)."""
-    return any(pool.family == IPFamily.IPV6 for pool in region.pools.all())
+def app_has_ipv6(app: App) -> bool:
+    """Whether the app's region has an IPv6 pool (its addresses come with IPv6 partners); app_list's
+    annotation when present, so a page of apps asks no more queries."""
+    annotated = getattr(app, "region_ipv6", None)
+    if annotated is not None:
+        return bool(annotated)
+    return IPPool.objects.filter(region_id=app.region_id, family=IPFamily.IPV6).exists()
 
 
 def egress_summary(app: App) -> dict[str, Any]:
@@ -204,7 +207,7 @@ def egress_summary(app: App) -> dict[str, Any]:
     return {
         "type": app.egress_type,
         "status": app.egress_status,
-        "ipv6_available": region_has_ipv6(app.region),
+        "ipv6_available": app_has_ipv6(app),
         "ips": [
             {
                 "address": ip.address,

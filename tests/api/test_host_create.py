@@ -75,10 +75,11 @@ def test_only_gateways_are_drained_and_nothing_is_half_created(region):
 
 def test_field_lists_are_one_definition():
     assert host_editable_fields("gateway") == {
-        "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address", "enabled",
-        "public_interface", "draining",
+        "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address", "transit_address6",
+        "enabled", "public_interface", "draining",
     }
     assert host_editable_fields("node") == {
-        "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address", "enabled", "pod_cidrs",
+        "mgmt_address", "ssh_port", "ssh_user", "host_key", "use_sudo", "transit_address", "transit_address6",
+        "enabled", "pod_cidrs",
     }
     assert {"name", "region"} <= set(HOST_FIELDS) and set(KIND_FIELDS) == {"gateway", "node"}
