@@ -171,13 +171,19 @@ def _state_from_outputs(
     for name, (status, text) in outputs.items():
         if status == 0:
             out[name] = text
-        elif name == "nft" and dp.is_missing_table_error(text):
+        elif name in ("nft", "nft6") and dp.is_missing_table_error(text):
             out[name] = None
         else:
             raise dp.DataplaneParseError(f"{' '.join(cmds[name][:3])} failed: {text.strip()[:300]}")
     if isinstance(host, Gateway):
-        return dp.parse_gateway(out["nft"], out["addr"] or "[]", out["routes"] or "[]", host.public_interface)
-    return dp.parse_node(out["nft"], out["rules"] or "[]", out["routes"] or "[]")
+        return dp.parse_gateway(
+            out["nft"], out["addr"] or "[]", out["routes"] or "[]", host.public_interface,
+            nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"],
+        )  # fmt: skip
+    return dp.parse_node(
+        out["nft"], out["rules"] or "[]", out["routes"] or "[]",
+        nft6_json=out["nft6"], rule6_json=out["rules6"], route6_json=out["routes6"],
+    )  # fmt: skip
 
 
 def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:
@@ -337,7 +343,8 @@ def _decommission_gateway(session: SSHSession, host: Gateway, actual: dp.Gateway
     table, no addresses, no routes. It is ready for maintenance or removal;
     undraining brings everything back on the next reconcile."""
     exists = session.run(dp.table_exists_command(), check=False).exit_status == 0
-    change = dp.plan_gateway_decommission(actual, table_exists=exists)
+    exists6 = session.run(dp.table_exists_command(6), check=False).exit_status == 0
+    change = dp.plan_gateway_decommission(actual, table_exists=exists, table6_exists=exists6)
     if change.is_empty:
         return change
     _apply(session, change)

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv4Network, summarize_address_range
+from dataclasses import dataclass
+from ipaddress import summarize_address_range
 from typing import Any
 
 from . import validate as v
 from .model import (
     MARK_MASK,
     NFT_FAMILY,
+    NFT_FAMILY6,
     NFT_TABLE,
     RT_PROTO,
     TABLE_BASE,
     UNROUTED,
+    UNROUTED6,
     GatewayState,
+    IPAddress,
+    IPNetwork,
     NodeState,
     slot_mark,
 )
@@ -40,6 +45,24 @@ __all__ = [
 ]
 
 NFT_READ_ARGV = ["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]
+NFT6_READ_ARGV = ["nft", "-j", "list", "table", NFT_FAMILY6, NFT_TABLE]
+
+
+@dataclass(frozen=True)
+class _Family:
+    version: int
+    nft_family: str
+    nft_type: str  # set/map key type
+    proto: str  # payload protocol
+    addr_family: str  # "family" of ip addr_info
+    host_len: int
+    address: Any  # strict validator of one address
+    network: Any  # strict validator of one network
+    unrouted: IPAddress
+
+
+_V4 = _Family(4, NFT_FAMILY, "ipv4_addr", "ip", "inet", 32, v.ipv4_address, v.ipv4_network, UNROUTED)
+_V6 = _Family(6, NFT_FAMILY6, "ipv6_addr", "ip6", "inet6", 128, v.ipv6_address, v.ipv6_network, UNROUTED6)
 
 
 class DataplaneParseError(v.DataplaneValueError):
@@ -54,6 +77,9 @@ def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
         # -N: numeric protocol/table ids, independent of the host's /etc/iproute2 name files.
         "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", iface],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", str(RT_PROTO)],
+        "nft6": list(NFT6_READ_ARGV),
+        "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", iface],
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", str(RT_PROTO)],
     }
 
 
@@ -63,6 +89,9 @@ def node_read_commands() -> dict[str, list[str]]:
         "nft": list(NFT_READ_ARGV),
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
+        "nft6": list(NFT6_READ_ARGV),
+        "rules6": ["ip", "-N", "-j", "-6", "rule", "show"],
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", str(RT_PROTO)],
     }
 
 
@@ -84,9 +113,9 @@ def parse_exec_output(text: str) -> list[tuple[str, int, str]]:
     return sections
 
 
-def table_exists_command() -> list[str]:
-    """Exits 0 exactly when the product's nft table exists on the host."""
-    return list(NFT_READ_ARGV)
+def table_exists_command(version: int = 4) -> list[str]:
+    """Exits 0 exactly when the product's nft table of that family (4: ip, 6: ip6) exists on the host."""
+    return list(NFT_READ_ARGV if version == 4 else NFT6_READ_ARGV)
 
 
 def probe_gateway_links_command() -> list[str]:
@@ -158,7 +187,7 @@ def _int(value: Any, what: str) -> int:
 
 
 class _Table:
-    def __init__(self, nft_json: str | None) -> None:
+    def __init__(self, nft_json: str | None, family: str = NFT_FAMILY) -> None:
         self.sets: dict[str, dict[str, Any]] = {}
         self.chains: dict[str, dict[str, Any]] = {}
         self.rules: dict[str, list[list[Any]]] = {}
@@ -173,8 +202,8 @@ class _Table:
             if kind == "metainfo":
                 continue
             body = _obj(body, f"nft {kind}")
-            if body.get("family") != NFT_FAMILY or body.get("table", body.get("name")) != NFT_TABLE:
-                raise DataplaneParseError(f"nft {kind} outside table {NFT_FAMILY} {NFT_TABLE}")
+            if body.get("family") != family or body.get("table", body.get("name")) != NFT_TABLE:
+                raise DataplaneParseError(f"nft {kind} outside table {family} {NFT_TABLE}")
             if kind == "table":
                 self.exists = True
             elif kind in ("set", "map"):
@@ -213,36 +242,37 @@ def _unwrap(elem: Any) -> Any:
     return elem
 
 
-def _nets(elem: Any, what: str) -> list[IPv4Network]:
+def _nets(elem: Any, what: str, fam: _Family = _V4) -> list[IPNetwork]:
     elem = _unwrap(elem)
     if isinstance(elem, str):
-        return [_checked(v.ipv4_network, elem, what)]
+        return [_checked(fam.network, elem, what)]
     if isinstance(elem, dict) and "prefix" in elem:
         p = _obj(elem["prefix"], what)
         addr = p.get("addr")
         length = _int(p.get("len"), what)
-        return [_checked(v.ipv4_network, f"{addr}/{length}", what)]
+        return [_checked(fam.network, f"{addr}/{length}", what)]
     if isinstance(elem, dict) and "range" in elem:
         bounds = _list(elem["range"], what)
         if len(bounds) != 2:
             raise DataplaneParseError(f"{what}: bad range {bounds!r}")
-        lo, hi = (_checked(v.ipv4_address, b, what) for b in bounds)
+        lo, hi = (_checked(fam.address, b, what) for b in bounds)
         if lo > hi:
             raise DataplaneParseError(f"{what}: bad range {bounds!r}")
         # An exact CIDR gives one network; any other range is the list of CIDRs it covers.
-        return list(summarize_address_range(lo, hi))
+        # Both of one family (validated): summarize_address_range never mixes them.
+        return list(summarize_address_range(lo, hi))  # type: ignore[arg-type]
     raise DataplaneParseError(f"{what}: unexpected element {elem!r}")
 
 
-def _set_nets(table: _Table, name: str) -> frozenset[IPv4Network] | None:
-    elems = table.elements(name, "set", "ipv4_addr", None)
+def _set_nets(table: _Table, name: str, fam: _Family = _V4) -> frozenset[IPNetwork] | None:
+    elems = table.elements(name, "set", fam.nft_type, None)
     if elems is None:
         return None
-    return frozenset(n for e in elems for n in _nets(e, f"nft set {name}"))
+    return frozenset(n for e in elems for n in _nets(e, f"nft set {name}", fam))
 
 
-def _map_pairs(table: _Table, name: str, data_type: str) -> list[tuple[IPv4Network, Any]] | None:
-    elems = table.elements(name, "map", "ipv4_addr", data_type)
+def _map_pairs(table: _Table, name: str, data_type: str, fam: _Family = _V4) -> list[tuple[IPNetwork, Any]] | None:
+    elems = table.elements(name, "map", fam.nft_type, data_type)
     if elems is None:
         return None
     pairs = []
@@ -250,12 +280,12 @@ def _map_pairs(table: _Table, name: str, data_type: str) -> list[tuple[IPv4Netwo
         pair = _list(_unwrap(e), f"nft map {name} element")
         if len(pair) != 2:
             raise DataplaneParseError(f"nft map {name}: bad element {e!r}")
-        pairs += [(n, pair[1]) for n in _nets(pair[0], f"nft map {name} key")]
+        pairs += [(n, pair[1]) for n in _nets(pair[0], f"nft map {name} key", fam)]
     return pairs
 
 
-def _saddr(field: str) -> dict[str, Any]:
-    return {"payload": {"protocol": "ip", "field": field}}
+def _saddr(field: str, proto: str = "ip") -> dict[str, Any]:
+    return {"payload": {"protocol": proto, "field": field}}
 
 
 def _match(op: str, left: dict[str, Any], right: Any) -> dict[str, Any]:
@@ -272,23 +302,27 @@ _FORWARD_HOOK = {"type": "filter", "hook": "forward", "prio": 0, "policy": "acce
 _PREROUTING_HOOK = {"type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}
 
 
-def _snat_rule(iface: str) -> list[Any]:
-    return [_oif(iface), {"snat": {"addr": {"map": {"key": _saddr("saddr"), "data": "@snat_by_source"}}}}]
+def _snat_rule(iface: str, proto: str = "ip") -> list[Any]:
+    return [_oif(iface), {"snat": {"addr": {"map": {"key": _saddr("saddr", proto), "data": "@snat_by_source"}}}}]
 
 
-def _guard_rule(iface: str) -> list[Any]:
+def _guard_rule(iface: str, proto: str = "ip") -> list[Any]:
     return [
         _oif(iface),
-        _match("==", _saddr("saddr"), "@guarded_sources"),
-        _match("!=", _saddr("saddr"), "@mapped_sources"),
+        _match("==", _saddr("saddr", proto), "@guarded_sources"),
+        _match("!=", _saddr("saddr", proto), "@mapped_sources"),
         {"drop": None},
     ]
 
 
-_STEER_RULE = [
-    _match("!=", _saddr("daddr"), "@internal"),
-    {"vmap": {"key": _saddr("saddr"), "data": "@mark_by_source"}},
-]
+def _steer_rule(proto: str) -> list[Any]:
+    return [
+        _match("!=", _saddr("daddr", proto), "@internal"),
+        {"vmap": {"key": _saddr("saddr", proto), "data": "@mark_by_source"}},
+    ]
+
+
+_STEER_RULE = _steer_rule("ip")
 
 
 def _slot_chain_ok(table: _Table, slot: int) -> bool:
@@ -314,17 +348,18 @@ def _slot_chain_ok(table: _Table, slot: int) -> bool:
 # --- gateway ------------------------------------------------------------------------------------------
 
 
-def _gateway_addresses(addr_json: str, iface: str) -> set[IPv4Address]:
+def _gateway_addresses(addr_json: str, iface: str, fam: _Family = _V4) -> set[IPAddress]:
     links = _list(_default(_load(addr_json, "ip addr output")), "ip addr output")
-    found: set[IPv4Address] = set()
+    found: set[IPAddress] = set()
     for link in links:
         link = _obj(link, "ip addr link")
         if link.get("ifname") != iface:
             continue
         for info in _list(link.get("addr_info", []), "ip addr addr_info"):
             info = _obj(info, "ip addr addr_info")
-            if info.get("family") == "inet" and _int(info.get("prefixlen"), "prefixlen") == 32:
-                found.add(_checked(v.ipv4_address, info.get("local"), "ip addr local"))
+            # Only single addresses can be ours (link-local fe80::/64 and the segment's own prefix are not).
+            if info.get("family") == fam.addr_family and _int(info.get("prefixlen"), "prefixlen") == fam.host_len:
+                found.add(_checked(fam.address, info.get("local"), "ip addr local"))
     return found
 
 
@@ -332,42 +367,60 @@ def _routes(route_json: str | None, what: str) -> list[dict[str, Any]]:
     return [_obj(r, what) for r in _list(_default(_load(route_json, what)), what)]
 
 
-def parse_gateway(
-    nft_json: str | None, addr_json: str, route_json: str, public_interface: str
-) -> GatewayState:
-    iface = v.interface_name(public_interface)
-    table = _Table(nft_json)
-    snat_pairs = _map_pairs(table, "snat_by_source", "ipv4_addr") or []
-    snat = {k: _checked(v.ipv4_address, x, "nft map snat_by_source value") for k, x in snat_pairs}
-    owned = _set_nets(table, "egress_addresses") or frozenset()
-    guarded = _set_nets(table, "guarded_sources") or frozenset()
-    mapped = _set_nets(table, "mapped_sources") or frozenset()
-    snat_ok = table.only_rule("postrouting", _POSTROUTING_HOOK) == _snat_rule(iface)
-    guard_ok = table.only_rule("forward", _FORWARD_HOOK) == _guard_rule(iface)
+def _gateway_family(
+    fam: _Family, nft_json: str | None, addr_json: str, route_json: str, iface: str
+) -> tuple[set[IPAddress], dict[IPNetwork, IPAddress], dict[IPNetwork, IPAddress], frozenset[IPNetwork]]:
+    """(addresses, working snat, return routes, guarded sources) of one family's table and ip state."""
+    table = _Table(nft_json, fam.nft_family)
+    snat_pairs = _map_pairs(table, "snat_by_source", fam.nft_type, fam) or []
+    snat = {k: _checked(fam.address, x, "nft map snat_by_source value") for k, x in snat_pairs}
+    owned = _set_nets(table, "egress_addresses", fam) or frozenset()
+    guarded = _set_nets(table, "guarded_sources", fam) or frozenset()
+    mapped = _set_nets(table, "mapped_sources", fam) or frozenset()
+    snat_ok = table.only_rule("postrouting", _POSTROUTING_HOOK) == _snat_rule(iface, fam.proto)
+    guard_ok = table.only_rule("forward", _FORWARD_HOOK) == _guard_rule(iface, fam.proto)
     if not snat_ok:
         snat = {}
     # The guard is only as good as its rule and its copy of the map keys; if either is off, report it
     # as absent so a desired guard forces a rewrite (never report a leak as guarded).
     if not (snat_ok and guard_ok and mapped == frozenset(snat)):
         guarded = frozenset()
-    on_iface = _gateway_addresses(addr_json, iface)
-    addresses = {n.network_address for n in owned if n.prefixlen == 32} & on_iface
-    routes: dict[IPv4Network, IPv4Address] = {}
+    on_iface = _gateway_addresses(addr_json, iface, fam)
+    addresses = {n.network_address for n in owned if n.prefixlen == fam.host_len} & on_iface
+    routes: dict[IPNetwork, IPAddress] = {}
     for r in _routes(route_json, "ip route output"):
         if r.get("dst") in (None, "default") or "gateway" not in r:
             continue  # not a shape we write (multipath, blackhole, default): not ours to manage
         if str(r.get("table", "254")) not in ("254", "main"):
             continue
-        dst = _checked(v.ipv4_network, r["dst"], "ip route dst")
-        routes.setdefault(dst, _checked(v.ipv4_address, r["gateway"], "ip route gateway"))
+        dst = _checked(fam.network, r["dst"], "ip route dst")
+        routes.setdefault(dst, _checked(fam.address, r["gateway"], "ip route gateway"))
+    # SNAT to an address the host does not hold does not work: report only working entries.
+    return addresses, {k: x for k, x in snat.items() if x in addresses}, routes, guarded
+
+
+def parse_gateway(
+    nft_json: str | None,
+    addr_json: str,
+    route_json: str,
+    public_interface: str,
+    *,
+    nft6_json: str | None = None,
+    addr6_json: str | None = None,
+    route6_json: str | None = None,
+) -> GatewayState:
+    """The IPv4 part from ``nft``/``addr``/``routes`` of gateway_read_commands, the IPv6 part from ``nft6``,
+    ``addr6``, ``routes6`` (None or empty: no IPv6 state)."""
+    iface = v.interface_name(public_interface)
+    addresses, snat, routes, guarded = _gateway_family(_V4, nft_json, addr_json, route_json, iface)
+    addresses6, snat6, routes6, guarded6 = _gateway_family(_V6, nft6_json, addr6_json or "[]", route6_json or "[]", iface)
     try:
         return GatewayState.build(
             public_interface=iface,
-            addresses=addresses | set(snat.values()) & addresses,
-            # SNAT to an address the host does not hold does not work: report only working entries.
-            snat={k: x for k, x in snat.items() if x in addresses},
-            return_routes=routes,
-            guarded_sources=guarded,
+            addresses=addresses | addresses6,
+            snat={**snat, **snat6},
+            return_routes={**routes, **routes6},
+            guarded_sources=guarded | guarded6,
         )
     except v.DataplaneValueError as exc:
         raise DataplaneParseError(f"gateway state: {exc}") from None
@@ -395,14 +448,11 @@ def _rule_slot(rule: dict[str, Any]) -> int | None:
     return slot
 
 
-def parse_node(
-    nft_json: str | None, rule_json: str, route_json_by_table: Mapping[int, str] | str
-) -> NodeState:
-    """``route_json_by_table``: ``{table: ip -j route show table N}``, or one ``table all`` output."""
-    table = _Table(nft_json)
-    steering: dict[IPv4Network, int] = {}
-    if table.only_rule("prerouting", _PREROUTING_HOOK) == _STEER_RULE:
-        for net, verdict in _map_pairs(table, "mark_by_source", "verdict") or []:
+def _node_steering(fam: _Family, nft_json: str | None) -> tuple[dict[IPNetwork, int], frozenset[IPNetwork]]:
+    table = _Table(nft_json, fam.nft_family)
+    steering: dict[IPNetwork, int] = {}
+    if table.only_rule("prerouting", _PREROUTING_HOOK) == _steer_rule(fam.proto):
+        for net, verdict in _map_pairs(table, "mark_by_source", "verdict", fam) or []:
             target = verdict.get("goto", {}).get("target") if isinstance(verdict, dict) else None
             prefix = "mark_slot_"
             if not (isinstance(target, str) and target.startswith(prefix) and target[len(prefix):].isdigit()):
@@ -410,8 +460,12 @@ def parse_node(
             slot = int(target[len(prefix):])
             if 1 <= slot <= v.MAX_SLOT and _slot_chain_ok(table, slot):
                 steering[net] = slot
-    internal = _set_nets(table, "internal") or frozenset()
+    return steering, _set_nets(table, "internal", fam) or frozenset()
 
+
+def _node_gateways(
+    fam: _Family, rule_json: str, route_json_by_table: Mapping[int, str] | str
+) -> dict[int, IPAddress]:
     rule_slots = set()
     for r in _list(_default(_load(rule_json, "ip rule output")), "ip rule output"):
         slot = _rule_slot(_obj(r, "ip rule"))
@@ -421,7 +475,7 @@ def parse_node(
     sources = [(None, route_json_by_table)] if isinstance(route_json_by_table, str) else list(
         route_json_by_table.items()
     )
-    via_by_slot: dict[int, IPv4Address] = {}
+    via_by_slot: dict[int, IPAddress] = {}
     for key, text in sources:
         for r in _routes(text, "ip route output"):
             if r.get("dst") != "default" or "gateway" not in r or r.get("type", "unicast") != "unicast":
@@ -430,14 +484,37 @@ def parse_node(
                 continue  # main table in a "table all" listing
             slot = _int(r.get("table", key), "route table") - TABLE_BASE
             if 1 <= slot <= v.MAX_SLOT:
-                via_by_slot.setdefault(slot, _checked(v.ipv4_address, r["gateway"], "ip route gateway"))
+                via_by_slot.setdefault(slot, _checked(fam.address, r["gateway"], "ip route gateway"))
 
     # A rule without a route is reported as UNROUTED (so the plan re-adds the route, not the rule,
     # which would fail with "File exists"); a route without its rule steers nothing and is left out.
-    gateways = {s: via_by_slot.get(s, UNROUTED) for s in rule_slots}
+    return {s: via_by_slot.get(s, fam.unrouted) for s in rule_slots}
+
+
+def parse_node(
+    nft_json: str | None,
+    rule_json: str,
+    route_json_by_table: Mapping[int, str] | str,
+    *,
+    nft6_json: str | None = None,
+    rule6_json: str | None = None,
+    route6_json: str | None = None,
+) -> NodeState:
+    """``route_json_by_table``: ``{table: ip -j route show table N}``, or one ``table all`` output. The IPv6
+    part comes from ``nft6``/``rules6``/``routes6`` of node_read_commands (None or empty: none)."""
+    steering, internal = _node_steering(_V4, nft_json)
+    steering6, internal6 = _node_steering(_V6, nft6_json)
+    gateways = _node_gateways(_V4, rule_json, route_json_by_table)
+    gateways6 = _node_gateways(_V6, rule6_json or "[]", route6_json or "[]")
     # Marked traffic whose slot has no rule falls through to the main table: not steered, in effect.
     steering = {k: s for k, s in steering.items() if s in gateways}
+    steering6 = {k: s for k, s in steering6.items() if s in gateways6}
     try:
-        return NodeState.build(steering=steering, gateways=gateways, internal=internal)
+        return NodeState.build(
+            steering={**steering, **steering6},
+            gateways=gateways,
+            internal=internal | internal6,
+            gateways6=gateways6,
+        )
     except v.DataplaneValueError as exc:
         raise DataplaneParseError(f"node state: {exc}") from None

@@ -6,18 +6,22 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
 from shlex import quote as shlex_quote
 
 from . import validate as v
 from .model import (
     MARK_MASK,
     NFT_FAMILY,
+    NFT_FAMILY6,
     NFT_TABLE,
     RT_PROTO,
     UNROUTED,
+    UNROUTED6,
     GatewayState,
+    IPAddress,
+    IPNetwork,
     NodeState,
+    by_family,
     slot_mark,
     slot_table,
 )
@@ -27,7 +31,10 @@ __all__ = [
     "EXEC_SECTION",
     "NFT_APPLY_ARGV",
     "IP_BATCH_ARGV",
+    "IP6_BATCH_ARGV",
     "Plan",
+    "gateway_has_ipv6",
+    "node_has_ipv6",
     "ip_batch_script",
     "plan_gateway",
     "plan_gateway_decommission",
@@ -42,21 +49,54 @@ __all__ = [
 NFT_APPLY_ARGV = ["nft", "-f", "-"]
 # No -force: the batch stops at the first failing line, so a failed "make" never proceeds to "break".
 IP_BATCH_ARGV = ["ip", "-batch", "-"]
+# IPv6 addresses, routes and rules: a batch line cannot carry "-6", and "ip rule" without it is IPv4.
+IP6_BATCH_ARGV = ["ip", "-6", "-batch", "-"]
 
 # srcnat - 10: run before other postrouting nat chains (e.g. a masquerade for the node network) so ours wins.
 SNAT_PRIORITY = "srcnat - 10"
 KEEP_MASK = 0xFFFFFFFF & ~MARK_MASK
 
 _TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
+_TABLE6 = f"{NFT_FAMILY6} {NFT_TABLE}"
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:/-]+")
 
 
-def _net(n: IPv4Network) -> str:
-    return v.ipv4_network(n).with_prefixlen
+@dataclass(frozen=True)
+class _Family:
+    """What differs between the IPv4 and the IPv6 rendering of the same dataplane."""
+
+    version: int
+    table: str  # nft "family name"
+    nft_type: str  # nft set/map key type
+    proto: str  # nft payload protocol
+    host_len: int  # prefix length of one address
 
 
-def _addr(a: IPv4Address) -> str:
-    return str(v.ipv4_address(a))
+_V4 = _Family(4, _TABLE, "ipv4_addr", "ip", 32)
+_V6 = _Family(6, _TABLE6, "ipv6_addr", "ip6", 128)
+
+
+def _net(n: IPNetwork) -> str:
+    return (v.ipv4_network(n) if n.version == 4 else v.ipv6_network(n)).with_prefixlen
+
+
+def _addr(a: IPAddress) -> str:
+    return str(v.ipv4_address(a) if a.version == 4 else v.ipv6_address(a))
+
+
+def gateway_has_ipv6(state: GatewayState) -> bool:
+    """Whether the gateway's state needs table ``ip6 egressportal`` (IPv6 addresses, SNAT or guard)."""
+    return any(x.version == 6 for x in (*state.addresses, *state.snat, *state.guarded_sources))
+
+
+def node_has_ipv6(state: NodeState) -> bool:
+    """Whether the node's state needs table ``ip6 egressportal`` (IPv6 steering or internal networks)."""
+    return any(x.version == 6 for x in (*state.steering, *state.internal))
+
+
+def _drop_table6() -> str:
+    # Works whether or not the table exists, like _replace_table.
+    return f"table {_TABLE6} {{}}\ndelete table {_TABLE6}\n"
 
 
 def _elements(items: Sequence[str], indent: str) -> list[str]:
@@ -76,65 +116,75 @@ def _set_block(kind: str, name: str, type_line: str, interval: bool, items: Sequ
     return lines
 
 
-def _replace_table(body: list[str]) -> str:
+def _replace_table(body: list[str], table: str = _TABLE) -> str:
     # "add an empty table, delete it, define it" is one nft transaction that works whether or not the
     # table exists, and leaves no window with a half-written or missing table.
     return "\n".join(
-        [f"table {_TABLE} {{}}", f"delete table {_TABLE}", f"table {_TABLE} {{", *body, "}", ""]
+        [f"table {table} {{}}", f"delete table {table}", f"table {table} {{", *body, "}", ""]
     )
 
 
-def render_gateway_nft(state: GatewayState) -> str:
+def _gateway_table(state: GatewayState, fam: _Family) -> str:
     iface = v.interface_name(state.public_interface)
-    snat_keys = [_net(k) for k in state.snat]
+    snat = [(k, x) for k, x in state.snat.items() if k.version == fam.version]
+    t, p = fam.nft_type, fam.proto
     body: list[str] = []
-    body += _set_block(
-        "map",
-        "snat_by_source",
-        "ipv4_addr : ipv4_addr",
-        True,
-        [f"{_net(k)} : {_addr(x)}" for k, x in state.snat.items()],
-    )
+    body += _set_block("map", "snat_by_source", f"{t} : {t}", True, [f"{_net(k)} : {_addr(x)}" for k, x in snat])
     # Same keys as the map: lets the forward chain ask "has a mapping?" with a plain set lookup.
-    body += _set_block("set", "mapped_sources", "ipv4_addr", True, snat_keys)
+    body += _set_block("set", "mapped_sources", t, True, [_net(k) for k, _ in snat])
     # Records which addresses on the interface are ours, so a reconcile can read back what it added.
     body += _set_block(
-        "set", "egress_addresses", "ipv4_addr", False, [_addr(a) for a in sorted(state.addresses)]
+        "set", "egress_addresses", t, False, [_addr(a) for a in by_family(state.addresses, fam.version)]
     )
     body += _set_block(
-        "set", "guarded_sources", "ipv4_addr", True, [_net(n) for n in sorted(state.guarded_sources)]
+        "set", "guarded_sources", t, True, [_net(n) for n in by_family(state.guarded_sources, fam.version)]
     )
     body += [
         "  chain postrouting {",
         f"    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;",
-        f'    oifname "{iface}" snat ip to ip saddr map @snat_by_source',
+        f'    oifname "{iface}" snat {p} to {p} saddr map @snat_by_source',
         "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         # Forward runs before postrouting, so saddr is still the pod address: an unmapped pod source
         # would otherwise leave with its own address.
-        f'    oifname "{iface}" ip saddr @guarded_sources ip saddr != @mapped_sources drop',
+        f'    oifname "{iface}" {p} saddr @guarded_sources {p} saddr != @mapped_sources drop',
         "  }",
     ]
-    return _replace_table(body)
+    return _replace_table(body, fam.table)
 
 
-def render_node_nft(state: NodeState) -> str:
+def render_gateway_nft(state: GatewayState, *, drop_ipv6: bool = False) -> str:
+    """Table ``ip egressportal``, and ``ip6 egressportal`` when the state has IPv6 entries (else, with
+    ``drop_ipv6``, the removal of that table), as one nft script (one transaction)."""
+    script = _gateway_table(state, _V4)
+    if gateway_has_ipv6(state):
+        return script + _gateway_table(state, _V6)
+    return script + _drop_table6() if drop_ipv6 else script
+
+
+def render_node_nft(state: NodeState, *, drop_ipv6: bool = False) -> str:
+    """Like render_gateway_nft: the IPv4 table, then the IPv6 one (or its removal) when there is one."""
+    script = _node_table(state, _V4)
+    if node_has_ipv6(state):
+        return script + _node_table(state, _V6)
+    return script + _drop_table6() if drop_ipv6 else script
+
+
+def _node_table(state: NodeState, fam: _Family) -> str:
     # nft (1.0.6 at least) cannot OR a map lookup into a masked mark ("Right hand side of binary operation
     # must be constant"). Rather than overwrite the whole mark (clobbering kube-proxy/CNI bits), the map
     # is a verdict map to one tiny chain per slot that sets only our bits: still one O(1) lookup per
     # packet, whatever the number of apps.
     # Chains only for slots in use, so adding a standby gateway touches ip rules/routes but not nft.
-    slots = sorted(set(state.steering.values()))
+    steering = [(k, s) for k, s in state.steering.items() if k.version == fam.version]
+    slots = sorted({s for _, s in steering})
+    t, p = fam.nft_type, fam.proto
     body: list[str] = []
     body += _set_block(
-        "map",
-        "mark_by_source",
-        "ipv4_addr : verdict",
-        True,
-        [f"{_net(k)} : goto mark_slot_{v.slot(s)}" for k, s in state.steering.items()],
+        "map", "mark_by_source", f"{t} : verdict", True, [f"{_net(k)} : goto mark_slot_{v.slot(s)}" for k, s in steering]
     )
-    body += _set_block("set", "internal", "ipv4_addr", True, [_net(n) for n in sorted(state.internal)])
+    body += _set_block("set", "internal", t, True, [_net(n) for n in by_family(state.internal, fam.version)])
     for s in slots:
         body += [
             f"  chain mark_slot_{v.slot(s)} {{",
@@ -145,10 +195,10 @@ def render_node_nft(state: NodeState) -> str:
         "  chain prerouting {",
         # mangle: before the routing decision that the ip rules act on.
         "    type filter hook prerouting priority mangle; policy accept;",
-        "    ip daddr != @internal ip saddr vmap @mark_by_source",
+        f"    {p} daddr != @internal {p} saddr vmap @mark_by_source",
         "  }",
     ]
-    return _replace_table(body)
+    return _replace_table(body, fam.table)
 
 
 def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
@@ -165,30 +215,41 @@ def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
 
 
 def _gateway_ip(
-    actual: GatewayState | None, desired: GatewayState
+    actual: GatewayState | None, desired: GatewayState, version: int = 4
 ) -> tuple[list[list[str]], list[list[str]]]:
+    """The ``ip`` commands of one family (run with IP_BATCH_ARGV or IP6_BATCH_ARGV)."""
     iface = v.interface_name(desired.public_interface)
+    host_len = _V4.host_len if version == 4 else _V6.host_len
+    # A tentative (duplicate-address-detecting) egress address would not answer neighbour solicitations
+    # for a second: SNATed replies would be lost. The address is ours alone by allocation.
+    nodad = [] if version == 4 else ["nodad"]
     have_addrs = actual.addresses if actual else frozenset()
     have_routes = actual.return_routes if actual else {}
+    want_routes = {k: x for k, x in desired.return_routes.items() if k.version == version}
     pre: list[list[str]] = []
     post: list[list[str]] = []
-    for a in sorted(desired.addresses - have_addrs):
-        pre.append(["ip", "addr", "replace", f"{_addr(a)}/32", "dev", iface])
-    for net, via in desired.return_routes.items():
+    for a in by_family(desired.addresses - have_addrs, version):
+        pre.append(["ip", "addr", "replace", f"{_addr(a)}/{host_len}", "dev", iface, *nodad])
+    for net, via in want_routes.items():
         if have_routes.get(net) != via:
             pre.append(["ip", "route", "replace", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
     for net, via in have_routes.items():
-        if net not in desired.return_routes:
+        if net.version == version and net not in want_routes:
             post.append(["ip", "route", "del", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
     old_iface = actual.public_interface if actual else iface
-    for a in sorted(have_addrs - desired.addresses):
-        post.append(["ip", "addr", "del", f"{_addr(a)}/32", "dev", old_iface])
+    for a in by_family(have_addrs - desired.addresses, version):
+        post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
     return pre, post
+
+
+def _with_family(cmds: list[list[str]]) -> list[list[str]]:
+    return [["ip", "-6", *cmd[1:]] for cmd in cmds]
 
 
 def render_gateway_ip(actual: GatewayState | None, desired: GatewayState) -> list[list[str]]:
     pre, post = _gateway_ip(actual, desired)
-    return pre + post
+    pre6, post6 = _gateway_ip(actual, desired, 6)
+    return pre + post + _with_family(pre6 + post6)
 
 
 def _rule(verb: str, s: int) -> list[str]:
@@ -200,14 +261,18 @@ def _rule(verb: str, s: int) -> list[str]:
 
 
 def _node_ip(
-    actual: NodeState | None, desired: NodeState
+    actual: NodeState | None, desired: NodeState, version: int = 4
 ) -> tuple[list[list[str]], list[list[str]]]:
-    if UNROUTED in desired.gateways.values():
-        raise v.DataplaneValueError(f"{UNROUTED} is not a valid gateway transit address")
-    have = actual.gateways if actual else {}
+    """The ``ip`` commands of one family: the slot tables' default routes and their rules (the same marks
+    and table numbers in both families)."""
+    unrouted: IPAddress = UNROUTED if version == 4 else UNROUTED6
+    want: Mapping[int, IPAddress] = desired.gateways if version == 4 else desired.gateways6
+    have: Mapping[int, IPAddress] = (actual.gateways if version == 4 else actual.gateways6) if actual else {}
+    if unrouted in want.values():
+        raise v.DataplaneValueError(f"{unrouted} is not a valid gateway transit address")
     pre: list[list[str]] = []
     post: list[list[str]] = []
-    for s, via in desired.gateways.items():
+    for s, via in want.items():
         table = str(slot_table(s))
         if have.get(s) != via:
             # Route before rule: a rule pointing at an empty table would fall through to the main table.
@@ -218,9 +283,9 @@ def _node_ip(
         if s not in have:
             pre.append(_rule("add", s))
     for s, via in have.items():
-        if s not in desired.gateways:
+        if s not in want:
             post.append(_rule("del", s))
-            if via != UNROUTED:
+            if via != unrouted:
                 post.append([
                     "ip", "route", "del", "default", "via", _addr(via),
                     "table", str(slot_table(s)), "proto", str(RT_PROTO),
@@ -230,15 +295,17 @@ def _node_ip(
 
 def render_node_ip(actual: NodeState | None, desired: NodeState) -> list[list[str]]:
     pre, post = _node_ip(actual, desired)
-    return pre + post
+    pre6, post6 = _node_ip(actual, desired, 6)
+    return pre + post + _with_family(pre6 + post6)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run on one host, in order: ``pre_ip`` (make), ``nft`` (one atomic switch), ``post_ip`` (break),
-    ``post_nft`` (the record of what is ours, once the break is done).
+    """What to run on one host, in order: ``pre_ip``/``pre_ip6`` (make), ``nft`` (one atomic switch of both
+    tables), ``post_ip``/``post_ip6`` (break), ``post_nft`` (the record of what is ours, once the break is done).
 
-    ``pre_ip``/``post_ip`` are ``ip -batch`` lines; ``nft``/``post_nft`` are ``nft -f -`` scripts or None.
+    ``pre_ip``/``post_ip`` are ``ip -batch`` lines, ``pre_ip6``/``post_ip6`` ``ip -6 -batch`` lines;
+    ``nft``/``post_nft`` are ``nft -f -`` scripts or None.
     """
 
     pre_ip: list[str] = field(default_factory=list)
@@ -246,10 +313,19 @@ class Plan:
     post_ip: list[str] = field(default_factory=list)
     changes: tuple[str, ...] = ()
     post_nft: str | None = None
+    pre_ip6: list[str] = field(default_factory=list)
+    post_ip6: list[str] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        return not self.pre_ip and self.nft is None and not self.post_ip and self.post_nft is None
+        return (
+            not self.pre_ip
+            and not self.pre_ip6
+            and self.nft is None
+            and not self.post_ip
+            and not self.post_ip6
+            and self.post_nft is None
+        )
 
     def summary(self) -> str:
         return ", ".join(self.changes) if self.changes else "no changes"
@@ -257,12 +333,14 @@ class Plan:
     def steps(self) -> list[tuple[list[str], str]]:
         """(argv, stdin) pairs to run in order; stop at the first failure."""
         out: list[tuple[list[str], str]] = []
-        if self.pre_ip:
-            out.append((list(IP_BATCH_ARGV), "".join(f"{line}\n" for line in self.pre_ip)))
+        for argv, lines in ((IP_BATCH_ARGV, self.pre_ip), (IP6_BATCH_ARGV, self.pre_ip6)):
+            if lines:
+                out.append((list(argv), "".join(f"{line}\n" for line in lines)))
         if self.nft is not None:
             out.append((list(NFT_APPLY_ARGV), self.nft))
-        if self.post_ip:
-            out.append((list(IP_BATCH_ARGV), "".join(f"{line}\n" for line in self.post_ip)))
+        for argv, lines in ((IP_BATCH_ARGV, self.post_ip), (IP6_BATCH_ARGV, self.post_ip6)):
+            if lines:
+                out.append((list(argv), "".join(f"{line}\n" for line in lines)))
         if self.post_nft is not None:
             out.append((list(NFT_APPLY_ARGV), self.post_nft))
         return out
@@ -284,12 +362,14 @@ def _map_change(name: str, old: int, new: int, changed: bool) -> list[str]:
 
 def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
     pre, post = _gateway_ip(actual, desired)
+    pre6, post6 = _gateway_ip(actual, desired, 6)
     stale = (actual.addresses - desired.addresses) if actual else frozenset()
     nft_view = replace(actual, return_routes={}) if actual else None
     # Until post_ip removes them, stale addresses stay recorded as ours; otherwise a failed post step
     # would orphan them (no longer in egress_addresses, so never recognised or removed again).
     want_nft = replace(desired, return_routes={}, addresses=desired.addresses | stale)
-    nft = None if nft_view == want_nft else render_gateway_nft(want_nft)
+    had_ipv6 = actual is not None and gateway_has_ipv6(actual)
+    nft = None if nft_view == want_nft else render_gateway_nft(want_nft, drop_ipv6=had_ipv6)
     have_routes = actual.return_routes if actual else {}
     have_addrs = actual.addresses if actual else frozenset()
     have_snat = actual.snat if actual else {}
@@ -310,43 +390,70 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         changes.append("nft table rewritten")
     # Removed addresses stayed recorded as ours until post_ip removed them (so a failure half-way never
     # orphans one); once it has, the record is rewritten without them.
-    post_nft = render_gateway_nft(desired) if post else None
-    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes), post_nft=post_nft)
+    post_nft = (
+        render_gateway_nft(desired, drop_ipv6=had_ipv6 or gateway_has_ipv6(want_nft))
+        if post or post6
+        else None
+    )
+    return Plan(
+        pre_ip=_lines(pre),
+        nft=nft,
+        post_ip=_lines(post),
+        changes=tuple(changes),
+        post_nft=post_nft,
+        pre_ip6=_lines(pre6),
+        post_ip6=_lines(post6),
+    )
 
 
 def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:
     pre, post = _node_ip(actual, desired)
+    pre6, post6 = _node_ip(actual, desired, 6)
     nft_view = (actual.steering, actual.internal) if actual else None
     want = (desired.steering, desired.internal)
-    nft = None if nft_view == want else render_node_nft(desired)
-    have_gw = actual.gateways if actual else {}
+    had_ipv6 = actual is not None and node_has_ipv6(actual)
+    nft = None if nft_view == want else render_node_nft(desired, drop_ipv6=had_ipv6)
+    changes: list[str] = []
+    for noun, have_gw, want_gw in (
+        ("gateway", actual.gateways if actual else {}, desired.gateways),
+        ("IPv6 gateway", actual.gateways6 if actual else {}, desired.gateways6),
+    ):
+        changes += [
+            *_count(sum(1 for s in want_gw if s not in have_gw), noun, "+"),
+            *_count(sum(1 for s, x in want_gw.items() if s in have_gw and have_gw[s] != x), noun, "~"),
+            *_count(sum(1 for s in have_gw if s not in want_gw), noun, "-"),
+        ]
     have_steer = actual.steering if actual else {}
-    changes = [
-        *_count(sum(1 for s in desired.gateways if s not in have_gw), "gateway", "+"),
-        *_count(
-            sum(1 for s, x in desired.gateways.items() if s in have_gw and have_gw[s] != x),
-            "gateway", "~",
-        ),
-        *_count(sum(1 for s in have_gw if s not in desired.gateways), "gateway", "-"),
-        *_map_change("steering", len(have_steer), len(desired.steering), have_steer != desired.steering),
-    ]
+    changes += _map_change("steering", len(have_steer), len(desired.steering), have_steer != desired.steering)
     if actual is None or actual.internal != desired.internal:
         changes.append(f"internal {len(desired.internal)}")
     if nft is not None and not changes:
         changes.append("nft table rewritten")
-    return Plan(pre_ip=_lines(pre), nft=nft, post_ip=_lines(post), changes=tuple(changes))
+    return Plan(
+        pre_ip=_lines(pre),
+        nft=nft,
+        post_ip=_lines(post),
+        changes=tuple(changes),
+        pre_ip6=_lines(pre6),
+        post_ip6=_lines(post6),
+    )
 
 
-def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool) -> Plan:
+def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool, table6_exists: bool = False) -> Plan:
     """Everything of ours off a drained gateway that holds no address: its egress addresses and return
-    routes (``ip``), then the product's table. Empty when nothing of ours is left."""
-    _, remove = _gateway_ip(actual, GatewayState.build(public_interface=actual.public_interface))
-    lines = _lines(remove)
-    if not table_exists and not lines:
+    routes (``ip``, both families), then the product's tables. Empty when nothing of ours is left."""
+    empty = GatewayState.build(public_interface=actual.public_interface)
+    _, remove = _gateway_ip(actual, empty)
+    _, remove6 = _gateway_ip(actual, empty, 6)
+    lines, lines6 = _lines(remove), _lines(remove6)
+    drop6 = table6_exists or gateway_has_ipv6(actual)
+    if not table_exists and not drop6 and not lines and not lines6:
         return Plan()
+    nft = (f"delete table {_TABLE}\n" if table_exists else "") + (_drop_table6() if drop6 else "")
     return Plan(
         pre_ip=lines,
-        nft=f"delete table {_TABLE}\n" if table_exists else None,
+        pre_ip6=lines6,
+        nft=nft or None,
         changes=("drained: product table, addresses and routes removed",),
     )
 

@@ -58,11 +58,17 @@ def test_read_commands_are_exactly_these():
         "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
         "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", "eth0"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", "250"],
+        "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
+        "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", "eth0"],
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", "250"],
     }
     assert node_read_commands() == {
         "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
         "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
+        "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
+        "rules6": ["ip", "-N", "-j", "-6", "rule", "show"],
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", "250"],
     }
 
 
@@ -71,6 +77,7 @@ def test_probe_commands_are_exactly_these():
     assert probe_gateway_links_command() == ["ip", "-j", "-4", "addr", "show"]
     assert probe_node_command() == ["true"]
     assert table_exists_command() == ["nft", "-j", "list", "table", "ip", "egressportal"]
+    assert table_exists_command(6) == ["nft", "-j", "list", "table", "ip6", "egressportal"]
 
 
 def test_missing_table_is_told_apart_from_other_failures():
