@@ -61,7 +61,8 @@ def populate() -> tuple:
                  last_owner=alice)
         for i, app in enumerate(dedicated)
         for j, (gw, role) in enumerate(zip(gateways, ["active", "standby"], strict=True))
-    ], batch_size=1000)
+    ], batch_size=1000, update_conflicts=True, unique_fields=["address"],  # the pool's free rows become these
+        update_fields=["status", "app", "gateway", "role", "programmed", "assigned_at", "last_app", "last_owner"])
     assert Gateway.objects.count() == 2
     return alice, apps[len(apps) // 2].pk
 

@@ -3,6 +3,8 @@
 rule per app (measured on a sample, extrapolated linearly).
 
 Targets (docs/ARCHITECTURE.md, "Targets"): all assigned in <= 10 s; >= 20x faster than one SSH session per app.
+The enables go through the bulk API (BENCH_BURST_MODE=bulk, the default) or one service call per app
+(BENCH_BURST_MODE=single); the broker's queue depth is sampled throughout.
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ from common import (
 NAME = "burst"
 APPS = int(os.environ.get("BENCH_BURST_APPS", "1000"))
 NAIVE_SAMPLE = int(os.environ.get("BENCH_NAIVE_SAMPLE", "100"))
-ENABLE_THREADS = 4  # clients issuing the enables, like several API processes
+ENABLE_THREADS = 4  # MODE single: clients issuing the enables, like several API processes
+MODE = os.environ.get("BENCH_BURST_MODE", "bulk")
 NAIVE_TABLE = "bn_naive"
 
 
 def enable_all(app_ids: list[int]) -> tuple[float, float]:
-    """Enable every app from ENABLE_THREADS threads; returns (started, finished) perf_counter times."""
+    """Enable every app; returns (started, finished) perf_counter times. MODE bulk: POST /api/v1/apps/egress/
+    (DRF through Django's test client, token auth) with up to 1,000 apps per request, as automation would;
+    MODE single: services.egress_enable per app from ENABLE_THREADS threads (the old way, for comparison)."""
+    if MODE == "bulk":
+        return _enable_bulk(app_ids)
     from django.db import connection
 
     from egressportal.core import services
@@ -63,6 +70,59 @@ def enable_all(app_ids: list[int]) -> tuple[float, float]:
     if errors:
         raise errors[0]
     return started, time.perf_counter()
+
+
+def _enable_bulk(app_ids: list[int]) -> tuple[float, float]:
+    import datetime as dt
+    import json
+
+    from django.test import Client
+
+    from egressportal.core.limits import MAX_BULK_EGRESS_ITEMS
+    from egressportal.core.models import App
+    from egressportal.tokens.models import ApiToken
+
+    owner = App.objects.get(pk=app_ids[0]).owner
+    _, token = ApiToken.objects.create(user=owner, expiry=dt.timedelta(days=1), name=f"bench-{time.time_ns()}")
+    client = Client()
+    started = time.perf_counter()
+    for i in range(0, len(app_ids), MAX_BULK_EGRESS_ITEMS):
+        items = [{"app": pk, "type": "dedicated"} for pk in app_ids[i:i + MAX_BULK_EGRESS_ITEMS]]
+        response = client.post("/api/v1/apps/egress/", data=json.dumps({"items": items}),
+                               content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
+        assert response.status_code == 200, response.content[:500]
+        refused = [r for r in response.json()["results"] if r["status"] != 202]
+        assert not refused, refused[:3]
+    return started, time.perf_counter()
+
+
+class QueueWatch(threading.Thread):
+    """Samples the broker every 20 ms: messages waiting in the Celery queues and delivered but unacked."""
+
+    def __init__(self, redis_url: str) -> None:
+        super().__init__(daemon=True)
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+        self.stopping = threading.Event()
+        self.waiting: list[int] = []
+        self.unacked: list[int] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            queues = [k for k in self.client.keys("*") if self.client.type(k) == b"list"]
+            pipe = self.client.pipeline(transaction=False)
+            for key in queues:
+                pipe.llen(key)
+            pipe.hlen("unacked")
+            *lengths, unacked = pipe.execute()
+            self.waiting.append(sum(lengths))
+            self.unacked.append(unacked)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
 
 
 def measure_naive(env: BenchEnv, sample: list[tuple[str, str]]) -> list[float]:
@@ -119,11 +179,14 @@ def main() -> int:
         env.start_worker(concurrency=2)
         time.sleep(2)  # first health round
         before = reconcile_total()
-        log(f"enabling {APPS} apps from {ENABLE_THREADS} threads")
+        log(f"enabling {APPS} apps ({MODE})")
+        watch = QueueWatch(env.redis_url)
+        watch.start()
         started, issued = enable_all(ids)
         pending = App.objects.filter(pk__in=ids).exclude(egress_status=EgressStatus.ASSIGNED)
         wait_for(lambda: not pending.exists(), timeout=300, interval=0.05, what=f"{APPS} apps assigned")
         done = time.perf_counter()
+        watch.stop()
         transactions = reconcile_total() - before
         failed = App.objects.filter(pk__in=ids, egress_status=EgressStatus.FAILED).count()
         ip_count = EgressIP.objects.filter(app_id__in=ids).count()
@@ -141,13 +204,16 @@ def main() -> int:
     naive_total = sum(naive) / len(naive) * APPS
     per_app = summarize([s * 1000 for s in naive])
     ratio = naive_total / total
+    how = "one bulk POST per 1,000 apps" if MODE == "bulk" else f"egress_enable per app, {ENABLE_THREADS} threads"
     rows = [
-        ("issue the enables (4 threads)", f"{issued - started:.2f} s"),
+        (f"issue the enables ({how})", f"{issued - started:.2f} s"),
         ("first enable -> all assigned", f"{total:.2f} s"),
         ("last enable -> all assigned", f"{done - issued:.2f} s"),
         ("host transactions (changing reconciles)", transactions),
         ("apps per transaction", f"{APPS / max(transactions, 1):.1f}"),
         ("egress IPs allocated", ip_count),
+        ("broker: messages waiting, max during the burst", max(watch.waiting, default=0)),
+        ("broker: delivered, not acknowledged, max", max(watch.unacked, default=0)),
         ("naive: one SSH session + one rule, per app (p50)", f"{per_app['p50']:.1f} ms"),
         (f"naive: {APPS} apps (extrapolated from {len(naive)})", f"{naive_total:.1f} s"),
         ("speed-up over naive", f"{ratio:.1f}x"),
@@ -162,7 +228,8 @@ def main() -> int:
               f"{'met' if t['met'] else 'MISSED'}")
     write_result(NAME, {
         "database": vendor, "apps": APPS, "table": table, "issue_s": issued - started, "assigned_s": total,
-        "after_last_enable_s": done - issued, "transactions": transactions, "failed": failed,
+        "after_last_enable_s": done - issued, "transactions": transactions, "failed": failed, "mode": MODE,
+        "queue_waiting_max": max(watch.waiting, default=0), "queue_unacked_max": max(watch.unacked, default=0),
         "naive_per_app_ms": per_app, "naive_total_s": naive_total, "ratio": ratio, "targets": targets,
     })
     return 0

@@ -83,7 +83,8 @@ def add_fillers(gateway, count: int, offset: int) -> None:
                  app=app, gateway=gateway, role="active", programmed=True, assigned_at=now, last_app=app,
                  last_owner=owner)
         for i, app in enumerate(apps)
-    ], batch_size=1000)
+    ], batch_size=1000, update_conflicts=True, unique_fields=["address"],  # the pool's free rows become these
+        update_fields=["status", "app", "gateway", "role", "programmed", "assigned_at", "last_app", "last_owner"])
 
 
 def foil_script(count: int, address: str, iface: str) -> str:

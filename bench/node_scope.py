@@ -39,7 +39,7 @@ def add_dedicated(node, count: int, offset: int, pods: str) -> None:
     owner = get_user_model().objects.get(username="bob")
     gateways = list(Gateway.objects.order_by("name"))
     pool = IPPool.objects.get(cidr=POOL)
-    taken = EgressIP.objects.filter(pool=pool).count()
+    taken = EgressIP.objects.filter(pool=pool).exclude(status="free").count()
     sources = subnets(pods, 32, offset + count)[offset:]
     apps = bulk_apps(owner=owner, region=node.region, prefix=f"{node.name}-{offset}-", cidrs=sources, nodes=[node],
                      egress_type="dedicated", egress_status="assigned")
@@ -50,7 +50,8 @@ def add_dedicated(node, count: int, offset: int, pods: str) -> None:
                  app=app, gateway=gateways[i % len(gateways)], role="active", programmed=True, assigned_at=now,
                  last_app=app, last_owner=owner)
         for i, app in enumerate(apps)
-    ], batch_size=1000)
+    ], batch_size=1000, update_conflicts=True, unique_fields=["address"],  # the pool's free rows become these
+        update_fields=["status", "app", "gateway", "role", "programmed", "assigned_at", "last_app", "last_owner"])
 
 
 def reconcile_owed(host_reconcile) -> dict[str, float]:

@@ -31,7 +31,7 @@ def test_each_node_steers_only_its_own_placements(infra, make_app, alice, bob, s
         services.egress_enable(app=app)
     # "mine" is being redeployed: a new instance on node-b already, the old one on node-a still.
     place(mine, ["198.18.200.16/28"], node=node_b)
-    EgressIP.objects.update(programmed=True)
+    EgressIP.objects.filter(status="assigned").update(programmed=True)
     HostSync.objects.all().delete()
 
     assert set(node_desired(node_a).state.steering) == nets("198.18.128.16/28")
@@ -54,7 +54,7 @@ def test_a_nodes_snapshot_does_not_grow_with_apps_on_other_nodes(infra, make_app
     services.pool_create(region=infra["region"], name="more", cidr="203.0.113.128/25")
     node_a, _ = infra["nodes"]
     services.egress_enable(app=make_app(alice, "mine", cidrs=["198.18.128.16/28"]))
-    EgressIP.objects.update(programmed=True)
+    EgressIP.objects.filter(status="assigned").update(programmed=True)
 
     def read_node_a() -> tuple[int, int, int, int]:
         with CaptureQueriesContext(connection) as queries:
@@ -65,5 +65,5 @@ def test_a_nodes_snapshot_does_not_grow_with_apps_on_other_nodes(infra, make_app
     few = read_node_a()
     for i in range(1, 40):
         services.egress_enable(app=make_app(bob, f"theirs-{i}", cidrs=[f"198.18.{192 + i // 16}.{16 * (i % 16)}/28"]))
-    EgressIP.objects.update(programmed=True)
+    EgressIP.objects.filter(status="assigned").update(programmed=True)
     assert read_node_a() == few == (1, 1, 1, few[3])

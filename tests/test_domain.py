@@ -13,6 +13,7 @@ from django.utils import timezone
 from egressportal.core import capacity, selectors, services
 from egressportal.core.errors import ConflictError, NoGatewaysAvailable, PoolExhausted
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, HostSync, IPPool
+from egressportal.core.services import network as network_services
 from tests.helpers import place
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +51,27 @@ class TestPools:
         pool = IPPool(region=region, name="raw", cidr="203.0.113.64/26")
         with pytest.raises(IntegrityError), transaction.atomic():
             pool.save()
+
+    def test_free_rows_are_made_a_chunk_at_a_time_and_follow_the_exclusions(
+        self, region, make_gateway, make_app, alice, settings, monkeypatch
+    ):
+        monkeypatch.setattr(network_services, "POOL_ROWS_CHUNK", 2)
+        settings.EGRESS_IPS_PER_APP = 1
+        pool = services.pool_create(region=region, name="p", cidr="203.0.113.0/29", excluded=["203.0.113.2"])
+        rows = EgressIP.objects.filter(pool=pool)
+        assert list(rows.values_list("address", "status")) == [("203.0.113.1", "free"), ("203.0.113.3", "free")]
+        make_gateway()
+        got = [services.egress_ips_allocate(app=make_app(alice))[0].address for _ in range(3)]
+        assert got == ["203.0.113.1", "203.0.113.3", "203.0.113.4"]  # the third made the next chunk
+        assert rows.count() == 4
+        # Excluding a free address removes its row; excluding it no more brings it back.
+        services.pool_update(pool=pool, excluded=["203.0.113.5"])
+        assert set(rows.filter(status="free").values_list("address", flat=True)) == {"203.0.113.2"}
+        assert capacity.addresses_available(app=make_app(alice)) == 2  # .2 and .6 (no row yet)
+        got = [services.egress_ips_allocate(app=make_app(alice))[0].address for _ in range(2)]
+        assert got == ["203.0.113.2", "203.0.113.6"]
+        with pytest.raises(PoolExhausted):
+            services.egress_ips_allocate(app=make_app(alice))
 
     def test_excluded_addresses_validated_and_never_allocated(self, region, make_gateway, make_app, alice):
         with pytest.raises(ValidationError, match="not inside"):
@@ -130,13 +152,14 @@ class TestEgress:
         existing = [make_app(alice) for _ in range(3)]
         for app in existing:
             services.egress_enable(app=app, actor=alice)
-        before = {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in EgressIP.objects.all()}
+        before = {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in EgressIP.objects.exclude(status="free")}
         gw_c = make_gateway("gw-c")
         app, _ = services.egress_enable(app=make_app(alice), actor=alice)
         gateways = set(EgressIP.objects.filter(app=app).values_list("gateway_id", flat=True))
         assert gw_c.pk in gateways  # the empty gateway is the least loaded
         # Nobody else moved.
-        assert {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in EgressIP.objects.exclude(app=app)} == before
+        others = EgressIP.objects.exclude(status="free").exclude(app=app)
+        assert {ip.pk: (ip.address, ip.gateway_id, ip.role) for ip in others} == before
 
     def test_region_without_gateways(self, region, make_app, alice):
         services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
@@ -144,7 +167,7 @@ class TestEgress:
         with pytest.raises(NoGatewaysAvailable, match="no gateway"):
             services.egress_enable(app=app, actor=alice)
         app.refresh_from_db()
-        assert app.egress_type == "shared" and not EgressIP.objects.exists()
+        assert app.egress_type == "shared" and not EgressIP.objects.exclude(status="free").exists()
 
     def test_an_app_running_nowhere_yet_may_enable(self, infra, make_app, alice):
         """Its addresses can go into allow-lists before the first deploy; no node owes it anything."""
@@ -163,14 +186,14 @@ class TestEgress:
         # Free: 5 + 2 + 2 - 1 = 8 after one address is taken below.
         first = make_app(alice)
         services.egress_ips_allocate(app=first, count=1)
-        assert EgressIP.objects.count() == 1
+        assert EgressIP.objects.exclude(status="free").count() == 1
         settings.EGRESS_IPS_PER_APP = 9
         app = make_app(alice)
         with pytest.raises(PoolExhausted, match="9 needed"):
             services.egress_enable(app=app, actor=alice)
         app.refresh_from_db()
         assert app.egress_type == "shared" and app.egress_status == EgressStatus.DISABLED
-        assert EgressIP.objects.count() == 1  # nothing half-allocated
+        assert EgressIP.objects.exclude(status="free").count() == 1  # nothing half-allocated
         assert not HostSync.objects.filter(app=app).exists()
         settings.EGRESS_IPS_PER_APP = 8
         services.egress_enable(app=app, actor=alice)
@@ -186,11 +209,12 @@ class TestEgress:
         assert HostSync.objects.filter(app=app).count() == 3
         released = services.egress_ips_release(app=app)
         assert len(released) == 2
-        assert set(EgressIP.objects.values_list("status", flat=True)) == {"quarantined"}
-        assert set(EgressIP.objects.values_list("last_owner", flat=True)) == {alice.pk}
+        used = EgressIP.objects.exclude(status="free")
+        assert set(used.values_list("status", flat=True)) == {"quarantined"}
+        assert set(used.values_list("last_owner", flat=True)) == {alice.pk}
 
     def test_quarantine_returns_addresses_only_to_their_last_owner(self, infra, make_app, alice, bob, settings):
-        infra["pool"].delete()
+        services.pool_delete(pool=infra["pool"])
         services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
         a = make_app(alice)
         services.egress_enable(app=a, actor=alice)
@@ -214,7 +238,7 @@ class TestEgress:
         assert set(EgressIP.objects.filter(app=b).values_list("address", flat=True)) == held
 
     def test_an_address_withdrawn_from_a_dedicated_app_stays_reserved_for_it(self, infra, make_app, alice):
-        infra["pool"].delete()
+        services.pool_delete(pool=infra["pool"])
         services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
         a = make_app(alice)
         services.egress_enable(app=a, actor=alice)
@@ -235,7 +259,7 @@ class TestEgress:
         self, infra, make_app, alice, bob, settings
     ):
         """A drain can last longer than the quarantine: the app still wants (and allow-lists) the address."""
-        infra["pool"].delete()
+        services.pool_delete(pool=infra["pool"])
         services.pool_create(region=infra["region"], name="tiny", cidr="203.0.113.16/31")  # 2 addresses
         a = make_app(alice)
         services.egress_enable(app=a, actor=alice)

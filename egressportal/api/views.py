@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from egressportal.core import limits, selectors, services
-from egressportal.core.models import App, Event, Gateway, Node, Region
+from egressportal.core.models import App, EgressType, Event, Gateway, Node, Region
 from egressportal.tokens import selectors as token_selectors
 from egressportal.tokens import services as token_services
 from egressportal.tokens.models import ApiToken
@@ -193,8 +193,8 @@ class AppViewSet(
         summary="Set the egress type of many apps in one request",
         description=(
             "For automation: up to 1,000 apps, each at most once. Per-item results, not all or nothing: "
-            "each app is changed in its own transaction, exactly as PUT /apps/{id}/egress/ would change it, "
-            "and its result carries the status that PUT would have answered (200 nothing to change, 202 "
+            "each app is decided exactly as PUT /apps/{id}/egress/ would decide it (the enables together, in "
+            "one transaction), and its result carries the status that PUT would have answered (200 nothing to change, 202 "
             "started, 404 not yours or missing, 409 pools exhausted / no gateways / conflict, 400 refused) "
             "with the egress object or the error. An app that fails leaves the others untouched and is "
             "itself unchanged. The request answers 200 when it was processed (whatever the items' results), "
@@ -207,20 +207,40 @@ class AppViewSet(
     def egress_bulk(self, request: Request) -> Response:
         body = s.EgressBulkSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        results = [self._egress_bulk_item(request, item["app"], item["type"]) for item in body.validated_data["items"]]
+        items = body.validated_data["items"]
+        # One query for the apps (someone else's or a missing one answers 404, as for the PUT).
+        visible = {app.pk: app for app in selectors.app_list(user=request.user).filter(pk__in=[i["app"] for i in items])}
+        changed: dict[int, bool] = {}
+        errors: dict[int, Exception] = {pk: App.DoesNotExist() for pk in (i["app"] for i in items) if pk not in visible}
+        enable = [visible[i["app"]] for i in items if i["type"] == EgressType.DEDICATED and i["app"] in visible]
+        if enable:
+            for pk, outcome in services.egress_enable_many(apps=enable, actor=request.user).items():
+                if outcome.error is None:
+                    changed[pk] = outcome.changed
+                else:
+                    errors[pk] = outcome.error
+        for item in items:
+            if item["type"] == EgressType.SHARED and item["app"] in visible:
+                try:
+                    changed[item["app"]] = services.egress_set(
+                        app=visible[item["app"]], egress_type=item["type"], actor=request.user
+                    )[1]
+                except Exception as exc:  # answered below as the PUT would answer it (or re-raised)
+                    errors[item["app"]] = exc
+        fresh = {app.pk: app for app in selectors.app_list(user=request.user).filter(pk__in=list(changed))}
+        results = [self._egress_bulk_result(request, i["app"], fresh.get(i["app"]), changed, errors) for i in items]
         return Response(s.EgressBulkResponseSerializer({"results": results}).data)
 
-    def _egress_bulk_item(self, request: Request, pk: int, egress_type: str) -> dict[str, Any]:
-        try:
-            app = selectors.app_get(user=request.user, pk=pk)
-            app, changed = services.egress_set(app=app, egress_type=egress_type, actor=request.user)
-        except Exception as exc:  # answered as the single-app PUT would answer it; anything else is a bug
+    def _egress_bulk_result(
+        self, request: Request, pk: int, app: App | None, changed: dict[int, bool], errors: dict[int, Exception]
+    ) -> dict[str, Any]:
+        if pk in errors or app is None:
+            exc = errors.get(pk) or App.DoesNotExist()
             response = api_exception_handler(exc, {"view": self, "request": request})
-            if response is None:
-                raise
+            if response is None:  # not an answer the single-app PUT gives: a bug
+                raise exc
             return {"app": pk, "status": response.status_code, "egress": None, "error": response.data["error"]}
-        app = self._fresh(app)
-        code = status.HTTP_202_ACCEPTED if changed and app.is_pending else status.HTTP_200_OK
+        code = status.HTTP_202_ACCEPTED if changed[pk] and app.is_pending else status.HTTP_200_OK
         return {"app": pk, "status": code, "egress": selectors.egress_summary(app), "error": None}
 
     @extend_schema(summary="An app's event timeline, newest first", responses={200: s.EventSerializer(many=True)})

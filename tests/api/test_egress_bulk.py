@@ -62,7 +62,7 @@ def test_an_invalid_body_changes_nothing(alice_api, alice, make_app, infra):
     ):
         error = assert_error(alice_api.post(URL, body, format="json"), 400, "invalid")
         assert any(k.startswith(field.split("[")[0]) for k in error["fields"]), error
-    assert not EgressIP.objects.exists()
+    assert not EgressIP.objects.exclude(status="free").exists()
     assert set(App.objects.values_list("egress_status", flat=True)) == {"disabled"}
 
 
@@ -78,3 +78,49 @@ def test_the_bulk_endpoint_is_in_the_schema(db):
     operation = schema.json()["paths"]["/api/v1/apps/egress/"]["post"]
     assert "Per-item results" in operation["description"]
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("EgressBulkRequest")
+
+
+def test_the_enables_of_a_request_are_what_one_put_each_would_do(alice_api, alice, bob, make_app, infra, settings):
+    """Same addresses, gateways, roles, host syncs, events and queued reconciles as PUTs one by one; the
+    quota and taking back one's own quarantined address hold inside one request too."""
+    from egressportal.core import services
+    from egressportal.core.models import Event, HostSync
+
+    settings.EGRESS_QUOTA_ADDRESSES = 6
+    old = make_app(alice, "old")
+    services.egress_enable(app=old, actor=alice)
+    kept = set(EgressIP.objects.filter(app=old).values_list("address", flat=True))
+    services.egress_disable(app=old, actor=alice)
+    services.egress_ips_release(app=old)  # alice's 2 quarantined addresses count against her quota
+    again, *fresh = [old] + [make_app(alice, f"n{i}") for i in range(3)]
+    theirs = make_app(bob, "b")
+    items = [{"app": a.pk, "type": "dedicated"} for a in [again, *fresh, theirs]]
+    results = {r["app"]: r for r in alice_api.post(URL, {"items": items}, format="json").json()["results"]}
+    # 6 allowed: 2 quarantined (taken back by "old", first in the request) + 2 + 2; the third new app goes over.
+    assert [results[a.pk]["status"] for a in fresh] == [202, 202, 409]
+    assert results[fresh[2].pk]["error"]["code"] == "quota_exceeded"
+    assert results[again.pk]["status"] == 202 and results[theirs.pk]["status"] == 404
+    assert {ip["address"] for ip in results[again.pk]["egress"]["ips"]} == kept
+    served = EgressIP.objects.filter(app=fresh[0])
+    assert sorted(served.values_list("role", flat=True)) == ["active", "standby"]
+    assert served.values("gateway").distinct().count() == 2  # one address per gateway
+    assert served.filter(address="203.0.113.3").exists()  # the lowest free address after old's two
+    for app in (fresh[0], again):
+        assert HostSync.objects.filter(app=app, gateway__isnull=False).count() == 2
+        assert HostSync.objects.filter(app=app, node__isnull=False).count() == 1  # it runs on node-a
+        assert Event.objects.filter(app=app, kind="egress.enable_requested").count() == 2 if app is again else 1
+    assert not EgressIP.objects.filter(app=fresh[2]).exists()
+    assert App.objects.get(pk=fresh[2].pk).egress_status == "disabled"
+
+
+def test_the_quota_holds_for_apps_enabled_together(alice_api, alice, make_app, infra, settings):
+    settings.EGRESS_QUOTA_ADDRESSES = 4
+    apps = [make_app(alice, f"q{i}") for i in range(3)]
+    response = alice_api.post(URL, {"items": [{"app": a.pk, "type": "dedicated"} for a in apps]}, format="json")
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [202, 202, 409]
+    assert results[2]["error"]["code"] == "quota_exceeded" and "quota is 4" in results[2]["error"]["message"]
+    assert [ip["address"] for r in results[:2] for ip in r["egress"]["ips"]] == [
+        "203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"
+    ]
+    assert EgressIP.objects.filter(status="assigned").count() == 4

@@ -44,7 +44,7 @@ def test_app_list_is_constant_queries_at_10000(alice_api, staff_api, ten_thousan
     # A few apps with egress so the egress-IP prefetch has rows on some pages.
     for app in App.objects.filter(pk__in=[ten_thousand_apps[0], ten_thousand_apps[9001]]):
         services.egress_enable(app=app, actor=alice)
-    assert EgressIP.objects.count() == 4
+    assert EgressIP.objects.exclude(status="free").count() == 4
     for caller in (alice_api, staff_api):
         counts = {}
         for limit in (5, 50, 500):

@@ -55,8 +55,8 @@ def test_pool_create_and_utilization(staff_api, alice, make_app, infra):
     app = make_app(alice)
     services.egress_enable(app=app, actor=alice)
     pool_a = infra["pool"]
-    EgressIP.objects.create(
-        pool=pool_a, address="203.0.113.14", status="quarantined", released_at=timezone.now() - dt.timedelta(days=1)
+    EgressIP.objects.filter(pool=pool_a, address="203.0.113.14").update(
+        status="quarantined", released_at=timezone.now() - dt.timedelta(days=1)
     )
     got = staff_api.get(f"/api/v1/pools/{pool_a.pk}/").json()
     assert got["utilization"] == {"size": 14, "assigned": 2, "quarantined": 1, "free": 11, "percent_used": 21.43}

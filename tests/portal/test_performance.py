@@ -65,7 +65,11 @@ def _populate(owner, region, gateways, pool, n: int) -> None:
                     assigned_at=now, last_app=app, last_owner=owner,
                 )
             )
-    EgressIP.objects.bulk_create(rows, batch_size=500)
+    # The pool's free rows (made when it was created) become these assigned ones.
+    EgressIP.objects.bulk_create(
+        rows, batch_size=500, update_conflicts=True, unique_fields=["address"],
+        update_fields=["status", "app", "gateway", "role", "programmed", "assigned_at", "last_app", "last_owner"],
+    )
 
 
 @pytest.fixture

@@ -123,7 +123,10 @@ class EgressIP(models.Model):
     drain and quota by construction: one IPv6 address per app per gateway beside the IPv4 one. It is
     taken lazily from the region's IPv6 pool (``services/egress6.py``) the first time the row is
     assigned there, and stays with the row (an app that gets its IPv4 address back gets its IPv6
-    address back too)."""
+    address back too).
+
+    IPv4 rows are made free ahead of use, a chunk at a time (services.network.pool_rows_extend); an address
+    beyond them has no row yet and counts as free."""
 
     pool = models.ForeignKey(IPPool, on_delete=models.PROTECT, related_name="addresses")
     address = models.GenericIPAddressField(protocol="IPv4", unique=True)
@@ -187,6 +190,8 @@ class EgressIP(models.Model):
             models.Index(fields=["pool", "status"]),
             models.Index(fields=["gateway", "status"]),
             models.Index(fields=["pool6", "address6_hex"]),
+            # The allocator's claim: the lowest free row of a pool, without sorting every free row.
+            models.Index(fields=["pool", "address_int"], condition=Q(status="free"), name="egressip_free_by_pool"),
         ]
 
     def __str__(self) -> str:

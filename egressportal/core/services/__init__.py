@@ -7,6 +7,7 @@ from .apps import (
     app_update,
     egress_disable,
     egress_enable,
+    egress_enable_many,
     egress_set,
 )
 from .drain import gateway_drain, gateway_undrain
@@ -33,6 +34,7 @@ __all__ = [
     "app_update",
     "egress_disable",
     "egress_enable",
+    "egress_enable_many",
     "egress_ips_allocate",
     "egress_ips_release",
     "egress_set",

@@ -6,27 +6,42 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from ..capacity import BEING_DELETED, egress_enable_refusal
-from ..errors import ConflictError
-from ..models import App, EgressIP, EgressStatus, EgressType, HostSync, Placement, Region
+from ..errors import ConflictError, DomainError
+from ..models import (
+    App,
+    EgressIP,
+    EgressIPStatus,
+    EgressStatus,
+    EgressType,
+    Event,
+    HostSync,
+    IPFamily,
+    IPPool,
+    Placement,
+    Region,
+)
 from ..validators import validate_app_name
-from .events import event_record
-from .network import egress_ips_allocate
-from .quotas import quota_check_addresses, quota_check_apps, quota_lock_owner
+from .events import event_build, event_record
+from .network import ALLOCATION_ATTEMPTS, egress_ips_allocate, egress_ips_allocate_many
+from .quotas import quota_check_addresses, quota_check_apps, quota_lock_owner, quota_room
 from .reconcile import reconcile_request
 
 __all__ = [
     "app_create",
     "app_update",
     "app_delete",
+    "EnableOutcome",
     "egress_enable",
+    "egress_enable_many",
     "egress_disable",
     "egress_set",
     "app_hosts_mark_pending",
@@ -207,6 +222,125 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
         # Make before break: gateways first; they trigger the nodes when done.
         reconcile_request(gateways=gateways)
     return app, True
+
+
+@dataclass
+class EnableOutcome:
+    """What enabling one app of a batch did: changed (False: it was dedicated already), or why not."""
+
+    changed: bool = False
+    error: Exception | None = None
+
+
+def egress_enable_many(*, apps: Sequence[App], actor: Any = None) -> dict[int, EnableOutcome]:
+    """Ask for dedicated egress for many apps in one transaction (the bulk API). Each app is decided as
+    ``egress_enable`` decides it (same refusals, allocator rules and quotas) and fails alone (its outcome
+    carries the error; it is left unchanged); the others go ahead.
+
+    The common case (the app holds no address and has none to take back) is done for all apps at once:
+    apps and owners locked in one query each, the addresses picked by ``egress_ips_allocate_many``, the
+    apps, host syncs and events written in bulk, and one reconcile request for all the gateways on commit.
+    Any other app goes through ``egress_enable`` itself, in a savepoint, after them."""
+    for attempt in range(ALLOCATION_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _enable_many([a.pk for a in apps], actor=actor)
+        except IntegrityError:
+            # A free row was claimed by someone else between our read and write (only without row locks).
+            if attempt == ALLOCATION_ATTEMPTS - 1:
+                raise ConflictError("Egress addresses are being allocated concurrently; try again.") from None
+    raise AssertionError("unreachable")
+
+
+def _enable_many(pks: list[int], *, actor: Any) -> dict[int, EnableOutcome]:
+    out = {pk: EnableOutcome() for pk in pks}
+    # Locked in one query (in pk order, as concurrent batches do), then decided in the request's order.
+    locked = App.objects.select_for_update(of=("self",)).select_related("region").filter(pk__in=pks).order_by("pk")
+    by_pk = {app.pk: app for app in locked}
+    candidates: list[App] = []
+    for app in (by_pk[pk] for pk in pks if pk in by_pk):
+        refusal = BEING_DELETED if app.delete_requested else egress_enable_refusal(app)
+        if refusal:
+            out[app.pk].error = ConflictError(refusal)
+        elif not (app.is_dedicated and app.egress_status != EgressStatus.FAILED):
+            candidates.append(app)
+    if not candidates:
+        return out
+    owners = sorted({app.owner_id for app in candidates})
+    for owner_id in owners:
+        quota_lock_owner(owner=owner_id)
+    # Apps that hold addresses (a failed enable) or may take some back go the long way.
+    ids = [app.pk for app in candidates]
+    special = set(EgressIP.objects.filter(app_id__in=ids, status=EgressIPStatus.ASSIGNED).values_list("app_id", flat=True))
+    reusable = EgressIP.objects.filter(status=EgressIPStatus.QUARANTINED).filter(
+        Q(last_app_id__in=ids) | (Q(last_owner_id__in=owners) & ~Q(last_app__egress_type=EgressType.DEDICATED))
+    )
+    back_apps, back_owners = set(), set()
+    for last_app, last_owner in reusable.values_list("last_app_id", "last_owner_id"):
+        back_apps.add(last_app)
+        back_owners.add(last_owner)
+    # An IPv6 partner per address is taken app by app (services/egress6.py): those regions go the long way too.
+    v6 = set(IPPool.objects.filter(region_id__in={a.region_id for a in candidates}, family=IPFamily.IPV6)
+             .values_list("region_id", flat=True))
+    common = [
+        a for a in candidates
+        if a.pk not in special and a.pk not in back_apps and a.owner_id not in back_owners and a.region_id not in v6
+    ]
+    budget = {owner_id: quota_room(owner=owner_id) for owner_id in owners}
+    served = egress_ips_allocate_many(apps=common, budget=budget)
+    _enabled_in_bulk([a for a in common if a.pk in served], served, actor=actor)
+    for app in candidates:
+        if app.pk in served:
+            out[app.pk].changed = True
+            continue
+        try:
+            with transaction.atomic():
+                out[app.pk].changed = egress_enable(app=app, actor=actor)[1]
+        except (DomainError, ValidationError) as exc:  # refused (pools, gateways, quota): this app alone
+            out[app.pk].error = exc
+    return out
+
+
+def _enabled_in_bulk(apps: list[App], served: dict[int, list[EgressIP]], *, actor: Any) -> None:
+    """The writes of egress_enable after its allocation, for many apps in a few queries."""
+    if not apps:
+        return
+    now = timezone.now()
+    before = {app.pk: {"type": app.egress_type, "status": app.egress_status} for app in apps}
+    App.objects.filter(pk__in=[a.pk for a in apps]).update(
+        egress_type=EgressType.DEDICATED, egress_status=EgressStatus.ASSIGNING, egress_message="Configuring gateways.",
+        egress_updated_at=now, egress_requested_at=now, egress_generation=F("egress_generation") + 1, updated_at=now,
+    )
+    generation = dict(App.objects.filter(pk__in=[a.pk for a in apps]).values_list("pk", "egress_generation"))
+    nodes: dict[int, set[int]] = {}
+    for app_id, node_id in Placement.objects.filter(app__in=apps, node__enabled=True).values_list("app_id", "node_id"):
+        nodes.setdefault(app_id, set()).add(node_id)
+    syncs, events, gateways = [], [], set()
+    for app in apps:
+        ips = served[app.pk]
+        app.egress_type, app.egress_status, app.egress_message = (
+            EgressType.DEDICATED, EgressStatus.ASSIGNING, "Configuring gateways.")
+        app.egress_updated_at = app.egress_requested_at = now
+        app.egress_generation = generation[app.pk]
+        gateways.update(ip.gateway_id for ip in ips)
+        syncs += [HostSync(app=app, gateway_id=ip.gateway_id) for ip in ips]
+        syncs += [HostSync(app=app, node_id=n) for n in sorted(nodes.get(app.pk, ()))]
+        events.append(event_build(
+            kind="egress.enable_requested",
+            message="Dedicated egress requested: " + ", ".join(ip.address for ip in ips) + ".",
+            actor=actor,
+            app=app,
+            data={
+                "addresses": [ip.address for ip in ips],
+                "generation": app.egress_generation,
+                "before": before[app.pk],
+                "after": {"type": app.egress_type, "status": app.egress_status},
+            },
+        ))
+    host_syncs_renew(syncs)
+    Event.objects.bulk_create(events, batch_size=500)
+    # Make before break: gateways first; they trigger the nodes when done (one request for the batch).
+    reconcile_request(gateways=sorted(gateways))
 
 
 def _disable(app: App, *, actor: Any, reason: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..models import App, Event, EventLevel, Gateway, Node
 
-__all__ = ["event_record", "actor_name_of", "WORKER", "SYSTEM"]
+__all__ = ["event_build", "event_record", "actor_name_of", "WORKER", "SYSTEM"]
 
 WORKER = "worker"
 SYSTEM = "system"
@@ -48,10 +48,29 @@ def event_record(
     data: dict[str, Any] | None = None,
 ) -> Event:
     """Append one event. ``actor`` is a user, a name ('worker') or None (system)."""
+    event = event_build(kind=kind, message=message, actor=actor, app=app, gateway=gateway, node=node, level=level,
+                        subject=subject, data=data)
+    event.save()
+    return event
+
+
+def event_build(
+    *,
+    kind: str,
+    message: str,
+    actor: Any = None,
+    app: App | None = None,
+    gateway: Gateway | None = None,
+    node: Node | None = None,
+    level: str = EventLevel.INFO,
+    subject: str = "",
+    data: dict[str, Any] | None = None,
+) -> Event:
+    """The event ``event_record`` would append, unsaved (for a bulk insert of many)."""
     user = actor if getattr(actor, "pk", None) is not None and hasattr(actor, "get_username") else None
     if not subject:
         subject = str(app or gateway or node or "")
-    return Event.objects.create(
+    return Event(
         kind=kind,
         level=level,
         message=message,

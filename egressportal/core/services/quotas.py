@@ -32,6 +32,7 @@ __all__ = [
     "quota_check_addresses",
     "quota_check_apps",
     "quota_lock_owner",
+    "quota_room",
     "quota_usage",
     "tenant_quota_set",
 ]
@@ -103,6 +104,13 @@ def quota_check_addresses(*, owner: Any) -> None:
             "(addresses you released count until their quarantine ends). Nothing was allocated. Disable dedicated "
             "egress on an app you no longer need, or ask a platform admin to raise your quota."
         )
+
+
+def quota_room(*, owner: Any) -> int:
+    """How many more addresses ``owner`` may take now (0 when at or over the quota)."""
+    user_id = getattr(owner, "pk", owner)
+    _, max_addresses = _limits(user_id)
+    return max(0, max_addresses - _addresses_used(user_id))
 
 
 def quota_lock_owner(*, owner: Any) -> None:
