@@ -101,6 +101,9 @@ class EgressSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True)
 
 
+_EGRESS = EgressSerializer()
+
+
 class AddressSerializer(serializers.Serializer):
     """One dedicated egress address of an app (selectors.AddressRow): assigned to it now, or reserved for it."""
 
@@ -225,7 +228,9 @@ class AppSerializer(serializers.Serializer):
 
     @extend_schema_field(EgressSerializer)
     def get_egress(self, app: App) -> dict[str, Any]:
-        return EgressSerializer(selectors.egress_summary(app)).data
+        # One serializer for every app of a list: a new one per app deep-copies its fields each time
+        # (half the time of a 50-app page went there). Read-only, so sharing it is safe.
+        return _EGRESS.to_representation(selectors.egress_summary(app))
 
     @extend_schema_field(AppPlacementSerializer(many=True))
     def get_placements(self, app: App) -> list[dict[str, Any]]:
