@@ -25,7 +25,7 @@ from egressportal.tokens.models import ApiToken
 from . import serializers as s
 from .exceptions import api_exception_handler
 from .filters import AppFilterSet, AuditFilterSet, PoolFilterSet, WhitelistOrderingFilter, host_filterset
-from .pagination import ApiPagination
+from .pagination import ApiPagination, KeysFirstPagination
 from .parsers import ApiJSONParser, find_unstorable_text
 from .permissions import PlacementsPermission, StaffModelPermission, StaffOrPlatformReadOnly
 from .schema import ApiAutoSchema, ErrorSerializer
@@ -119,6 +119,7 @@ class AppViewSet(
     """Apps: yours (staff: everyone's). Another user's app answers 404, exactly like a missing one."""
 
     serializer_class = s.AppSerializer
+    pagination_class = KeysFirstPagination
     filterset_class = AppFilterSet
     search_fields = ["name"]
     ordering_fields = {
