@@ -342,7 +342,7 @@ class TestDesired6:
             assert state.return_routes[ip_network("2001:db8:10:1::/64")] == ip_address("2001:db8:0:1::21")
             assert ip_network("2001:db8:10:2::/64") not in state.return_routes
             assert ip_network("2001:db8:10:2::/64") in state.guarded_sources
-        EgressIP.objects.update(programmed=True)
+        EgressIP.objects.filter(status="assigned").update(programmed=True)
         active = next(ip for ip in pairs.values() if ip.role == "active")
         state = node_desired(node1).state
         assert dict(state.steering) == {
@@ -356,7 +356,7 @@ class TestDesired6:
         app = make_app(alice, cidrs=[])
         place(app, ["2001:db8:10:1::17"], node=infra6["nodes"][0])
         services.egress_enable(app=app, actor=alice)
-        EgressIP.objects.update(programmed=True)
+        EgressIP.objects.filter(status="assigned").update(programmed=True)
         active = EgressIP.objects.get(app=app, role="active")
         standby = EgressIP.objects.get(app=app, role="standby")
         active.gateway.__class__.objects.filter(pk=active.gateway_id).update(health="unhealthy")
