@@ -61,7 +61,8 @@ def test_pool_list_shows_exact_utilization(client, staff, alice, make_app, popul
     client.force_login(staff)
     cells = _pool_row_cells(client.get(_url(IPPool, "changelist")).content.decode(), infra["pool"])
     assert cells == {
-        "name": "pool-a", "cidr": "203.0.113.0/28", "region": str(infra["region"]), "size": "14", "assigned": "4",
+        "name": "pool-a", "cidr": "203.0.113.0/28", "family": "IPv4", "region": str(infra["region"]), "size": "14",
+        "assigned": "4",
         "quarantined": "2", "free": "8", "utilization": "43%",
     }
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from egressportal.core import ipam, limits, roles, secrets, selectors, services
+from egressportal.core import ipam6, limits, roles, secrets, selectors, services
 from egressportal.core.models import (
     App,
     EgressIPRole,
@@ -82,6 +82,10 @@ class RegionField(serializers.SlugRelatedField):
 
 class EgressIPSerializer(serializers.Serializer):
     address = serializers.IPAddressField(protocol="IPv4", read_only=True)
+    address6 = serializers.IPAddressField(
+        protocol="IPv6", read_only=True, allow_null=True,
+        help_text="Its IPv6 partner: same gateway, same role. Null in a region without an IPv6 pool.",
+    )
     gateway = serializers.CharField(read_only=True, allow_null=True, help_text="Name of the gateway holding it.")
     role = serializers.ChoiceField(choices=EgressIPRole.choices, read_only=True)
     status = serializers.ChoiceField(
@@ -96,6 +100,11 @@ class EgressSerializer(serializers.Serializer):
 
     type = serializers.ChoiceField(choices=EgressType.choices, read_only=True)
     status = serializers.ChoiceField(choices=EgressStatus.choices, read_only=True)
+    ipv6_available = serializers.BooleanField(
+        read_only=True,
+        help_text="The app's region has an IPv6 pool: its dedicated addresses come with IPv6 ones. "
+        "False: IPv4 only in this region.",
+    )
     ips = EgressIPSerializer(many=True, read_only=True)
     message = serializers.CharField(read_only=True, allow_blank=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -108,6 +117,9 @@ class AddressSerializer(serializers.Serializer):
     """One dedicated egress address of an app (selectors.AddressRow): assigned to it now, or reserved for it."""
 
     address = serializers.IPAddressField(protocol="IPv4", read_only=True)
+    address6 = serializers.IPAddressField(
+        protocol="IPv6", read_only=True, allow_null=True, help_text="Its IPv6 partner, if the region has IPv6."
+    )
     app = serializers.CharField(source="app_name", read_only=True, help_text="The app's name.")
     app_id = serializers.IntegerField(read_only=True, allow_null=True, help_text="Null when the app was deleted.")
     region = serializers.CharField(read_only=True)
@@ -364,10 +376,13 @@ class PoolSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IPPool
-        fields = ["id", "name", "region", "cidr", "excluded", "description", "utilization", "created_at"]
-        read_only_fields = ["id", "created_at"]
+        fields = ["id", "name", "region", "cidr", "family", "excluded", "description", "utilization", "created_at"]
+        read_only_fields = ["id", "family", "created_at"]
         extra_kwargs = {
-            "cidr": {"help_text": "IPv4 network, e.g. 203.0.113.0/28; cannot change after creation."},
+            "cidr": {
+                "help_text": "IPv4 network (e.g. 203.0.113.0/28, at most a /16) or IPv6 network (e.g. "
+                "2001:db8:0:2::/64, at most a /64); cannot change after creation."
+            },
             "description": {"max_length": limits.MAX_DESCRIPTION_CHARS},
         }
 
@@ -395,7 +410,7 @@ class PoolSerializer(serializers.ModelSerializer):
     def update(self, instance: IPPool, validated_data: dict[str, Any]) -> IPPool:
         if "cidr" in validated_data:
             try:
-                same = str(instance.network) == str(ipam.parse_network(validated_data["cidr"]))
+                same = str(instance.network) == str(ipam6.parse_network_any(validated_data["cidr"]))
             except ValueError:
                 same = False
             if not same:

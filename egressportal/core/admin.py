@@ -100,8 +100,8 @@ class IPPoolForm(forms.ModelForm):
 @admin.register(IPPool)
 class IPPoolAdmin(admin.ModelAdmin):
     form = IPPoolForm
-    list_display = ["name", "cidr", "region", "size", "assigned", "quarantined", "free", "utilization"]
-    list_filter = ["region"]
+    list_display = ["name", "cidr", "family", "region", "size", "assigned", "quarantined", "free", "utilization"]
+    list_filter = ["region", "family"]
     search_fields = ["name", "cidr"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IPPool]:
@@ -217,7 +217,7 @@ class HostAdminMixin:
         css = {"all": ["portal/admin.css"]}
 
     list_filter = ["region", "health", "enabled"]
-    search_fields = ["name", "mgmt_address", "transit_address"]
+    search_fields = ["name", "mgmt_address", "transit_address", "transit_address6"]
     readonly_fields = [
         "ssh_credential",
         "health",
@@ -420,7 +420,7 @@ class EgressIPInline(admin.TabularInline):
     fk_name = "app"
     extra = 0
     can_delete = False
-    fields = ["address", "gateway", "role", "status", "programmed", "assigned_at"]
+    fields = ["address", "address6", "gateway", "role", "status", "programmed", "assigned_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -431,7 +431,7 @@ class EgressIPInline(admin.TabularInline):
 class AppAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "region", "egress_type", "egress_state", "addresses", "egress_updated_at"]
     list_filter = ["region", "egress_type", "egress_status"]
-    search_fields = ["name", "owner__username", "placements__cidr", "egress_ips__address"]
+    search_fields = ["name", "owner__username", "placements__cidr", "egress_ips__address", "egress_ips__address6"]
     list_select_related = ["owner", "region"]
     inlines = [AppPlacementInline, EgressIPInline]
     readonly_fields = [
@@ -523,9 +523,11 @@ class TenantQuotaAdmin(admin.ModelAdmin):
 
 @admin.register(EgressIP)
 class EgressIPAdmin(admin.ModelAdmin):
-    list_display = ["address", "pool", "status", "app", "gateway", "role", "programmed", "released_at", "last_owner"]
+    list_display = [
+        "address", "address6", "pool", "status", "app", "gateway", "role", "programmed", "released_at", "last_owner"
+    ]
     list_filter = ["status", "role", "programmed", "pool", "gateway"]
-    search_fields = ["address", "app__name", "last_owner__username"]
+    search_fields = ["address", "address6", "app__name", "last_owner__username"]
     list_select_related = ["pool", "app", "gateway", "last_owner"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -261,6 +261,7 @@ class AddressRow:
     state: str  # see ADDRESS_STATES
     gateway: str
     reserved_until: dt.datetime | None
+    address6: str | None = None  # its IPv6 partner (same gateway, role and reservation), if any
 
 
 ADDRESS_STATES = {
@@ -325,6 +326,7 @@ def app_address_rows(app: App, *, reserved: Sequence[EgressIP] | None = None) ->
             state=_assigned_state(app, ip, carrying),
             gateway=ip.gateway.name if ip.gateway else "",
             reserved_until=None,
+            address6=ip.address6,
         )
         for ip in assigned
     ]
@@ -332,7 +334,7 @@ def app_address_rows(app: App, *, reserved: Sequence[EgressIP] | None = None) ->
         rows.append(
             AddressRow(
                 address=ip.address, app_id=app.pk, app_name=app.name, region=app.region.slug, role="",
-                state="reserved", gateway="", reserved_until=reserved_until(ip, app=app),
+                state="reserved", gateway="", reserved_until=reserved_until(ip, app=app), address6=ip.address6,
             )
         )
     return rows
@@ -384,7 +386,8 @@ def address_rows_for(user: Any) -> list[AddressRow]:
     for ip in orphans:
         rows.append(
             AddressRow(address=ip.address, app_id=None, app_name="(deleted app)", region=ip.pool.region.slug,
-                       role="", state="reserved", gateway="", reserved_until=reserved_until(ip))
+                       role="", state="reserved", gateway="", reserved_until=reserved_until(ip),
+                       address6=ip.address6)
         )
     return rows
 

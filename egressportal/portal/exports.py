@@ -10,12 +10,13 @@ from egressportal.core.selectors import ADDRESS_STATES, AddressRow
 
 __all__ = ["ADDRESS_FIELDS", "address_row_dict", "csv_safe"]
 
-ADDRESS_FIELDS = ["address", "app", "app_id", "region", "role", "state", "state_label", "gateway", "reserved_until"]
+ADDRESS_FIELDS = ["address", "address6", "app", "app_id", "region", "role", "state", "state_label", "gateway", "reserved_until"]
 
 
 def address_row_dict(row: AddressRow) -> dict[str, Any]:
     return {
         "address": row.address,
+        "address6": row.address6,
         "app": row.app_name,
         "app_id": row.app_id,
         "region": row.region,

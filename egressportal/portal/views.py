@@ -136,7 +136,9 @@ def _panel_context(
         "enable_problem": capacity.egress_enable_problem(app, held=len(assigned)) if shared else None,
         "enable_warning": _enable_warning(app) if shared else None,
         "quarantine_days": settings.EGRESS_QUARANTINE_DAYS,
-        "snippets": allowlist_snippets(app_name=app.name, addresses=[r.address for r in rows]),
+        "snippets": allowlist_snippets(
+            app_name=app.name, addresses=[a for r in rows for a in (r.address, r.address6) if a]
+        ),
         "events_page": Paginator(_events(request, app), EVENTS_PER_PAGE).get_page(1),
         "error": error,
         "oob_timeline": oob,

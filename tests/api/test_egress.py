@@ -19,6 +19,7 @@ def test_get_egress(alice_api, alice, make_app):
     assert response.json() == {
         "type": "shared",
         "status": "disabled",
+        "ipv6_available": False,
         "ips": [],
         "message": "",
         "updated_at": response.json()["updated_at"],
