@@ -673,10 +673,22 @@ class Lab:
 
     def stop_sshd(self, host: str) -> None:
         """Kill a host's sshd and its open sessions: to the workers the host is unreachable, also over an
-        SSH connection they had cached."""
+        SSH connection they had cached.
+
+        The listener goes first. Killed all at once, a client whose session died first could reconnect
+        to the listener in between, and the child it forked (not on the list) kept serving it: the host
+        then still answered over SSH (the prober's re-opened session did)."""
         if host not in self.host_plan:
             raise LabError(f"{host} has no sshd")
-        _kill(self._netns_pids(self.netns(host)))
+        netns = self.netns(host)
+        listener = _read_pid(self._sshd_pidfile(host))
+        if listener is not None and self._pid_in_netns(listener, netns):
+            _kill({listener})
+        for _ in range(5):  # a child forked before the listener died is caught by the next round
+            pids = self._netns_pids(netns)
+            if not pids:
+                break
+            _kill(pids)
         self._sshd_pidfile(host).unlink(missing_ok=True)
 
     def regenerate_host_key(self, host: str) -> str:
