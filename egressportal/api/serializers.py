@@ -93,6 +93,12 @@ class EgressIPSerializer(serializers.Serializer):
         read_only=True,
         help_text="live: configured on its gateway; pending: being configured.",
     )
+    state = serializers.ChoiceField(
+        choices=[(k, v) for k, v in selectors.ADDRESS_STATES.items() if k != "reserved"],
+        read_only=True,
+        help_text="in_use: carrying the app's traffic now; standby: ready for failover; gateway_down: its gateway "
+        "is down; pending: being configured; releasing: going back to shared egress.",
+    )
 
 
 class EgressSerializer(serializers.Serializer):

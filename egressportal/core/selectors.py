@@ -204,6 +204,7 @@ def egress_summary(app: App) -> dict[str, Any]:
     Uses prefetched egress_ips when present."""
     ips = [ip for ip in app.egress_ips.all() if ip.status == EgressIPStatus.ASSIGNED]
     ips.sort(key=lambda ip: (ip.role != "active", ip.address_int))
+    carrying = _carrying_gateway(app, ips)
     return {
         "type": app.egress_type,
         "status": app.egress_status,
@@ -215,6 +216,8 @@ def egress_summary(app: App) -> dict[str, Any]:
                 "gateway": ip.gateway.name if ip.gateway else None,
                 "role": ip.role,
                 "status": "live" if ip.programmed else "pending",
+                # Which address carries the traffic now, by the rule the nodes follow (the portal's tags).
+                "state": _assigned_state(app, ip, carrying),
             }
             for ip in ips
         ],

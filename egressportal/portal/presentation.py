@@ -100,13 +100,16 @@ def status_view(
                           "The change could not be applied and nothing is retrying it: "
                           "this app's traffic does not use dedicated egress. Retry, or ask a platform admin.")
     if status == EgressStatus.DEGRADED:
-        in_use = [r.address for r in assigned if r.state == "in_use"]
-        hint = (
-            f"Traffic leaves from {in_use[0]}, but a gateway of this app is down or cannot be configured: "
-            "there is no failover left."
-            if in_use
-            else "A gateway of this app is down and traffic cannot leave from a dedicated address until one recovers."
-        )
+        in_use = [r for r in assigned if r.state == "in_use"]
+        if in_use:
+            hint = (f"Traffic leaves from {in_use[0].address}, but a gateway of this app is down or cannot be "
+                    "configured: there is no failover left.")
+            if in_use[0].role == "standby":
+                hint += (" Traffic goes back to the active address once its gateway is back and repaired; "
+                         "this page updates by itself.")
+        else:
+            hint = ("A gateway of this app is down and traffic cannot leave from a dedicated address until one "
+                    "recovers; this page updates by itself.")
         return StatusView("degraded", status_label(status), "warn", hint + next_try)
     # assigned
     healthy_standby = [r for r in assigned if r.state == "standby"]

@@ -127,6 +127,8 @@ def _panel_context(
         # for "assigned" the status line above already says all of it.
         "message": message if message and app.egress_status != EgressStatus.ASSIGNED and message not in view.hint else "",
         "pending": pending,
+        # Degraded changes by itself (the gateway comes back, is repaired, traffic returns): keep watching.
+        "polling": pending or app.egress_status == EgressStatus.DEGRADED,
         "poll_attempt": attempt + 1,
         "poll_delay": poll_delay(status=app.egress_status, attempt=attempt),
         "offer_enable": shared and not app.delete_requested,

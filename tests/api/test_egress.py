@@ -107,3 +107,25 @@ def test_app_running_nowhere_yet_can_enable(alice_api, alice, make_app, infra):
     response = alice_api.put(_egress_url(app), {"type": "dedicated"})
     assert response.status_code == 202, response.content
     assert len(response.json()["ips"]) == 2
+
+
+def test_the_egress_object_says_which_address_carries_the_traffic(alice_api, alice, make_app, infra):
+    from egressportal.core.models import Gateway, HostSync
+    from egressportal.core.services.hostsync import app_settle
+
+    app = make_app(alice)
+    alice_api.put(_egress_url(app), {"type": "dedicated"})
+    states = {ip["role"]: ip["state"] for ip in alice_api.get(_egress_url(app)).json()["ips"]}
+    assert states == {"active": "pending", "standby": "pending"}
+    EgressIP.objects.filter(app=app).update(programmed=True)
+    HostSync.objects.filter(app=app).delete()
+    app_settle(app_id=app.pk)
+    body = alice_api.get(_egress_url(app)).json()
+    assert body["status"] == "assigned"
+    assert {ip["role"]: ip["state"] for ip in body["ips"]} == {"active": "in_use", "standby": "standby"}
+    # The active gateway dies: the nodes steer to the standby, and the API says so.
+    active_gw = EgressIP.objects.get(app=app, role="active").gateway
+    Gateway.objects.filter(pk=active_gw.pk).update(health="unhealthy")
+    App.objects.filter(pk=app.pk).update(egress_status="degraded")
+    body = alice_api.get(_egress_url(app)).json()
+    assert {ip["role"]: ip["state"] for ip in body["ips"]} == {"active": "gateway_down", "standby": "in_use"}

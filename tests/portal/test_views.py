@@ -336,6 +336,21 @@ class TestLiveStatus:
         page = client.get(reverse("portal:app_detail", args=[app.pk])).content.decode()
         assert "hx-trigger" not in page
 
+    def test_degraded_keeps_watching_until_the_gateway_is_back(self, alice, infra, make_app):
+        app = make_app(alice)
+        services.egress_enable(app=app, actor=alice)
+        _settle(app)
+        App.objects.filter(pk=app.pk).update(egress_status=EgressStatus.DEGRADED, egress_message="Gateway gw-a is down.")
+        client = _client(alice)
+        html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), **HTMX).content.decode()
+        assert 'hx-trigger="load delay:2s"' in _panel_root(html)  # it changes by itself: the page follows
+        assert 'class="spinner"' not in html  # nothing of the user's is in flight
+        page = client.get(reverse("portal:app_detail", args=[app.pk])).content.decode()
+        assert 'hx-trigger="load delay:2s"' in page
+        App.objects.filter(pk=app.pk).update(egress_status=EgressStatus.ASSIGNED, egress_message="")
+        html = client.get(reverse("portal:app_egress_panel", args=[app.pk]), {"n": 4}, **HTMX).content.decode()
+        assert "hx-trigger" not in html
+
     def test_disabled_app_does_not_poll(self, alice, infra, make_app):
         app = make_app(alice)
         html = _client(alice).get(reverse("portal:app_detail", args=[app.pk])).content.decode()

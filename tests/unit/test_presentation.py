@@ -76,6 +76,16 @@ def test_degraded_names_the_address_in_use():
     assert "Traffic leaves from 203.0.113.2" in _view("degraded", rows).hint
 
 
+def test_degraded_on_the_standby_says_when_traffic_comes_back():
+    failed_over = [row("203.0.113.1", "active", "gateway_down"), row("203.0.113.2", "standby", "in_use")]
+    assert "goes back to the active address once its gateway is back and repaired" in _view("degraded", failed_over).hint
+    # Still on the active address (a gateway cannot be configured): nothing to come back to.
+    on_active = [row("203.0.113.1", "active", "in_use"), row("203.0.113.2", "standby", "gateway_down")]
+    assert "goes back" not in _view("degraded", on_active).hint
+    nothing = [row("203.0.113.1", "active", "gateway_down"), row("203.0.113.2", "standby", "gateway_down")]
+    assert "updates by itself" in _view("degraded", nothing).hint
+
+
 def test_relative_times_never_say_zero_minutes():
     from django.utils import timezone
 
