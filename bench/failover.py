@@ -9,7 +9,13 @@ rules flushed): measured, power-on to the first answer from the active address a
 lost around failback. Two probers run (one leads); a worker and beat as usual.
 
 ``BENCH_FAILOVER_ALSO_DEAD=node2`` powers off that host at the same moment (the detection of one host
-must not wait for another's).
+must not wait for another's); ``other-gateway`` names a gateway that holds none of the app's addresses.
+
+``BENCH_FAILOVER_FLEET=1`` runs it on the fleet lab (4 gateways, BENCH_FLEET_NODES=40 nodes, every one
+registered and probed), by default with one other gateway and the last node powered off at the same moment.
+``BENCH_FAILOVER_SPREAD_APPS=400`` adds that many dedicated apps (bulk rows: setup) placed on every node in
+turn, each with its active address on shop-api's active gateway and its standby on shop-api's standby: a
+failover then re-steers every node of the lab, not only node1.
 
 Targets (docs/ARCHITECTURE.md, "Targets"): standby answers p50 <= 1.0 s, max <= 1.5 s; failback loses at
 most one request.
@@ -17,7 +23,9 @@ most one request.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,11 +33,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BenchEnv, log, print_table, summarize, target, wait_for, write_result
+from common import BenchEnv, bulk_apps, log, pod_cidrs_add, print_table, summarize, target, wait_for, write_result
+
+from workers.lab import LabConfig
 
 NAME = "failover"
 RUNS = int(os.environ.get("BENCH_FAILOVER_RUNS", "5"))
-ALSO_DEAD = [h for h in os.environ.get("BENCH_FAILOVER_ALSO_DEAD", "").split(",") if h]
+FLEET = os.environ.get("BENCH_FAILOVER_FLEET", "") not in ("", "0")
+NODES = int(os.environ.get("BENCH_FLEET_NODES", "40"))
+LAB = LabConfig(prefix=os.environ.get("BENCH_FAILOVER_PREFIX", "fl"), index=int(os.environ.get("BENCH_FAILOVER_INDEX", "24")),
+                gateways=4 if FLEET else 2, nodes=NODES if FLEET else 2)
+SPREAD_APPS = int(os.environ.get("BENCH_FAILOVER_SPREAD_APPS", "0"))
+ALSO_DEAD = [h for h in os.environ.get("BENCH_FAILOVER_ALSO_DEAD", f"other-gateway,node{NODES}" if FLEET else "").split(",")
+             if h]
 APP = "shop-api"
 
 # Runs inside the app's namespace: a request every `every` seconds, each in its own thread, one line per
@@ -112,12 +128,55 @@ def breakdown(gateway, cut_wall: float) -> dict:
     return out
 
 
+RESTEERED = re.compile(r"gateway (\S+) unhealthy: (\d+) nodes re-steered in (\d+) ms \((\d+) left")
+
+
+def resteers(env: BenchEnv, gateway: str) -> list[tuple[int, int, int]]:
+    """(nodes re-steered, ms, nodes left to the workers) of every failover of ``gateway``, from the probers' logs."""
+    found = []
+    for path in sorted(env.workdir.glob("prober*.log")):
+        for m in RESTEERED.finditer(path.read_text(errors="replace")):
+            if m.group(1) == gateway:
+                found.append((int(m.group(2)), int(m.group(3)), int(m.group(4))))
+    return found
+
+
+def spread_apps(active_gateway, standby_gateway, count: int) -> None:
+    """``count`` dedicated apps on every node in turn (a /32 each in a /23 the node gets for them), active on
+    ``active_gateway`` and standby on ``standby_gateway``; a sweep puts them on the hosts."""
+    import ipaddress
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from egressportal.core import services
+    from egressportal.core.models import EgressIP, Node, Region
+
+    region = Region.objects.get(slug="lab")
+    pool = services.pool_create(region=region, name="spread", cidr="198.19.128.0/17")
+    blocks = list(ipaddress.IPv4Network("198.19.0.0/17").subnets(new_prefix=23))
+    nodes = [pod_cidrs_add(n, str(blocks[int(n.name.removeprefix("node")) - 1])) for n in Node.objects.order_by("pk")]
+    cidrs = [f"{ipaddress.IPv4Network(nodes[i % len(nodes)].pod_cidrs[-1]).network_address + 1 + i // len(nodes)}/32"
+             for i in range(count)]
+    owner = get_user_model().objects.create_user(username="spread")
+    apps = bulk_apps(owner=owner, region=region, prefix="s", cidrs=cidrs, nodes=nodes, egress_type="dedicated",
+                     egress_status="assigned")
+    first, now = int(pool.network.network_address) + 1, timezone.now()
+    EgressIP.objects.bulk_create([
+        EgressIP(pool=pool, address=str(ipaddress.IPv4Address(first + 2 * i + k)), address_int=first + 2 * i + k,
+                 status="assigned", app=app, gateway=gw, role=role, programmed=True, assigned_at=now, last_app=app,
+                 last_owner=owner)
+        for i, app in enumerate(apps)
+        for k, (gw, role) in enumerate(((active_gateway, "active"), (standby_gateway, "standby")))
+    ], batch_size=1000)
+
+
 def main() -> int:
     from workers.lab import ECHO_ADDRESS
 
     results: list[dict] = []
-    name = NAME + ("_also_dead" if ALSO_DEAD else "")
-    with BenchEnv(name) as env:
+    name = NAME + ("_fleet" if FLEET else "") + ("_also_dead" if ALSO_DEAD else "") + ("_spread" if SPREAD_APPS else "")
+    with BenchEnv(name, lab_config=LAB) as env:
         from egressportal.core import services
         from egressportal.core.models import App, EgressIP, Gateway
 
@@ -128,9 +187,23 @@ def main() -> int:
         app = App.objects.get(name=APP)
         services.egress_enable(app=app)
         wait_for(lambda: App.objects.get(pk=app.pk).egress_status == "assigned", timeout=60, what=f"{APP} assigned")
-        wait_for(lambda: Gateway.objects.filter(health="healthy").count() == 2, timeout=30, what="gateways healthy")
+        wait_for(lambda: Gateway.objects.filter(health="healthy").count() == LAB.gateways, timeout=60,
+                 what="gateways healthy")
         active = EgressIP.objects.select_related("gateway").get(app=app, role="active")
         standby = EgressIP.objects.select_related("gateway").get(app=app, role="standby")
+        others = [g for g in Gateway.objects.order_by("slot").values_list("name", flat=True)
+                  if g not in (active.gateway.name, standby.gateway.name)]
+        ALSO_DEAD[:] = [others[0] if h == "other-gateway" else h for h in ALSO_DEAD]
+        if SPREAD_APPS:
+            from egressportal.core.models import Node
+            from workers.sweep import sweep_all_hosts
+
+            spread_apps(active.gateway, standby.gateway, SPREAD_APPS)
+            since = time.time()
+            sweep_all_hosts()
+            wait_for(lambda: not Node.objects.filter(last_reconciled_at__lt=dt.datetime.fromtimestamp(since, dt.UTC))
+                     .exists(), timeout=180, what="every node steering the spread apps")
+            log(f"{SPREAD_APPS} dedicated apps on every node, active on {active.gateway.name}")
         log(f"active {active.address} on {active.gateway.name}, standby {standby.address} on {standby.gateway.name}"
             + (f"; also dying each run: {', '.join(ALSO_DEAD)}" if ALSO_DEAD else ""))
         traffic = Traffic(env.lab.apps[APP].netns, str(ECHO_ADDRESS), 80)
@@ -147,6 +220,9 @@ def main() -> int:
                 lost = traffic.lost_between(cut - 1.0, seen)
                 results.append({"run": run, "failover_s": seen - cut, "lost_requests": lost,
                                 **breakdown(active.gateway, cut_wall)})
+                steered = resteers(env, active.gateway.name)
+                if len(steered) >= run:
+                    results[-1]["resteer"] = dict(zip(("nodes", "ms", "left"), steered[-1], strict=True))
                 log(f"run {run}: standby after {seen - cut:.2f} s ({lost} requests unanswered)")
                 restored = time.monotonic()
                 env.lab.power_on(active.gateway.name, empty=True)
@@ -172,18 +248,21 @@ def main() -> int:
     failback = summarize([r["failback_s"] * 1000 for r in results])
     rows = [
         (r["run"], f"{r['failover_s'] * 1000:.0f}", f"{r.get('unhealthy_after_s', float('nan')) * 1000:.0f}",
-         r["lost_requests"], f"{r['failback_s'] * 1000:.0f}", r["failback_lost"])
+         r["lost_requests"], f"{r['failback_s'] * 1000:.0f}", r["failback_lost"],
+         f"{r['resteer']['nodes']} in {r['resteer']['ms']} ms" if "resteer" in r else "")
         for r in results
     ]
-    rows.append(("p50", f"{failover['p50']:.0f}", "", "", f"{failback['p50']:.0f}", ""))
+    rows.append(("p50", f"{failover['p50']:.0f}", "", "", f"{failback['p50']:.0f}", "", ""))
     rows.append(("max", f"{failover['max']:.0f}", "", "", f"{failback['max']:.0f}",
-                 max(r["failback_lost"] for r in results)))
+                 max(r["failback_lost"] for r in results), ""))
     extra = f"; {', '.join(ALSO_DEAD)} dying at the same moment" if ALSO_DEAD else ""
+    extra += f"; {LAB.gateways} gateways, {LAB.nodes} nodes" if FLEET else ""
+    extra += f"; {SPREAD_APPS} more apps of the gateway on every node" if SPREAD_APPS else ""
     table = print_table(
         f"Power loss of {APP}'s active gateway ({vendor}; two probers, echo every 100 ms, dead after 500 ms; "
         f"a request every 100 ms{extra})",
         ["run", "power off -> standby answers (ms)", "power off -> unhealthy event (ms)", "unanswered requests",
-         "power on (empty) -> active answers (ms)", "requests lost at failback"], rows,
+         "power on (empty) -> active answers (ms)", "requests lost at failback", "prober re-steer (nodes)"], rows,
     )
     targets = [
         target("failover p50", failover["p50"], 1000, "ms"),
@@ -194,7 +273,8 @@ def main() -> int:
         print(f"target {t['name']}: {t['value']:.0f} {t['unit']} {t['comparison']} {t['target']} -> "
               f"{'met' if t['met'] else 'MISSED'}")
     write_result(name, {"database": vendor, "table": table, "runs": results, "failover_ms": failover,
-                        "failback_ms": failback, "also_dead": ALSO_DEAD, "targets": targets})
+                        "failback_ms": failback, "also_dead": ALSO_DEAD, "targets": targets,
+                        "lab": {"gateways": LAB.gateways, "nodes": LAB.nodes}})
     return 0
 
 
