@@ -1,8 +1,8 @@
-"""The lab's "internet" echo server: answers every GET with the client address it sees.
+"""The lab's "internet" echo server: answers every GET with the client address it sees (IPv4 or IPv6).
 
 Stdlib only, so it runs with any Python. Started inside the lab's internet namespace:
 
-    python echo.py --bind 198.51.100.10 --port 80 --pidfile <state_dir>/echo.pid [--daemon]
+    python echo.py --bind 198.51.100.10 [--bind 2001:db8:ff::10] --port 80 --pidfile <state_dir>/echo.pid [--daemon]
 
 With --daemon it detaches and the parent exits only once the socket is bound (0) or binding failed (1),
 so the caller knows the server is ready without polling.
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,25 +48,33 @@ class EchoServer(ThreadingHTTPServer):
     request_queue_size = 512
 
 
-def serve(bind: str, port: int, pidfile: Path | None, ready_fd: int | None = None) -> None:
-    try:
-        server = EchoServer((bind, port), EchoHandler)
-    except OSError as exc:
-        if ready_fd is not None:
-            os.write(ready_fd, f"error: cannot listen on {bind}:{port}: {exc}".encode())
-            os.close(ready_fd)
-        raise SystemExit(f"echo: cannot listen on {bind}:{port}: {exc}") from None
+class EchoServer6(EchoServer):
+    address_family = socket.AF_INET6
+
+
+def serve(binds: list[str], port: int, pidfile: Path | None, ready_fd: int | None = None) -> None:
+    servers = []
+    for bind in binds:
+        try:
+            servers.append((EchoServer6 if ":" in bind else EchoServer)((bind, port), EchoHandler))
+        except OSError as exc:
+            if ready_fd is not None:
+                os.write(ready_fd, f"error: cannot listen on {bind}:{port}: {exc}".encode())
+                os.close(ready_fd)
+            raise SystemExit(f"echo: cannot listen on {bind}:{port}: {exc}") from None
     if pidfile is not None:
         pidfile.write_text(f"{os.getpid()}\n")
     if ready_fd is not None:
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
-    server.serve_forever()
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", required=True)
+    parser.add_argument("--bind", required=True, action="append", help="an address to listen on (repeatable)")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--pidfile", type=Path)
     parser.add_argument("--daemon", action="store_true")

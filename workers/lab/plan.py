@@ -3,30 +3,46 @@
 Only 198.18.0.0/15 (management, transit, pods), 203.0.113.0/24 (public side and the egress pool) and
 198.51.100.0/24 (the internet host) are ever used: documentation/benchmark ranges that cannot clash with a
 real network the machine is attached to.
+
+IPv6 (dual-stack transit, public, pod and internet segments; management stays IPv4-only) comes from the
+documentation prefix 2001:db8::/32 only:
+
+    transit   2001:db8:0:1::/64      host <octet> at 2001:db8:0:1::<octet hex>
+    public    2001:db8:0:2::/64      router ::1, host <octet> at ::<octet hex>, egress pool 2001:db8:0:2:e::/80
+    pods      2001:db8:10:<octet hex>::/64 per node, bridge ::1; an app in /28 slot S gets ::<S+1>00/120, address ::<S+1>01
+    internet  2001:db8:ff::/64       router ::1, echo server 2001:db8:ff::10
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 __all__ = [
     "DEMO_APPS",
     "ECHO_ADDRESS",
+    "ECHO_ADDRESS6",
     "ECHO_PORT",
     "EGRESS_POOL",
+    "EGRESS_POOL6",
     "HOST_PLAN",
     "HostPlan",
     "IF",
     "INTERNET_ADDRESS",
+    "INTERNET_ADDRESS6",
     "INTERNET_NET",
+    "INTERNET_NET6",
     "MAX_GATEWAYS",
     "MAX_INDEX",
     "MAX_NODES",
     "PUBLIC_NET",
+    "PUBLIC_NET6",
     "ROUTER_PUBLIC",
+    "ROUTER_PUBLIC6",
     "TRANSIT_NET",
+    "TRANSIT_NET6",
+    "app_net6",
     "app_netns",
     "check_app_name",
     "check_prefix",
@@ -49,6 +65,16 @@ ECHO_ADDRESS = IPv4Address("198.51.100.10")
 ECHO_PORT = 80
 POD_APP_PREFIXLEN = 28  # each app instance gets a fresh /28 of its node's pod /24
 
+TRANSIT_NET6 = IPv6Network("2001:db8:0:1::/64")
+PUBLIC_NET6 = IPv6Network("2001:db8:0:2::/64")
+EGRESS_POOL6 = IPv6Network("2001:db8:0:2:e::/80")  # on-link on the public /64: gateways hold /128s of it
+ROUTER_PUBLIC6 = IPv6Interface("2001:db8:0:2::1/64")
+INTERNET_NET6 = IPv6Network("2001:db8:ff::/64")
+INTERNET_ADDRESS6 = IPv6Interface("2001:db8:ff::1/64")
+ECHO_ADDRESS6 = IPv6Address("2001:db8:ff::10")
+POD_NET6_BASE = IPv6Network("2001:db8:10::/48")  # node pod /64s: 2001:db8:10:<octet>::/64
+POD_APP_PREFIXLEN6 = 120  # the domain's limit for an IPv6 placement
+
 
 @dataclass(frozen=True)
 class HostPlan:
@@ -64,6 +90,23 @@ class HostPlan:
     @property
     def transit_address(self) -> IPv4Address:
         return TRANSIT_NET.network_address + self.octet
+
+    @property
+    def transit_address6(self) -> IPv6Address:
+        return TRANSIT_NET6.network_address + self.octet
+
+    @property
+    def public6(self) -> IPv6Address:
+        return PUBLIC_NET6.network_address + self.octet
+
+    @property
+    def pod_cidr6(self) -> IPv6Network | None:
+        # Derived from the octet (unique per host), so every node of any plan gets its own /64.
+        return IPv6Network((POD_NET6_BASE.network_address + (self.octet << 64), 64)) if self.pod_cidr else None
+
+    @property
+    def pod_gateway6(self) -> IPv6Interface | None:
+        return IPv6Interface(f"{self.pod_cidr6.network_address + 1}/64") if self.pod_cidr6 else None
 
     @property
     def pod_gateway(self) -> IPv4Interface | None:
@@ -166,6 +209,17 @@ def root_mgmt_bridge(prefix: str) -> str:
 
 def root_mgmt_port(prefix: str, host: str) -> str:
     return f"{prefix}-m{host}"  # at most 4 + 2 + 5 = 11 characters
+
+
+def app_net6(node: str, slot: int) -> tuple[IPv6Network, IPv6Address]:
+    """The IPv6 source network and address of the app instance in /28 slot ``slot`` of ``node``."""
+    # Any node of any lab size: node N is the same host in every plan.
+    host = HOST_PLAN.get(node) or host_plan(1, MAX_NODES).get(node)
+    pods = host.pod_cidr6 if host else None
+    if pods is None:
+        raise ValueError(f"{node} has no pod subnet")
+    net = IPv6Network((pods.network_address + ((slot + 1) << 8), POD_APP_PREFIXLEN6))
+    return net, net.network_address + 1
 
 
 def app_netns(prefix: str, name: str) -> str:

@@ -13,6 +13,9 @@ with 198.18.<index>.1/24 and one veth per host); every other segment lives insid
 A fleet lab (``LabConfig(gateways=4, nodes=40)``) has more gateways and nodes built the same way (plan.host_plan):
 each a namespace with its links, sshd and, on a node, the pod bridge; apps only where a test or benchmark puts
 them. Hosts are set up and their sshd started in parallel.
+
+Transit, public, pod and internet segments are dual-stack (IPv6 from 2001:db8::/32, see plan.py); management
+is IPv4 only, and the root namespace never gets an IPv6 address or packet from the lab.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,9 @@ class LabHost:
     pod_cidr: str | None = None
     ssh_port: int = 22
     ssh_user: str = "root"
+    transit_address6: str = ""
+    public_address6: str = ""
+    pod_cidr6: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,15 @@ class LabApp:
     address: str  # the instance's address
     cidr: str  # its source CIDR (the /28 it was given)
     slot: int = field(default=0, compare=False)  # which /28 of the node's pod /24
+
+    @property
+    def address6(self) -> str:
+        """The instance's IPv6 address (derived from node and slot: older state files need no change)."""
+        return str(plan.app_net6(self.node, self.slot)[1])
+
+    @property
+    def cidr6(self) -> str:
+        return str(plan.app_net6(self.node, self.slot)[0])
 
 
 def _run(
@@ -196,6 +211,10 @@ class Lab:
     def echo_url(self) -> str:
         return f"http://{plan.ECHO_ADDRESS}/" if plan.ECHO_PORT == 80 else f"http://{plan.ECHO_ADDRESS}:{plan.ECHO_PORT}/"
 
+    @property
+    def echo_url6(self) -> str:
+        return f"http://[{plan.ECHO_ADDRESS6}]:{plan.ECHO_PORT}/"
+
     def _host_key_path(self, host: str) -> Path:
         return self.state_dir / f"ssh_host_{host}_ed25519"
 
@@ -250,6 +269,9 @@ class Lab:
                 public_interface=IF.PUBLIC,
                 host_key=self.host_key(name),
                 pod_cidr=str(h.pod_cidr) if h.pod_cidr else None,
+                transit_address6=str(h.transit_address6),
+                public_address6=str(h.public6),
+                pod_cidr6=str(h.pod_cidr6) if h.pod_cidr6 else None,
             )
             for name, h in self.host_plan.items()
         }
@@ -516,6 +538,7 @@ class Lab:
                 "",
             ])
             _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script)
+        self._configure_host6(name)
 
     def _configure_internet(self) -> None:
         ns = self.netns("inet")
@@ -536,6 +559,74 @@ class Lab:
         # within a couple of seconds instead of ~30.
         self._sysctl(ns, {f"net.ipv4.neigh.{IF.PUBLIC}.base_reachable_time_ms": 1000,
                           f"net.ipv4.neigh.{IF.PUBLIC}.delay_first_probe_time": 1})
+        self._configure_internet6()
+
+    # ---- IPv6 (dual-stack segments; management stays IPv4) ---------------------------------------------
+
+    def _enable_ipv6(self, netns: str, ifnames: list[str], *, forwarding: bool) -> None:
+        # Namespaces start with IPv6 off (no chatter on the management link); only these links get it, and
+        # forwarding where the host routes. Never touched: anything in the root namespace.
+        # In this order: no DAD (addresses, link-local included, usable at once) and no router
+        # advertisements taken, then IPv6 on.
+        settings: dict[str, str | int] = {}
+        for i in ifnames:
+            settings |= {f"net.ipv6.conf.{i}.accept_dad": 0, f"net.ipv6.conf.{i}.accept_ra": 0,
+                         f"net.ipv6.conf.{i}.disable_ipv6": 0}
+        if forwarding:
+            settings["net.ipv6.conf.all.forwarding"] = 1
+        self._sysctl(netns, settings)
+
+    def _configure_host6(self, name: str) -> None:
+        h = self.host_plan[name]
+        ns = self.netns(name)
+        links = [IF.TRANSIT, IF.PUBLIC] + ([IF.PODS] if h.role == "node" else [])
+        self._enable_ipv6(ns, links, forwarding=True)
+        # nodad: addresses usable at once (the lab owns the whole plan, nothing can duplicate them).
+        lines = [
+            f"addr replace {h.transit_address6}/64 dev {IF.TRANSIT} nodad",
+            f"addr replace {h.public6}/64 dev {IF.PUBLIC} nodad",
+            f"route replace default via {plan.ROUTER_PUBLIC6.ip} dev {IF.PUBLIC}",
+        ]
+        if h.role == "node":
+            lines.insert(0, f"addr replace {h.pod_gateway6} dev {IF.PODS} nodad")
+        self._ip_batch(ns, lines)
+        if h.role == "node":
+            # The node's shared IPv6 egress: pods leave from the node's own public IPv6 address.
+            script = "\n".join([
+                f"table ip6 {NFT_LAB_TABLE} {{}}",
+                f"delete table ip6 {NFT_LAB_TABLE}",
+                f"table ip6 {NFT_LAB_TABLE} {{",
+                "  chain postrouting {",
+                "    type nat hook postrouting priority srcnat; policy accept;",
+                f'    oifname "{IF.PUBLIC}" ip6 saddr {h.pod_cidr6} masquerade',
+                "  }",
+                "}",
+                "",
+            ])
+            _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script)
+
+    def _configure_internet6(self) -> None:
+        ns = self.netns("inet")
+        self._enable_ipv6(ns, [IF.PUBLIC, IF.INET], forwarding=True)
+        self._ip_batch(ns, [
+            f"addr replace {plan.ROUTER_PUBLIC6} dev {IF.PUBLIC} nodad",
+            f"addr replace {plan.INTERNET_ADDRESS6} dev {IF.INET} nodad",
+            f"addr replace {plan.ECHO_ADDRESS6}/{plan.INTERNET_NET6.prefixlen} dev {IF.INET} nodad",
+        ])
+        # As for IPv4: egress /128s move between gateways; the router's neighbour cache follows quickly.
+        self._sysctl(ns, {f"net.ipv6.neigh.{IF.PUBLIC}.base_reachable_time_ms": 1000,
+                          f"net.ipv6.neigh.{IF.PUBLIC}.delay_first_probe_time": 1})
+
+    def _build_app6(self, app: LabApp) -> None:
+        gateway6 = self.host_plan[app.node].pod_gateway6
+        if gateway6 is None:
+            raise LabError(f"{app.node} has no IPv6 pod subnet")
+        # The node's end of the veth is a bridge port (layer 2): IPv6 stays off there.
+        self._enable_ipv6(app.netns, [IF.APP], forwarding=False)
+        self._ip_batch(app.netns, [
+            f"addr add {app.address6}/{gateway6.network.prefixlen} dev {IF.APP} nodad",
+            f"route replace default via {gateway6.ip} dev {IF.APP}",
+        ])
 
     # ---- sshd ----------------------------------------------------------------------------------------------
 
@@ -705,13 +796,20 @@ class Lab:
     def echo_alive(self) -> bool:
         return self._pid_in_netns(_read_pid(self._echo_pidfile), self.netns("inet"))
 
+    def _echo_serves_ipv6(self) -> bool:
+        try:
+            return str(plan.ECHO_ADDRESS6).encode() in Path(f"/proc/{_read_pid(self._echo_pidfile)}/cmdline").read_bytes()
+        except OSError:
+            return False
+
     def _ensure_echo(self) -> None:
-        if self.echo_alive():
+        if self.echo_alive() and self._echo_serves_ipv6():  # one started by an IPv4-only lab is replaced
             return
         _kill(self._netns_pids(self.netns("inet")))  # an echo server we lost track of still holds port 80
         self._echo_pidfile.unlink(missing_ok=True)
         argv = [
-            sys.executable, str(ECHO_SCRIPT), "--bind", str(plan.ECHO_ADDRESS), "--port", str(plan.ECHO_PORT),
+            sys.executable, str(ECHO_SCRIPT), "--bind", str(plan.ECHO_ADDRESS), "--bind", str(plan.ECHO_ADDRESS6),
+            "--port", str(plan.ECHO_PORT),
             "--pidfile", str(self._echo_pidfile), "--daemon",
         ]
         self.host_exec("inet", argv, timeout=15)
@@ -777,6 +875,7 @@ class Lab:
             f"link set {IF.APP} up",
             f"route replace default via {pods.ip} dev {IF.APP}",
         ])
+        self._build_app6(app)
 
     def _destroy_app(self, app: LabApp) -> None:
         node_ns = self.netns(app.node)
@@ -813,7 +912,11 @@ class Lab:
             self._destroy_app(LabApp(**current))
             self._save_state(state)
 
-    def seen_ip(self, app: str, timeout: float = 3.0, retries: int = 2) -> str:
+    def seen_ip6(self, app: str, timeout: float = 3.0, retries: int = 2) -> str:
+        """seen_ip over IPv6: the source address the echo server sees for the app's IPv6 traffic."""
+        return self.seen_ip(app, timeout, retries, family=6)
+
+    def seen_ip(self, app: str, timeout: float = 3.0, retries: int = 2, family: int = 4) -> str:
         """What the internet sees: curl from the app's namespace to the echo server, return the address.
 
         A lost request is tried again (``retries`` times): right after a test moved addresses around,
@@ -822,21 +925,21 @@ class Lab:
         whatever the first answer says."""
         for attempt in range(retries + 1):
             try:
-                return self._seen_ip_once(app, timeout)
+                return self._seen_ip_once(app, timeout, family)
             except LabError:
                 if attempt == retries:
                     raise
                 time.sleep(0.2)
         raise AssertionError("unreachable")
 
-    def _seen_ip_once(self, app: str, timeout: float) -> str:
+    def _seen_ip_once(self, app: str, timeout: float, family: int = 4) -> str:
         current = self.apps.get(app)
         if current is None:
             raise LabError(f"no lab app named {app!r} (apps: {', '.join(self.apps) or 'none'})")
         argv = [
             "ip", "netns", "exec", current.netns,
             "curl", "-sS", "--noproxy", "*", "--connect-timeout", f"{timeout:.2f}", "--max-time", f"{timeout:.2f}",
-            self.echo_url,
+            self.echo_url if family == 4 else self.echo_url6,
         ]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5, env=_no_proxy_env(), check=False)
@@ -844,12 +947,13 @@ class Lab:
             raise LabError(f"app {app}: no answer from the echo server within {timeout:.1f}s") from None
         if proc.returncode != 0:
             raise LabError(
-                f"app {app} ({current.address} on {current.node}) could not reach {self.echo_url}: "
+                f"app {app} ({current.address} on {current.node}) could not reach "
+                f"{self.echo_url if family == 4 else self.echo_url6}: "
                 f"{proc.stderr.strip() or f'curl exit {proc.returncode}'}"
             )
         seen = proc.stdout.strip()
         try:
-            return str(IPv4Address(seen))
+            return str(IPv4Address(seen) if family == 4 else IPv6Address(seen))
         except ValueError:
             raise LabError(f"app {app}: unexpected answer from the echo server: {seen[:200]!r}") from None
 
@@ -889,6 +993,32 @@ class Lab:
         # -force: a route may vanish with an address deleted just before it; keep going.
         if lines:
             _run(["ip", "-n", ns, "-force", "-batch", "-"], input="\n".join(lines) + "\n", check=False)
+        self._flush_product_state6(host)
+
+    def _flush_product_state6(self, host: str) -> None:
+        # The IPv6 half of flush_product_state: table ip6, the /128s it recorded, IPv6 routes and rules.
+        listed = self.host_exec(host, ["nft", "-j", "list", "set", "ip6", PRODUCT_TABLE, "egress_addresses"], check=False)
+        addresses: set[str] = set()
+        if listed.returncode == 0:
+            for obj in json.loads(listed.stdout).get("nftables", []):
+                addresses |= {e for e in obj.get("set", {}).get("elem", []) if isinstance(e, str)}
+        self.host_exec(host, ["nft", "delete", "table", "ip6", PRODUCT_TABLE], check=False)
+        lines: list[str] = []
+        for link in json.loads(self.host_exec(host, ["ip", "-j", "-6", "addr", "show"]).stdout or "[]"):
+            for a in link.get("addr_info", []):
+                if a.get("local") in addresses and a.get("prefixlen") == 128:
+                    lines.append(f"addr del {a['local']}/128 dev {link['ifname']}")
+        for r in json.loads(self.host_exec(host, ["ip", "-N", "-j", "-6", "route", "show", "table", "all"]).stdout or "[]"):
+            table = int(r.get("table", 254)) if str(r.get("table", "254")).isdigit() else 254
+            if (str(r.get("protocol")) == str(PRODUCT_RT_PROTO) or table in PRODUCT_TABLES) and r.get(
+                "type", "unicast"
+            ) == "unicast":
+                lines.append(f"route del {r['dst']} table {table}")
+        for rule in json.loads(self.host_exec(host, ["ip", "-N", "-j", "-6", "rule", "show"]).stdout or "[]"):
+            if str(rule.get("protocol")) == str(PRODUCT_RT_PROTO):
+                lines.append(f"rule del priority {rule['priority']}")
+        if lines:
+            _run(["ip", "-n", self.netns(host), "-6", "-force", "-batch", "-"], input="\n".join(lines) + "\n", check=False)
 
     def _gateway_cut_ports(self, host: str) -> list[str]:
         if self.host_plan.get(host) is None or self.host_plan[host].role != "gateway":
