@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from django.db.models import Q
 
+from . import ipam
 from .models import (
     App,
     EgressIP,
@@ -22,6 +23,7 @@ from .models import (
     Gateway,
     HealthStatus,
     HostSync,
+    IPPool,
     Node,
     Placement,
 )
@@ -56,11 +58,18 @@ def _by_app(rows: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
 def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
     pending = list(HostSync.objects.filter(gateway=gateway).values_list("id", "app_id"))
     ips = [
-        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED, address6)
-        for ip_id, address, app_id, egress_type, address6 in EgressIP.objects.filter(
+        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED, address6, pool_id)
+        for ip_id, address, app_id, egress_type, address6, pool_id in EgressIP.objects.filter(
             gateway=gateway, status=EgressIPStatus.ASSIGNED
-        ).values_list("id", "address", "app_id", "app__egress_type", "address6")
+        ).values_list("id", "address", "app_id", "app__egress_type", "address6", "pool_id")
     ]
+    # The pools of those addresses, held by the gateway as anyIP (one query, whatever the number of apps).
+    pool_prefixes = {
+        pool_id: [str(n) for n in ipam.usable_prefixes(ipam.parse_network(cidr), map(ipam.parse_address, excluded or []))]
+        for pool_id, cidr, excluded in IPPool.objects.filter(pk__in={ip.pool_id for ip in ips}).values_list(
+            "id", "cidr", "excluded"
+        )
+    }
     app_ids = {ip.app_id for ip in ips}
     on_nodes = frozenset(
         HostSync.objects.filter(app_id__in=app_ids, node__isnull=False).values_list("app_id", flat=True)
@@ -85,6 +94,7 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
         region_nodes=region_nodes,
         draining=gateway.draining,
         node_transits6={transit: transit6 for transit, _, transit6 in nodes if transit6},
+        pool_prefixes=pool_prefixes,
     )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "network_bounds",
     "usable_range",
     "usable_count",
+    "usable_prefixes",
     "iter_available",
     "overlapping",
     "parse_placement",
@@ -89,6 +90,20 @@ def usable_count(net: IPv4Network, excluded: Iterable[IPv4Address] = ()) -> int:
     first, last = usable_range(net)
     skip = {int(a) for a in excluded if first <= int(a) <= last}
     return last - first + 1 - len(skip)
+
+
+def usable_prefixes(net: IPv4Network, excluded: Iterable[IPv4Address] = ()) -> list[IPv4Network]:
+    """The fewest CIDRs covering exactly the addresses the pool can hand out (what a gateway holds of the
+    pool as anyIP: never its network/broadcast address or an excluded one, which may be a router's)."""
+    first, last = usable_range(net)
+    skip = sorted({int(a) for a in excluded if first <= int(a) <= last})
+    out: list[IPv4Network] = []
+    low = first
+    for value in [*skip, last + 1]:
+        if low < value:
+            out += ipaddress.summarize_address_range(IPv4Address(low), IPv4Address(value - 1))
+        low = value + 1
+    return out
 
 
 def iter_available(

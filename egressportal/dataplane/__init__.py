@@ -6,10 +6,12 @@ portal and the workers share it and it is unit-tested without any server."""
 
 from .model import (
     MARK_MASK,
+    NFT_ARP_FAMILY,
     NFT_FAMILY,
     NFT_FAMILY6,
     NFT_TABLE,
     RT_PROTO,
+    RT_TABLE_LOCAL,
     TABLE_BASE,
     UNROUTED,
     UNROUTED6,
@@ -34,8 +36,10 @@ from .parse import (
     table_exists_command,
 )
 from .render import (
+    ANNOUNCE_MAX,
     EXEC_ARGV,
     Plan,
+    announce_argv,
     ip_batch_script,
     plan_gateway,
     plan_gateway_decommission,
@@ -49,12 +53,15 @@ from .render import (
 from .validate import DataplaneValueError
 
 __all__ = [
+    "ANNOUNCE_MAX",
     "EXEC_ARGV",
     "MARK_MASK",
+    "NFT_ARP_FAMILY",
     "NFT_FAMILY",
     "NFT_FAMILY6",
     "NFT_TABLE",
     "RT_PROTO",
+    "RT_TABLE_LOCAL",
     "TABLE_BASE",
     "UNROUTED",
     "UNROUTED6",
@@ -63,6 +70,7 @@ __all__ = [
     "GatewayState",
     "NodeState",
     "Plan",
+    "announce_argv",
     "gateway_read_commands",
     "ip_batch_script",
     "is_missing_table_error",

@@ -6,6 +6,7 @@ render. Equality of two states means "no change needed".
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, collapse_addresses
@@ -17,16 +18,20 @@ __all__ = [
     "FrozenMap",
     "GatewayState",
     "MARK_MASK",
+    "NFT_ARP_FAMILY",
     "NFT_FAMILY",
     "NFT_FAMILY6",
     "NFT_TABLE",
     "NodeState",
     "RT_PROTO",
+    "RT_TABLE_LOCAL",
     "TABLE_BASE",
     "UNROUTED",
     "UNROUTED6",
     "IPAddress",
     "IPNetwork",
+    "covered",
+    "uncovered",
     "slot_mark",
     "slot_table",
     "state_from_doc",
@@ -36,11 +41,13 @@ __all__ = [
 NFT_FAMILY = "ip"
 NFT_FAMILY6 = "ip6"  # IPv6 entries live in table "ip6 egressportal", written only when there are any
 NFT_TABLE = "egressportal"  # the ONLY nft table name the product writes, on gateways and nodes alike
+NFT_ARP_FAMILY = "arp"  # gateways also have "arp egressportal": the ARP guard of their anyIP pools
 TABLE_BASE = 7100  # slot N -> routing table and ip rule priority TABLE_BASE + N
 MARK_SHIFT = 16
 # Slot bits only: kube-proxy uses 0x4000/0x8000; staying inside 0x00ff0000 leaves other users' bits alone.
 MARK_MASK = 0x00FF0000
 RT_PROTO = 250  # tags our routes and rules so they can be listed and removed without touching others
+RT_TABLE_LOCAL = 255  # the kernel's "local" table: where a gateway's anyIP pool routes live
 # In an *actual* NodeState: the slot's ip rule exists but its routing table has no default route. Never
 # valid in a desired state (plan_node refuses it).
 UNROUTED = IPv4Address(0)  # 0.0.0.0
@@ -138,20 +145,58 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
+def covered(address: IPAddress, prefixes: Iterable[IPv4Network]) -> bool:
+    return any(address.version == p.version and address in p for p in prefixes)
+
+
+def uncovered(addresses: Iterable[IPAddress], prefixes: Iterable[IPv4Network]) -> list[IPAddress]:
+    """The IPv4 addresses that lie in none of ``prefixes`` (disjoint, as collapsed): a bisection over the
+    prefixes' integer bounds, so 10,000 addresses against dozens of prefixes stay cheap."""
+    bounds = sorted((int(p.network_address), int(p.broadcast_address)) for p in prefixes if p.version == 4)
+    starts = [lo for lo, _ in bounds]
+    out = []
+    for a in addresses:
+        if a.version != 4:
+            continue
+        i = bisect_right(starts, int(a)) - 1
+        if i < 0 or int(a) > bounds[i][1]:
+            out.append(a)
+    return out
+
+
 @dataclass(frozen=True)
 class GatewayState:
+    """A gateway's share of the product (docs/ARCHITECTURE.md, "The gateway's address plan").
+
+    The gateway holds ``pools`` as anyIP: one ``local`` route per prefix (table local, dev lo), so the
+    kernel accepts any address of them without one interface address each. An ARP guard (nft table
+    ``arp egressportal``) drops ARP requests for pool addresses that are not in ``addresses``, so on a
+    shared segment each gateway answers only for its own. ``legacy_addresses``: addresses still held the
+    old way, as a /32 on ``public_interface`` (only ever reported by a host; a desired state has none).
+    """
+
     public_interface: str
-    # Both families: egress IPs this gateway holds (as /32 or /128 on public_interface)
+    # Both families: egress IPs this gateway holds (answers ARP for and SNATs to; IPv6: as the IPv6
+    # renderer holds them, IPv4: within ``pools``)
     addresses: frozenset[IPAddress]
     snat: Mapping[IPNetwork, IPAddress]  # app source CIDR -> egress IP of the same family
     return_routes: Mapping[IPNetwork, IPAddress]  # pod CIDR -> node transit address of the same family
     # All pod CIDRs of the region: forwarded traffic from these out of public_interface WITHOUT a snat
     # mapping is dropped, so a pod source address never leaks.
     guarded_sources: frozenset[IPNetwork]
+    pools: frozenset[IPv4Network] = frozenset()  # IPv4 prefixes held as anyIP (a local route each)
+    legacy_addresses: frozenset[IPv4Address] = frozenset()  # old layout: a /32 on public_interface
 
     def __post_init__(self) -> None:
         _set(self, "public_interface", v.interface_name(self.public_interface))
         addresses = frozenset(v.ip_address(a) for a in self.addresses)
+        pools = _networks(v.ipv4_network(n) for n in self.pools)
+        legacy = frozenset(v.ipv4_address(a) for a in self.legacy_addresses)
+        if not legacy <= addresses:
+            raise v.DataplaneValueError("a legacy /32 address must be one of the gateway's addresses")
+        outside = uncovered(addresses - legacy, pools)
+        if outside:
+            raise v.DataplaneValueError(f"address {min(outside)} lies in none of this gateway's pools")
         snat = FrozenMap((v.ip_network(k), v.ip_address(x)) for k, x in _pairs(self.snat))
         _disjoint_keys(snat, "SNAT source CIDRs")
         for source, target in snat.items():
@@ -167,6 +212,8 @@ class GatewayState:
         _set(self, "snat", snat)
         _set(self, "return_routes", routes)
         _set(self, "guarded_sources", _networks(self.guarded_sources))
+        _set(self, "pools", pools)
+        _set(self, "legacy_addresses", legacy)
 
     @classmethod
     def build(
@@ -177,14 +224,23 @@ class GatewayState:
         snat: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         return_routes: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         guarded_sources: Iterable[str | IPNetwork] = (),
+        pools: Iterable[str | IPv4Network] | None = None,
+        legacy_addresses: Iterable[str | IPv4Address] = (),
     ) -> GatewayState:
-        """Validate and normalise (strict networks, sorted immutable maps) from plain values."""
+        """Validate and normalise (strict networks, sorted immutable maps) from plain values.
+
+        ``pools=None``: each IPv4 address is its own pool (a /32 local route), for callers that know no pool."""
+        addresses = frozenset(v.ip_address(a) for a in addresses)
+        if pools is None:
+            pools = {v.ipv4_network(a) for a in by_family(addresses, 4)}
         return cls(
             public_interface=public_interface,
-            addresses=frozenset(addresses),  # type: ignore[arg-type]
+            addresses=addresses,  # type: ignore[arg-type]
             snat=snat,  # type: ignore[arg-type]
             return_routes=return_routes,  # type: ignore[arg-type]
             guarded_sources=frozenset(guarded_sources),  # type: ignore[arg-type]
+            pools=frozenset(pools),  # type: ignore[arg-type]
+            legacy_addresses=frozenset(legacy_addresses),  # type: ignore[arg-type]
         )
 
 

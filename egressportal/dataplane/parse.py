@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import summarize_address_range
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses, summarize_address_range
 from typing import Any
 
 from . import validate as v
 from .model import (
     MARK_MASK,
+    NFT_ARP_FAMILY,
     NFT_FAMILY,
     NFT_FAMILY6,
     NFT_TABLE,
     RT_PROTO,
+    RT_TABLE_LOCAL,
     TABLE_BASE,
     UNROUTED,
     UNROUTED6,
@@ -28,6 +30,7 @@ from .model import (
     IPNetwork,
     NodeState,
     slot_mark,
+    uncovered,
 )
 from .render import EXEC_SECTION, KEEP_MASK
 
@@ -46,6 +49,7 @@ __all__ = [
 
 NFT_READ_ARGV = ["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]
 NFT6_READ_ARGV = ["nft", "-j", "list", "table", NFT_FAMILY6, NFT_TABLE]
+NFT_ARP_READ_ARGV = ["nft", "-j", "list", "table", NFT_ARP_FAMILY, NFT_TABLE]
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,16 @@ class DataplaneParseError(v.DataplaneValueError):
 
 
 def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
-    """argv per input of parse_gateway. Run "nft" with check=False: see is_missing_table_error."""
+    """argv per input of parse_gateway. Run "nft", "arp" and "nft6" with check=False: see
+    is_missing_table_error."""
     iface = v.interface_name(public_interface)
     return {
         "nft": list(NFT_READ_ARGV),
         # -N: numeric protocol/table ids, independent of the host's /etc/iproute2 name files.
         "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", iface],
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", str(RT_PROTO)],
+        # Every table: the return routes (main) and the anyIP pool routes (local).
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
+        "arp": list(NFT_ARP_READ_ARGV),
         "nft6": list(NFT6_READ_ARGV),
         "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", iface],
         "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", str(RT_PROTO)],
@@ -271,6 +278,21 @@ def _set_nets(table: _Table, name: str, fam: _Family = _V4) -> frozenset[IPNetwo
     return frozenset(n for e in elems for n in _nets(e, f"nft set {name}", fam))
 
 
+def _set_addresses(table: _Table, name: str, memo: dict[str, IPv4Address]) -> set[IPv4Address]:
+    """The single IPv4 addresses of a set (a gateway's record of what it holds): parsed as addresses, not
+    networks, and each text once (``memo``: the SNAT map's values are the same texts)."""
+    found: set[IPv4Address] = set()
+    for e in table.elements(name, "set", "ipv4_addr", None) or []:
+        e = _unwrap(e)
+        if isinstance(e, str):
+            if e not in memo:
+                memo[e] = _checked(v.ipv4_address, e, f"nft set {name}")
+            found.add(memo[e])
+        else:
+            found.update(n.network_address for n in _nets(e, f"nft set {name}") if n.prefixlen == 32)
+    return found
+
+
 def _map_pairs(table: _Table, name: str, data_type: str, fam: _Family = _V4) -> list[tuple[IPNetwork, Any]] | None:
     elems = table.elements(name, "map", fam.nft_type, data_type)
     if elems is None:
@@ -300,6 +322,19 @@ def _oif(iface: str) -> dict[str, Any]:
 _POSTROUTING_HOOK = {"type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}
 _FORWARD_HOOK = {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}
 _PREROUTING_HOOK = {"type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}
+_ARP_INPUT_HOOK = {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"}
+
+
+def _arp(field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": "arp", "field": field}}
+
+
+_ARP_GUARD_RULE = [
+    _match("==", _arp("operation"), "request"),
+    _match("==", _arp("daddr ip"), "@pool_prefixes"),
+    _match("!=", _arp("daddr ip"), "@egress_addresses"),
+    {"drop": None},
+]
 
 
 def _snat_rule(iface: str, proto: str = "ip") -> list[Any]:
@@ -367,14 +402,46 @@ def _routes(route_json: str | None, what: str) -> list[dict[str, Any]]:
     return [_obj(r, what) for r in _list(_default(_load(route_json, what)), what)]
 
 
+def _is_pool_route(r: dict[str, Any]) -> bool:
+    # As render._pool_route writes it; -N lists the type as its number (RTN_LOCAL = 2).
+    return (
+        str(r.get("type")) in ("local", "2")
+        and str(r.get("table")) in (str(RT_TABLE_LOCAL), "local")
+        and r.get("dev") == "lo"
+        and "gateway" not in r
+    )
+
+
+@dataclass
+class _GatewayFamily:
+    addresses: set[IPAddress]
+    snat: dict[IPNetwork, IPAddress]  # working entries only
+    routes: dict[IPNetwork, IPAddress]
+    guarded: frozenset[IPNetwork]
+    pools: frozenset[IPv4Network] = frozenset()
+    legacy: frozenset[IPv4Address] = frozenset()
+
+
 def _gateway_family(
-    fam: _Family, nft_json: str | None, addr_json: str, route_json: str, iface: str
-) -> tuple[set[IPAddress], dict[IPNetwork, IPAddress], dict[IPNetwork, IPAddress], frozenset[IPNetwork]]:
-    """(addresses, working snat, return routes, guarded sources) of one family's table and ip state."""
+    fam: _Family, nft_json: str | None, addr_json: str, route_json: str, iface: str, arp_json: str | None = None
+) -> _GatewayFamily:
+    """One family's table and ip state. IPv4 egress addresses are anyIP (pool routes behind the ARP guard,
+    ``arp_json``), or /32s of the old layout; IPv6 ones are /128s on the interface."""
     table = _Table(nft_json, fam.nft_family)
+    memo: dict[str, IPv4Address] = {}
+    if fam.version == 4:
+        arp = _Table(arp_json, NFT_ARP_FAMILY)
+        recorded: set[IPAddress] = set(_set_addresses(arp, "egress_addresses", memo))
+        # The old layout recorded its /32s in the ip table.
+        owned: set[IPAddress] = set(_set_addresses(table, "egress_addresses", memo))
+    else:
+        recorded = set()
+        owned = {n.network_address for n in _set_nets(table, "egress_addresses", fam) or () if n.prefixlen == 128}
     snat_pairs = _map_pairs(table, "snat_by_source", fam.nft_type, fam) or []
-    snat = {k: _checked(fam.address, x, "nft map snat_by_source value") for k, x in snat_pairs}
-    owned = _set_nets(table, "egress_addresses", fam) or frozenset()
+    snat = {
+        k: memo[x] if isinstance(x, str) and x in memo else _checked(fam.address, x, "nft map snat_by_source value")
+        for k, x in snat_pairs
+    }
     guarded = _set_nets(table, "guarded_sources", fam) or frozenset()
     mapped = _set_nets(table, "mapped_sources", fam) or frozenset()
     snat_ok = table.only_rule("postrouting", _POSTROUTING_HOOK) == _snat_rule(iface, fam.proto)
@@ -385,18 +452,36 @@ def _gateway_family(
     # as absent so a desired guard forces a rewrite (never report a leak as guarded).
     if not (snat_ok and guard_ok and mapped == frozenset(snat)):
         guarded = frozenset()
-    on_iface = _gateway_addresses(addr_json, iface, fam)
-    addresses = {n.network_address for n in owned if n.prefixlen == fam.host_len} & on_iface
+    on_iface = (owned | recorded) & _gateway_addresses(addr_json, iface, fam)
     routes: dict[IPNetwork, IPAddress] = {}
+    pool_routes: set[IPv4Network] = set()
     for r in _routes(route_json, "ip route output"):
+        if fam.version == 4 and _is_pool_route(r):
+            pool_routes.add(_checked(v.ipv4_network, r.get("dst"), "ip route dst"))
+            continue
         if r.get("dst") in (None, "default") or "gateway" not in r:
             continue  # not a shape we write (multipath, blackhole, default): not ours to manage
         if str(r.get("table", "254")) not in ("254", "main"):
             continue
         dst = _checked(fam.network, r["dst"], "ip route dst")
         routes.setdefault(dst, _checked(fam.address, r["gateway"], "ip route gateway"))
+    if fam.version == 6:
+        return _GatewayFamily(on_iface, {k: x for k, x in snat.items() if x in on_iface}, routes, guarded)
+    pools = frozenset(collapse_addresses(pool_routes))
+    # Pool addresses count as held only behind an intact ARP guard that covers exactly the pool routes:
+    # otherwise the gateway answers ARP for other gateways' addresses too, and reporting them absent makes
+    # the next plan rewrite the guard (as with the SNAT guard above).
+    guard_pools = _set_nets(arp, "pool_prefixes")
+    arp_ok = (
+        arp.only_rule("input", _ARP_INPUT_HOOK) == _ARP_GUARD_RULE
+        and guard_pools is not None
+        and frozenset(collapse_addresses(guard_pools)) == pools  # type: ignore[arg-type]
+    )
+    anyip = recorded.difference(uncovered(recorded, pools)) if arp_ok else set()
+    legacy = frozenset(on_iface)  # type: ignore[arg-type]
+    addresses = set(legacy) | anyip
     # SNAT to an address the host does not hold does not work: report only working entries.
-    return addresses, {k: x for k, x in snat.items() if x in addresses}, routes, guarded
+    return _GatewayFamily(addresses, {k: x for k, x in snat.items() if x in addresses}, routes, guarded, pools, legacy)
 
 
 def parse_gateway(
@@ -408,19 +493,22 @@ def parse_gateway(
     nft6_json: str | None = None,
     addr6_json: str | None = None,
     route6_json: str | None = None,
+    arp_json: str | None = None,
 ) -> GatewayState:
-    """The IPv4 part from ``nft``/``addr``/``routes`` of gateway_read_commands, the IPv6 part from ``nft6``,
-    ``addr6``, ``routes6`` (None or empty: no IPv6 state)."""
+    """The IPv4 part from ``nft``/``arp``/``addr``/``routes`` of gateway_read_commands, the IPv6 part from
+    ``nft6``, ``addr6``, ``routes6`` (None or empty: no IPv6 state; ``arp_json`` None: no ARP guard)."""
     iface = v.interface_name(public_interface)
-    addresses, snat, routes, guarded = _gateway_family(_V4, nft_json, addr_json, route_json, iface)
-    addresses6, snat6, routes6, guarded6 = _gateway_family(_V6, nft6_json, addr6_json or "[]", route6_json or "[]", iface)
+    four = _gateway_family(_V4, nft_json, addr_json, route_json, iface, arp_json)
+    six = _gateway_family(_V6, nft6_json, addr6_json or "[]", route6_json or "[]", iface)
     try:
         return GatewayState.build(
             public_interface=iface,
-            addresses=addresses | addresses6,
-            snat={**snat, **snat6},
-            return_routes={**routes, **routes6},
-            guarded_sources=guarded | guarded6,
+            addresses=four.addresses | six.addresses,
+            snat={**four.snat, **six.snat},
+            return_routes={**four.routes, **six.routes},
+            guarded_sources=four.guarded | six.guarded,
+            pools=four.pools,
+            legacy_addresses=four.legacy,
         )
     except v.DataplaneValueError as exc:
         raise DataplaneParseError(f"gateway state: {exc}") from None

@@ -6,15 +6,18 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network
 from shlex import quote as shlex_quote
 
 from . import validate as v
 from .model import (
     MARK_MASK,
+    NFT_ARP_FAMILY,
     NFT_FAMILY,
     NFT_FAMILY6,
     NFT_TABLE,
     RT_PROTO,
+    RT_TABLE_LOCAL,
     UNROUTED,
     UNROUTED6,
     GatewayState,
@@ -27,6 +30,9 @@ from .model import (
 )
 
 __all__ = [
+    "ANNOUNCE_MAX",
+    "ANNOUNCE_SCRIPT",
+    "announce_argv",
     "EXEC_ARGV",
     "EXEC_SECTION",
     "NFT_APPLY_ARGV",
@@ -58,6 +64,18 @@ KEEP_MASK = 0xFFFFFFFF & ~MARK_MASK
 
 _TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
 _TABLE6 = f"{NFT_FAMILY6} {NFT_TABLE}"
+_ARP_TABLE = f"{NFT_ARP_FAMILY} {NFT_TABLE}"
+# Gratuitous ARP for IPv4 addresses new on a gateway, so an upstream router with a stale entry (the address
+# was on another gateway a moment ago) switches at once. Best effort: never fails the apply (no arping, or a
+# router that ignores it, only means the router finds out when its entry goes stale). iputils arping -U
+# waits a second after its one packet: the loop runs in the background, the exec's read-back does not wait.
+ANNOUNCE_SCRIPT = (
+    'iface=$1; shift; command -v arping >/dev/null 2>&1 || exit 0; '
+    '(for a in "$@"; do arping -q -U -c 1 -I "$iface" "$a" & done) </dev/null >/dev/null 2>&1 & exit 0'
+)
+# A bulk change (a restore after a reboot, a burst of enables) is mostly addresses the router never saw, or
+# saw on this very gateway: announcing a bounded number keeps the gateway from forking thousands of arpings.
+ANNOUNCE_MAX = 64
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:/-]+")
 
 
@@ -132,10 +150,12 @@ def _gateway_table(state: GatewayState, fam: _Family) -> str:
     body += _set_block("map", "snat_by_source", f"{t} : {t}", True, [f"{_net(k)} : {_addr(x)}" for k, x in snat])
     # Same keys as the map: lets the forward chain ask "has a mapping?" with a plain set lookup.
     body += _set_block("set", "mapped_sources", t, True, [_net(k) for k, _ in snat])
-    # Records which addresses on the interface are ours, so a reconcile can read back what it added.
-    body += _set_block(
-        "set", "egress_addresses", t, False, [_addr(a) for a in by_family(state.addresses, fam.version)]
-    )
+    if fam.version == 6:
+        # Records which addresses on the interface are ours, so a reconcile can read back what it added.
+        # (IPv4 ones are recorded in the ARP guard: see _gateway_arp_table.)
+        body += _set_block(
+            "set", "egress_addresses", t, False, [_addr(a) for a in by_family(state.addresses, fam.version)]
+        )
     body += _set_block(
         "set", "guarded_sources", t, True, [_net(n) for n in by_family(state.guarded_sources, fam.version)]
     )
@@ -157,10 +177,27 @@ def _gateway_table(state: GatewayState, fam: _Family) -> str:
 def render_gateway_nft(state: GatewayState, *, drop_ipv6: bool = False) -> str:
     """Table ``ip egressportal``, and ``ip6 egressportal`` when the state has IPv6 entries (else, with
     ``drop_ipv6``, the removal of that table), as one nft script (one transaction)."""
-    script = _gateway_table(state, _V4)
+    # The ARP guard in the same script: one nft transaction, so it never lags the SNAT it serves.
+    script = _gateway_table(state, _V4) + _gateway_arp_table(state)
     if gateway_has_ipv6(state):
         return script + _gateway_table(state, _V6)
     return script + _drop_table6() if drop_ipv6 else script
+
+
+def _gateway_arp_table(state: GatewayState) -> str:
+    # The pools are local routes, so the kernel would answer ARP for every address of them, also those
+    # another gateway on the segment holds: only this gateway's addresses are answered.
+    body = _set_block("set", "pool_prefixes", "ipv4_addr", True, [_net(n) for n in sorted(state.pools)])
+    # Also the record of which IPv4 addresses are ours (read back by a reconcile).
+    ours = sorted((a for a in state.addresses if a.version == 4), key=int)  # key=int: 10,000 sort fast
+    body += _set_block("set", "egress_addresses", "ipv4_addr", False, [_addr(a) for a in ours])
+    body += [
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        "    arp operation request arp daddr ip @pool_prefixes arp daddr ip != @egress_addresses drop",
+        "  }",
+    ]
+    return _replace_table(body, _ARP_TABLE)
 
 
 def render_node_nft(state: NodeState, *, drop_ipv6: bool = False) -> str:
@@ -214,10 +251,22 @@ def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def _pool_route(verb: str, net: IPv4Network) -> list[str]:
+    # dev lo: the classic anyIP route, independent of the public link (a link going down would flush a
+    # route through it, not one through lo).
+    return ["ip", "route", verb, "local", _net(net), "dev", "lo", "table", str(RT_TABLE_LOCAL), "proto", str(RT_PROTO)]
+
+
 def _gateway_ip(
     actual: GatewayState | None, desired: GatewayState, version: int = 4
 ) -> tuple[list[list[str]], list[list[str]]]:
-    """The ``ip`` commands of one family (run with IP_BATCH_ARGV or IP6_BATCH_ARGV)."""
+    """The ``ip`` commands of one family (run with IP_BATCH_ARGV or IP6_BATCH_ARGV): (pre, post), before
+    and after the nft transaction.
+
+    IPv4: a new pool route comes after the nft transaction that puts its ARP guard in place, and a pool
+    route goes before the transaction that takes the guard away (plan_gateway keeps it until post_nft): no
+    moment where the gateway answers ARP for another gateway's address. Old-layout /32s go once the pool
+    route that now holds them is there (same batch, earlier line). IPv6: a /128 per address."""
     iface = v.interface_name(desired.public_interface)
     host_len = _V4.host_len if version == 4 else _V6.host_len
     # A tentative (duplicate-address-detecting) egress address would not answer neighbour solicitations
@@ -228,17 +277,27 @@ def _gateway_ip(
     want_routes = {k: x for k, x in desired.return_routes.items() if k.version == version}
     pre: list[list[str]] = []
     post: list[list[str]] = []
-    for a in by_family(desired.addresses - have_addrs, version):
-        pre.append(["ip", "addr", "replace", f"{_addr(a)}/{host_len}", "dev", iface, *nodad])
+    if version == 6:
+        for a in by_family(desired.addresses - have_addrs, version):
+            pre.append(["ip", "addr", "replace", f"{_addr(a)}/{host_len}", "dev", iface, *nodad])
     for net, via in want_routes.items():
         if have_routes.get(net) != via:
             pre.append(["ip", "route", "replace", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
+    old_iface = actual.public_interface if actual else iface
+    if version == 4:
+        have_pools = actual.pools if actual else frozenset()
+        for net in sorted(desired.pools - have_pools):
+            post.append(_pool_route("replace", net))
+        for a in sorted(actual.legacy_addresses if actual else ()):
+            post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
+        for net in sorted(have_pools - desired.pools):
+            post.append(_pool_route("del", net))
     for net, via in have_routes.items():
         if net.version == version and net not in want_routes:
             post.append(["ip", "route", "del", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
-    old_iface = actual.public_interface if actual else iface
-    for a in by_family(have_addrs - desired.addresses, version):
-        post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
+    if version == 6:
+        for a in by_family(have_addrs - desired.addresses, version):
+            post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
     return pre, post
 
 
@@ -305,7 +364,8 @@ class Plan:
     tables), ``post_ip``/``post_ip6`` (break), ``post_nft`` (the record of what is ours, once the break is done).
 
     ``pre_ip``/``post_ip`` are ``ip -batch`` lines, ``pre_ip6``/``post_ip6`` ``ip -6 -batch`` lines;
-    ``nft``/``post_nft`` are ``nft -f -`` scripts or None.
+    ``nft``/``post_nft`` are ``nft -f -`` scripts or None; ``announce`` (last) the gratuitous-ARP argv
+    (empty: none), which never fails.
     """
 
     pre_ip: list[str] = field(default_factory=list)
@@ -315,6 +375,7 @@ class Plan:
     post_nft: str | None = None
     pre_ip6: list[str] = field(default_factory=list)
     post_ip6: list[str] = field(default_factory=list)
+    announce: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -330,7 +391,7 @@ class Plan:
     def summary(self) -> str:
         return ", ".join(self.changes) if self.changes else "no changes"
 
-    def steps(self) -> list[tuple[list[str], str]]:
+    def steps(self) -> list[tuple[list[str], str | None]]:
         """(argv, stdin) pairs to run in order; stop at the first failure."""
         out: list[tuple[list[str], str]] = []
         for argv, lines in ((IP_BATCH_ARGV, self.pre_ip), (IP6_BATCH_ARGV, self.pre_ip6)):
@@ -343,6 +404,8 @@ class Plan:
                 out.append((list(argv), "".join(f"{line}\n" for line in lines)))
         if self.post_nft is not None:
             out.append((list(NFT_APPLY_ARGV), self.post_nft))
+        if self.announce:
+            out.append((list(self.announce), None))
         return out
 
 
@@ -360,22 +423,53 @@ def _map_change(name: str, old: int, new: int, changed: bool) -> list[str]:
     return [f"{name} {old}->{new} entries" if old != new else f"{name} {new} entries changed"]
 
 
+def _nft_view(state: GatewayState | None) -> tuple[object, ...] | None:
+    # What render_gateway_nft writes: equal views, no nft transaction needed.
+    if state is None:
+        return None
+    return (state.public_interface, state.addresses, state.snat, state.guarded_sources, state.pools)
+
+
+def announce_argv(public_interface: str, addresses: Iterable[IPAddress]) -> tuple[str, ...]:
+    """The gratuitous-ARP step for the IPv4 ``addresses`` (at most ANNOUNCE_MAX of them, lowest first)."""
+    chosen = [_addr(a) for a in sorted((a for a in addresses if a.version == 4), key=int)[:ANNOUNCE_MAX]]
+    if not chosen:
+        return ()
+    return ("sh", "-c", ANNOUNCE_SCRIPT, "announce", v.interface_name(public_interface), *chosen)
+
+
 def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
+    if desired.legacy_addresses:
+        raise v.DataplaneValueError("a desired gateway state holds no address as a /32 (old layout)")
     pre, post = _gateway_ip(actual, desired)
     pre6, post6 = _gateway_ip(actual, desired, 6)
-    stale = (actual.addresses - desired.addresses) if actual else frozenset()
-    nft_view = replace(actual, return_routes={}) if actual else None
-    # Until post_ip removes them, stale addresses stay recorded as ours; otherwise a failed post step
-    # would orphan them (no longer in egress_addresses, so never recognised or removed again).
-    want_nft = replace(desired, return_routes={}, addresses=desired.addresses | stale)
-    had_ipv6 = actual is not None and gateway_has_ipv6(actual)
-    nft = None if nft_view == want_nft else render_gateway_nft(want_nft, drop_ipv6=had_ipv6)
-    have_routes = actual.return_routes if actual else {}
     have_addrs = actual.addresses if actual else frozenset()
+    have_pools = actual.pools if actual else frozenset()
+    # Until post_ip removes them, the /32s (old layout) and /128s of removed addresses stay recorded as
+    # ours (else a failed post step would orphan them), and the pools whose route goes stay guarded.
+    stale4 = (actual.legacy_addresses - desired.addresses) if actual else frozenset()
+    stale = stale4 | frozenset(a for a in have_addrs - desired.addresses if a.version == 6)
+    stale_pools = have_pools - desired.pools
+    want_nft = desired  # render_gateway_nft and _nft_view ignore the return routes
+    if stale or stale_pools:
+        want_nft = replace(
+            desired,
+            return_routes={},
+            addresses=desired.addresses | stale,
+            pools=desired.pools | stale_pools,
+            legacy_addresses=stale4,
+        )
+    had_ipv6 = actual is not None and gateway_has_ipv6(actual)
+    nft = None if _nft_view(actual) == _nft_view(want_nft) else render_gateway_nft(want_nft, drop_ipv6=had_ipv6)
+    have_routes = actual.return_routes if actual else {}
     have_snat = actual.snat if actual else {}
+    migrated = len(actual.legacy_addresses & desired.addresses) if actual else 0
     changes = [
         *_count(len(desired.addresses - have_addrs), "address", "+"),
         *_count(len(have_addrs - desired.addresses), "address", "-"),
+        *_count(len(desired.pools - have_pools), "pool route", "+"),
+        *_count(len(stale_pools), "pool route", "-"),
+        *([f"{migrated} /32 address{'' if migrated == 1 else 'es'} moved to pool routes"] if migrated else []),
         *_map_change("snat", len(have_snat), len(desired.snat), have_snat != desired.snat),
         *_count(sum(1 for k in desired.return_routes if k not in have_routes), "route", "+"),
         *_count(
@@ -388,11 +482,10 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         changes.append(f"guarded sources {len(desired.guarded_sources)}")
     if nft is not None and not changes:
         changes.append("nft table rewritten")
-    # Removed addresses stayed recorded as ours until post_ip removed them (so a failure half-way never
-    # orphans one); once it has, the record is rewritten without them.
+    # Once post_ip removed them, the record is rewritten without the stale addresses and pools.
     post_nft = (
         render_gateway_nft(desired, drop_ipv6=had_ipv6 or gateway_has_ipv6(want_nft))
-        if post or post6
+        if stale or stale_pools or post6
         else None
     )
     return Plan(
@@ -403,6 +496,7 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         post_nft=post_nft,
         pre_ip6=_lines(pre6),
         post_ip6=_lines(post6),
+        announce=announce_argv(desired.public_interface, desired.addresses - have_addrs),
     )
 
 
@@ -440,8 +534,9 @@ def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:
 
 
 def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool, table6_exists: bool = False) -> Plan:
-    """Everything of ours off a drained gateway that holds no address: its egress addresses and return
-    routes (``ip``, both families), then the product's tables. Empty when nothing of ours is left."""
+    """Everything of ours off a drained gateway that holds no address: its pool routes, egress addresses
+    and return routes (``ip``, both families), then the product's tables (the ARP guard after the pool
+    routes it guards). Empty when nothing of ours is left."""
     empty = GatewayState.build(public_interface=actual.public_interface)
     _, remove = _gateway_ip(actual, empty)
     _, remove6 = _gateway_ip(actual, empty, 6)
@@ -449,12 +544,14 @@ def plan_gateway_decommission(actual: GatewayState, *, table_exists: bool, table
     drop6 = table6_exists or gateway_has_ipv6(actual)
     if not table_exists and not drop6 and not lines and not lines6:
         return Plan()
-    nft = (f"delete table {_TABLE}\n" if table_exists else "") + (_drop_table6() if drop6 else "")
+    # The ARP table is deleted whether or not it exists ("add, then delete" works either way).
+    arp = f"table {_ARP_TABLE} {{}}\ndelete table {_ARP_TABLE}\n"
+    nft = (f"delete table {_TABLE}\n" if table_exists else "") + arp + (_drop_table6() if drop6 else "")
     return Plan(
         pre_ip=lines,
         pre_ip6=lines6,
-        nft=nft or None,
-        changes=("drained: product table, addresses and routes removed",),
+        nft=nft,
+        changes=("drained: product tables, pool routes, addresses and routes removed",),
     )
 
 

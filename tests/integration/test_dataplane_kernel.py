@@ -69,7 +69,9 @@ def _nft(ns: Netns, argv: list[str]) -> str | None:
 
 def read_gateway(ns: Netns) -> GatewayState:
     c = gateway_read_commands("eth0")
-    return parse_gateway(_nft(ns, c["nft"]), ns.run(c["addr"]).stdout, ns.run(c["routes"]).stdout, "eth0")
+    return parse_gateway(
+        _nft(ns, c["nft"]), ns.run(c["addr"]).stdout, ns.run(c["routes"]).stdout, "eth0", arp_json=_nft(ns, c["arp"])
+    )
 
 
 def read_node(ns: Netns) -> NodeState:
@@ -90,6 +92,7 @@ GW2 = GatewayState.build(
     snat={"198.19.2.0/25": "203.0.113.11", "198.19.4.0/24": "203.0.113.12"},
     return_routes={"198.19.2.0/24": "198.18.0.13"},
     guarded_sources=["198.19.0.0/16", "198.18.128.0/17"],
+    pools=["203.0.113.0/28"],
 )
 EMPTY_GW = GatewayState.build(public_interface="eth0")
 NODE1 = NodeState.build(
@@ -107,9 +110,10 @@ def test_gateway_round_trip(netns):
         netns.apply(plan)
         assert read_gateway(netns) == desired, plan.summary()
         assert plan_gateway(read_gateway(netns), desired).is_empty
-    # Only our table, and our addresses are gone again.
-    assert netns.run(["nft", "list", "tables"]).stdout.split() == ["table", "ip", "egressportal"]
-    assert "203.0.113." not in netns.run(["ip", "-4", "addr", "show", "dev", "eth0"]).stdout
+    # Only our tables, and our pool routes are gone again.
+    assert netns.run(["nft", "list", "tables"]).stdout.split() == ["table", "ip", "egressportal", "table", "arp", "egressportal"]
+    assert "203.0.113." not in netns.run(["ip", "-4", "route", "show", "table", "all"]).stdout
+    assert "203.0.113." not in netns.run(["ip", "-4", "addr", "show"]).stdout
 
 
 def test_gateway_nft_applies_twice_and_from_nothing(netns):
@@ -122,12 +126,26 @@ def test_gateway_nft_applies_twice_and_from_nothing(netns):
 def test_gateway_repairs_drift(netns):
     netns.apply(plan_gateway(None, GW1))
     netns.run(["nft", "flush", "chain", "ip", "egressportal", "forward"])
-    netns.run(["ip", "addr", "del", "203.0.113.10/32", "dev", "eth0"])
+    netns.run(["nft", "flush", "chain", "arp", "egressportal", "input"])
+    netns.run(["ip", "route", "del", "local", "203.0.113.10/31", "table", "local"])
     drifted = read_gateway(netns)
     assert drifted != GW1
     plan = plan_gateway(drifted, GW1)
     netns.apply(plan)
     assert read_gateway(netns) == GW1
+
+
+def test_gateway_migrates_from_the_old_layout(netns):
+    # What older versions wrote: a /32 per address, recorded in the ip table.
+    netns.run(["ip", "-batch", "-"], "addr add 203.0.113.10/32 dev eth0\naddr add 203.0.113.11/32 dev eth0\n")
+    record = "  set egress_addresses {\n    type ipv4_addr\n    elements = { 203.0.113.10, 203.0.113.11 }\n  }\n"
+    old_nft = plan_gateway(None, GW1).nft.split("table arp")[0].replace("  set guarded_sources", record + "  set guarded_sources")
+    netns.run(["nft", "-f", "-"], old_nft)
+    old = read_gateway(netns)
+    assert old.legacy_addresses == GW1.addresses and old.addresses == GW1.addresses and old.snat == GW1.snat
+    netns.apply(plan_gateway(old, GW1))
+    assert read_gateway(netns) == GW1
+    assert "203.0.113.1" not in netns.run(["ip", "-4", "addr", "show", "dev", "eth0"]).stdout
 
 
 def test_node_round_trip(netns):

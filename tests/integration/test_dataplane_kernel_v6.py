@@ -60,7 +60,7 @@ def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, list[str]]) -> tuple[li
         if kind == "apply" and status:
             failures.append((steps[int(which)][0], text))
         elif kind == "read":
-            if status and which.startswith("nft") and dp.is_missing_table_error(text):
+            if status and which in ("nft", "nft6", "arp") and dp.is_missing_table_error(text):
                 out[which] = None
             else:
                 assert status == 0, (which, text)
@@ -71,7 +71,7 @@ def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, list[str]]) -> tuple[li
 def gw_state(out: dict[str, str | None]) -> GatewayState:
     return dp.parse_gateway(
         out["nft"], out["addr"] or "[]", out["routes"] or "[]", "eth0",
-        nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"],
+        nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
     )  # fmt: skip
 
 

@@ -122,7 +122,8 @@ def test_drain_moves_every_app_off_a_gateway(lab, worker):
     # The drained gateway holds no product rules: no addresses, no mappings.
     wait_for(lambda: lab.host_exec("gw1", ["nft", "list", "table", "ip", "egressportal"], check=False).returncode != 0,
              timeout=15, what="the drained gateway's product table removed")
-    assert lab.host_exec("gw1", ["ip", "-4", "route", "show", "proto", "250"]).stdout.strip() == ""
+    assert lab.host_exec("gw1", ["ip", "-4", "route", "show", "table", "all", "proto", "250"]).stdout.strip() == ""
+    assert lab.host_exec("gw1", ["nft", "list", "table", "arp", "egressportal"], check=False).returncode != 0
     addrs = lab.host_exec("gw1", ["ip", "-4", "addr", "show"]).stdout
     for addresses in before.values():
         for address in addresses:

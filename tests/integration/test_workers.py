@@ -3,7 +3,6 @@ Redis, reconciling the lab's hosts over SSH."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -83,10 +82,13 @@ class AppRowsHeld:
         self._thread.join(10)
 
 
-def gateway_addresses(lab, gateway: str) -> set[str]:
-    """The IPv4 addresses configured on a lab gateway right now (read in its namespace, not from our records)."""
-    links = json.loads(lab.host_exec(gateway, ["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
-    return {a["local"] for link in links for a in link.get("addr_info", [])}
+def gateway_holds(lab, gateway: str, address: str) -> bool:
+    """The lab gateway holds ``address`` right now, as its kernel says (read in its namespace, not from our
+    records): the address is local there (a pool route) and the ARP guard lets it answer for it."""
+    route = lab.host_exec(gateway, ["ip", "-4", "route", "get", address], check=False).stdout
+    guard = lab.host_exec(gateway, ["nft", "get", "element", "arp", "egressportal", "egress_addresses",
+                                    f"{{ {address} }}"], check=False)
+    return route.startswith("local ") and guard.returncode == 0
 
 
 def test_worker_killed_mid_reconcile_converges_after_restart(lab, start_worker):
@@ -104,7 +106,7 @@ def test_worker_killed_mid_reconcile_converges_after_restart(lab, start_worker):
         # host) and then waits to record the outcome.
         wait_for(
             lambda: Gateway.objects.exclude(lease_token="").filter(pk=gateway.pk).exists()
-            and active.address in gateway_addresses(lab, gateway.name),
+            and gateway_holds(lab, gateway.name, active.address),
             timeout=30,
             what=f"{gateway.name} leased with {active.address} applied",
         )

@@ -8,11 +8,13 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 import pytest
 
 from egressportal.dataplane import (
+    ANNOUNCE_MAX,
     UNROUTED,
     DataplaneParseError,
     DataplaneValueError,
     GatewayState,
     NodeState,
+    announce_argv,
     gateway_read_commands,
     ip_batch_script,
     node_read_commands,
@@ -27,7 +29,8 @@ from egressportal.dataplane import (
 )
 from egressportal.dataplane import validate as v
 
-# Captured from nft 1.0.6 / iproute2 6.1 (ip -N -j -4) in a scratch netns after applying rendered plans.
+# Captured from nft 1.0.6 / iproute2 6.1 (ip -N -j -4) in a scratch netns after applying rendered plans. The GW_*
+# ones hold the old gateway layout (a /32 per address, recorded in the ip table), as older versions wrote it.
 GW_NFT_JSON = (
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
     'ion": 1}}, {"table": {"family": "ip", "name": "egressportal", "handle": 13}}, {"map": {"family": "ip'
@@ -64,6 +67,54 @@ GW_ADDR_JSON = (
 GW_ROUTES_JSON = (
     '[{"dst":"198.19.1.0/24","gateway":"198.18.0.11","dev":"transit0","flags":[]},{"dst":"198.19.2.0/24",'
     '"gateway":"198.18.0.12","dev":"transit0","flags":[]}]'
+)
+# The anyIP layout, captured the same way (plan_gateway(None, gw()) applied, then gateway_read_commands).
+GW_ANYIP_NFT_JSON = (
+    '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
+    'ion": 1}}, {"table": {"family": "ip", "name": "egressportal", "handle": 2}}, {"map": {"family": "ip"'
+    ', "name": "snat_by_source", "table": "egressportal", "type": "ipv4_addr", "handle": 3, "map": "ipv4_'
+    'addr", "flags": ["interval"], "elem": [[{"prefix": {"addr": "198.19.1.0", "len": 24}}, "203.0.113.10'
+    '"], [{"prefix": {"addr": "198.19.2.0", "len": 25}}, "203.0.113.11"], ["198.19.3.5", "203.0.113.11"]]'
+    '}}, {"set": {"family": "ip", "name": "mapped_sources", "table": "egressportal", "type": "ipv4_addr",'
+    ' "handle": 4, "flags": ["interval"], "elem": [{"prefix": {"addr": "198.19.1.0", "len": 24}}, {"prefi'
+    'x": {"addr": "198.19.2.0", "len": 25}}, "198.19.3.5"]}}, {"set": {"family": "ip", "name": "guarded_s'
+    'ources", "table": "egressportal", "type": "ipv4_addr", "handle": 5, "flags": ["interval"], "elem": ['
+    '{"prefix": {"addr": "198.19.0.0", "len": 16}}]}}, {"chain": {"family": "ip", "table": "egressportal"'
+    ', "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 90, "policy": "a'
+    'ccept"}}, {"chain": {"family": "ip", "table": "egressportal", "name": "forward", "handle": 2, "type"'
+    ': "filter", "hook": "forward", "prio": 0, "policy": "accept"}}, {"rule": {"family": "ip", "table": "'
+    'egressportal", "chain": "postrouting", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta":'
+    ' {"key": "oifname"}}, "right": "eth0"}}, {"snat": {"addr": {"map": {"key": {"payload": {"protocol": '
+    '"ip", "field": "saddr"}}, "data": "@snat_by_source"}}}}]}}, {"rule": {"family": "ip", "table": "egre'
+    'ssportal", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key":'
+    ' "oifname"}}, "right": "eth0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "fiel'
+    'd": "saddr"}}, "right": "@guarded_sources"}}, {"match": {"op": "!=", "left": {"payload": {"protocol"'
+    ': "ip", "field": "saddr"}}, "right": "@mapped_sources"}}, {"drop": null}]}}]}'
+)
+GW_ANYIP_ARP_JSON = (
+    '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
+    'ion": 1}}, {"table": {"family": "arp", "name": "egressportal", "handle": 4}}, {"set": {"family": "ar'
+    'p", "name": "pool_prefixes", "table": "egressportal", "type": "ipv4_addr", "handle": 2, "flags": ["i'
+    'nterval"], "elem": [{"prefix": {"addr": "203.0.113.10", "len": 31}}]}}, {"set": {"family": "arp", "n'
+    'ame": "egress_addresses", "table": "egressportal", "type": "ipv4_addr", "handle": 3, "elem": ["203.0'
+    '.113.10", "203.0.113.11"]}}, {"chain": {"family": "arp", "table": "egressportal", "name": "input", "'
+    'handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"rule": {"family": '
+    '"arp", "table": "egressportal", "chain": "input", "handle": 4, "expr": [{"match": {"op": "==", "left'
+    '": {"payload": {"protocol": "arp", "field": "operation"}}, "right": "request"}}, {"match": {"op": "='
+    '=", "left": {"payload": {"protocol": "arp", "field": "daddr ip"}}, "right": "@pool_prefixes"}}, {"ma'
+    'tch": {"op": "!=", "left": {"payload": {"protocol": "arp", "field": "daddr ip"}}, "right": "@egress_'
+    'addresses"}}, {"drop": null}]}}]}'
+)
+GW_ANYIP_ADDR_JSON = (
+    '[{"ifindex":3,"link":"eth0p","ifname":"eth0","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu"'
+    ':1500,"qdisc":"noqueue","operstate":"UP","group":"0","txqlen":1000,"addr_info":[{"family":"inet","lo'
+    'cal":"198.51.100.2","prefixlen":24,"scope":"0","label":"eth0","valid_life_time":4294967295,"preferre'
+    'd_life_time":4294967295}]}]'
+)
+GW_ANYIP_ROUTES_JSON = (
+    '[{"dst":"198.19.1.0/24","gateway":"198.18.0.11","dev":"transit0","flags":[]},{"dst":"198.19.2.0/24",'
+    '"gateway":"198.18.0.12","dev":"transit0","flags":[]},{"type":"2","dst":"203.0.113.10/31","dev":"lo",'
+    '"table":"255","scope":"254","flags":[]}]'
 )
 NODE_NFT_JSON = (
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
@@ -281,10 +332,32 @@ def test_node_nft_structure():
 
 
 def test_gateway_ip_commands():
-    cmds = render_gateway_ip(None, gw())
-    assert ["ip", "addr", "replace", "203.0.113.10/32", "dev", "eth0"] in cmds
+    cmds = render_gateway_ip(None, gw(pools=["203.0.113.0/24"]))
+    # One route for the pool (anyIP, in table local, through lo), never an address per egress IP.
+    assert ["ip", "route", "replace", "local", "203.0.113.0/24", "dev", "lo", "table", "255", "proto", "250"] in cmds
+    assert not any(c[1] == "addr" for c in cmds)
     assert ["ip", "route", "replace", "198.19.1.0/24", "via", "198.18.0.11", "proto", "250"] in cmds
     assert render_gateway_ip(gw(), gw()) == []
+
+
+def test_gateway_nft_guards_arp_of_the_pool_in_the_same_transaction():
+    script = render_gateway_nft(gw(pools=["203.0.113.0/24"]))
+    ip_part, arp_part = script.split("table arp egressportal {}")
+    assert "egress_addresses" not in ip_part
+    assert arp_part.startswith("\ndelete table arp egressportal\ntable arp egressportal {")
+    assert "elements = { 203.0.113.0/24 }" in arp_part
+    assert "elements = { 203.0.113.10,\n                 203.0.113.11 }" in arp_part
+    assert "type filter hook input priority filter; policy accept;" in arp_part
+    assert "arp operation request arp daddr ip @pool_prefixes arp daddr ip != @egress_addresses drop" in arp_part
+
+
+def test_addresses_must_lie_in_a_pool():
+    with pytest.raises(DataplaneValueError, match="lies in none of this gateway's pools"):
+        gw(pools=["203.0.114.0/24"])
+    # build() without pools: each address is its own pool.
+    assert gw().pools == {IPv4Network("203.0.113.10/31")}
+    with pytest.raises(DataplaneValueError):
+        gw(legacy_addresses=["203.0.113.99"])  # a legacy /32 is one of the addresses
 
 
 def test_node_ip_commands():
@@ -315,12 +388,19 @@ def test_noop_plans():
 
 
 def test_gateway_plan_from_scratch():
-    plan = plan_gateway(None, gw())
-    assert plan.pre_ip[:2] == ["addr replace 203.0.113.10/32 dev eth0", "addr replace 203.0.113.11/32 dev eth0"]
-    assert plan.post_ip == []
-    assert plan.nft == render_gateway_nft(gw())
-    assert [argv for argv, _ in plan.steps()] == [["ip", "-batch", "-"], ["nft", "-f", "-"]]
-    assert plan.summary() == "+2 addresses, snat 0->3 entries, +2 routes, guarded sources 1"
+    desired = gw(pools=["203.0.113.0/24"])
+    plan = plan_gateway(None, desired)
+    assert plan.pre_ip == [
+        "route replace 198.19.1.0/24 via 198.18.0.11 proto 250",
+        "route replace 198.19.2.0/24 via 198.18.0.12 proto 250",
+    ]
+    # The pool route only once the ARP guard (in the nft transaction) covers it.
+    assert plan.post_ip == ["route replace local 203.0.113.0/24 dev lo table 255 proto 250"]
+    assert plan.nft == render_gateway_nft(desired)
+    assert plan.post_nft is None
+    assert [argv[:2] for argv, _ in plan.steps()] == [["ip", "-batch"], ["nft", "-f"], ["ip", "-batch"], ["sh", "-c"]]
+    assert plan.announce[3:] == ("announce", "eth0", "203.0.113.10", "203.0.113.11")
+    assert plan.summary() == "+2 addresses, +1 pool route, snat 0->3 entries, +2 routes, guarded sources 1"
 
 
 def test_gateway_plan_is_make_before_break():
@@ -328,23 +408,52 @@ def test_gateway_plan_is_make_before_break():
         addresses=["203.0.113.11", "203.0.113.12"],
         snat={"198.19.2.0/25": "203.0.113.11", "198.19.4.0/24": "203.0.113.12"},
         return_routes={"198.19.2.0/24": "198.18.0.13"},
+        pools=["203.0.113.11/32", "203.0.113.12/32"],
     )
     plan = plan_gateway(gw(), desired)
-    assert plan.pre_ip == [
-        "addr replace 203.0.113.12/32 dev eth0",
-        "route replace 198.19.2.0/24 via 198.18.0.13 proto 250",
-    ]
+    assert plan.pre_ip == ["route replace 198.19.2.0/24 via 198.18.0.13 proto 250"]
     assert plan.post_ip == [
+        "route replace local 203.0.113.11/32 dev lo table 255 proto 250",
+        "route replace local 203.0.113.12/32 dev lo table 255 proto 250",
+        "route del local 203.0.113.10/31 dev lo table 255 proto 250",
         "route del 198.19.1.0/24 via 198.18.0.11 proto 250",
-        "addr del 203.0.113.10/32 dev eth0",
     ]
-    # The stale address stays recorded as ours until post_ip has removed it.
-    assert "203.0.113.10" in plan.nft and "203.0.113.10/24" not in plan.nft
+    # The pool route that goes stays guarded until post_ip has removed it...
+    assert "203.0.113.10/31" in plan.nft.split("table arp egressportal {}")[1]
     steps = [argv[0] for argv, _ in plan.steps()]
-    assert steps == ["ip", "nft", "ip", "nft"]
-    # Once post_ip removed it, the record of what is ours is rewritten without it.
+    assert steps == ["ip", "nft", "ip", "nft", "sh"]
+    # ... then the guard is rewritten without it.
     assert "203.0.113.10" not in plan.post_nft and "203.0.113.12" in plan.post_nft
-    assert plan.summary() == "+1 address, -1 address, snat 3->2 entries, ~1 route, -1 route"
+    assert plan.announce[4:] == ("eth0", "203.0.113.12")
+    assert plan.summary() == (
+        "+1 address, -1 address, +2 pool routes, -1 pool route, snat 3->2 entries, ~1 route, -1 route"
+    )
+
+
+def test_gateway_plan_migrates_the_old_layout_without_a_gap():
+    old = gw(legacy_addresses=["203.0.113.10", "203.0.113.11"], pools=[])
+    desired = gw(pools=["203.0.113.0/24"])
+    plan = plan_gateway(old, desired)
+    assert plan.pre_ip == []
+    # The guard first (nft), then in one batch that stops at the first failure: the pool route, and only
+    # then the /32s it now covers.
+    assert plan.post_ip == [
+        "route replace local 203.0.113.0/24 dev lo table 255 proto 250",
+        "addr del 203.0.113.10/32 dev eth0",
+        "addr del 203.0.113.11/32 dev eth0",
+    ]
+    assert plan.nft == render_gateway_nft(desired)
+    assert plan.post_nft is None and plan.announce == ()  # same gateway, same MAC: nothing to announce
+    assert plan.summary() == "+1 pool route, 2 /32 addresses moved to pool routes"
+    with pytest.raises(DataplaneValueError, match="old layout"):
+        plan_gateway(None, old)
+
+
+def test_announce_is_bounded():
+    many = [IPv4Address("203.0.112.0") + i for i in range(ANNOUNCE_MAX + 5)]
+    argv = announce_argv("eth0", many)
+    assert len(argv) == 5 + ANNOUNCE_MAX and argv[5] == "203.0.112.0"
+    assert announce_argv("eth0", []) == ()
 
 
 def test_gateway_route_only_change_skips_nft():
@@ -387,9 +496,31 @@ def test_node_plan_unrouted_slot_readds_route_not_rule():
 
 
 def test_parse_real_gateway_output():
-    state = parse_gateway(GW_NFT_JSON, GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    state = parse_gateway(
+        GW_ANYIP_NFT_JSON, GW_ANYIP_ADDR_JSON, GW_ANYIP_ROUTES_JSON, "eth0", arp_json=GW_ANYIP_ARP_JSON
+    )
     assert state == gw()
     assert plan_gateway(state, gw()).is_empty
+
+
+def test_parse_old_layout_output_reports_legacy_addresses():
+    state = parse_gateway(GW_NFT_JSON, GW_ADDR_JSON, GW_ROUTES_JSON, "eth0")
+    assert state == gw(legacy_addresses=["203.0.113.10", "203.0.113.11"], pools=[])
+    assert plan_gateway(state, gw()).post_ip[-2:] == ["addr del 203.0.113.10/32 dev eth0", "addr del 203.0.113.11/32 dev eth0"]
+
+
+def test_parse_pool_addresses_count_only_behind_an_intact_arp_guard():
+    args = (GW_ANYIP_NFT_JSON, GW_ANYIP_ADDR_JSON, GW_ANYIP_ROUTES_JSON, "eth0")
+    assert parse_gateway(*args, arp_json=None).addresses == set()  # no guard: not held
+    doc = json.loads(GW_ANYIP_ARP_JSON)
+    rule = next(o["rule"] for o in doc["nftables"] if "rule" in o)
+    rule["expr"][2]["match"]["op"] = "=="  # someone "fixed" the guard: it now drops the wrong requests
+    assert parse_gateway(*args, arp_json=json.dumps(doc)).addresses == set()
+    # A pool route the guard does not cover (added by hand, or left over): the guard is not what we wrote.
+    routes = json.loads(GW_ANYIP_ROUTES_JSON) + [{"type": "2", "dst": "203.0.113.64/26", "dev": "lo", "table": "255"}]
+    state = parse_gateway(*args[:2], json.dumps(routes), "eth0", arp_json=GW_ANYIP_ARP_JSON)
+    assert state.addresses == set() and IPv4Network("203.0.113.64/26") in state.pools
+    assert "route del local 203.0.113.64/26 dev lo table 255 proto 250" in plan_gateway(state, gw()).post_ip
 
 
 def test_parse_real_node_output():

@@ -127,11 +127,6 @@ table ip egressportal {
                  198.19.2.0/25,
                  198.19.3.5/32 }
   }
-  set egress_addresses {
-    type ipv4_addr
-    elements = { 203.0.113.10,
-                 203.0.113.11 }
-  }
   set guarded_sources {
     type ipv4_addr
     flags interval
@@ -144,6 +139,24 @@ table ip egressportal {
   chain forward {
     type filter hook forward priority filter; policy accept;
     oifname "eth0" ip saddr @guarded_sources ip saddr != @mapped_sources drop
+  }
+}
+table arp egressportal {}
+delete table arp egressportal
+table arp egressportal {
+  set pool_prefixes {
+    type ipv4_addr
+    flags interval
+    elements = { 203.0.113.0/25 }
+  }
+  set egress_addresses {
+    type ipv4_addr
+    elements = { 203.0.113.10,
+                 203.0.113.11 }
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    arp operation request arp daddr ip @pool_prefixes arp daddr ip != @egress_addresses drop
   }
 }
 """
@@ -186,6 +199,7 @@ def _gateway(**kw) -> GatewayState:
         snat={"198.19.1.0/24": "203.0.113.10", "198.19.2.0/25": "203.0.113.11", "198.19.3.5/32": "203.0.113.11"},
         return_routes={"198.19.1.0/24": "198.18.0.11", "198.19.2.0/24": "198.18.0.12"},
         guarded_sources=["198.19.0.0/16"],
+        pools=["203.0.113.0/25"],
     )
     return GatewayState.build(**{**base, **kw})
 
@@ -244,25 +258,31 @@ def test_gateway_plan_without_a_counted_change_says_the_table_was_rewritten():
     assert interface_moved.nft == GATEWAY_NFT and interface_moved.summary() == "nft table rewritten"
 
 
-def test_addresses_leave_the_interface_they_were_on():
+def test_old_layout_addresses_leave_the_interface_they_were_on():
+    old = _gateway(legacy_addresses=["203.0.113.10", "203.0.113.11"])
     moved = _gateway(public_interface="eth1", addresses=["203.0.113.10"], snat={"198.19.1.0/24": "203.0.113.10"})
-    assert render_gateway_ip(_gateway(), moved) == [["ip", "addr", "del", "203.0.113.11/32", "dev", "eth0"]]
+    assert render_gateway_ip(old, moved) == [
+        ["ip", "addr", "del", "203.0.113.10/32", "dev", "eth0"],
+        ["ip", "addr", "del", "203.0.113.11/32", "dev", "eth0"],
+    ]
 
 
 def test_plan_steps_feed_ip_batch_one_line_per_command():
     plan = plan_gateway(
-        _gateway(addresses=["203.0.113.12", "203.0.113.13"], snat={}, return_routes={}),
+        _gateway(addresses=["203.0.113.12", "203.0.113.13"], snat={}, return_routes={}, pools=["203.0.113.12/31"],
+                 legacy_addresses=["203.0.113.13"]),
         _gateway(addresses=["203.0.113.10", "203.0.113.11"], snat={}, return_routes={"198.19.1.0/24": "198.18.0.11"}),
     )
     steps = plan.steps()
-    assert steps[0] == (
-        ["ip", "-batch", "-"],
-        "addr replace 203.0.113.10/32 dev eth0\naddr replace 203.0.113.11/32 dev eth0\n"
-        "route replace 198.19.1.0/24 via 198.18.0.11 proto 250\n",
-    )
+    assert steps[0] == (["ip", "-batch", "-"], "route replace 198.19.1.0/24 via 198.18.0.11 proto 250\n")
     assert steps[1][0] == ["nft", "-f", "-"]
-    assert steps[2] == (["ip", "-batch", "-"], "addr del 203.0.113.12/32 dev eth0\naddr del 203.0.113.13/32 dev eth0\n")
-    assert [argv for argv, _ in steps] == [["ip", "-batch", "-"], ["nft", "-f", "-"], ["ip", "-batch", "-"], ["nft", "-f", "-"]]
+    assert steps[2] == (
+        ["ip", "-batch", "-"],
+        "route replace local 203.0.113.0/25 dev lo table 255 proto 250\naddr del 203.0.113.13/32 dev eth0\n"
+        "route del local 203.0.113.12/31 dev lo table 255 proto 250\n",
+    )
+    assert [argv[0] for argv, _ in steps] == ["ip", "nft", "ip", "nft", "sh"]
+    assert steps[4][1] is None  # the announcement reads nothing
 
 
 def test_render_refusals_say_what_and_why():
@@ -275,10 +295,12 @@ def test_decommission_without_a_table_only_removes_addresses_and_says_so():
     leftover = GatewayState.build(public_interface="eth0", addresses=["203.0.113.10"],
                                   return_routes={"198.19.1.0/24": "198.18.0.11"})
     plan = plan_gateway_decommission(leftover, table_exists=False)
-    assert plan.nft is None  # deleting a table that is not there would fail the whole teardown
-    assert plan.steps() == [(["ip", "-batch", "-"], "route del 198.19.1.0/24 via 198.18.0.11 proto 250\n"
-                                                    "addr del 203.0.113.10/32 dev eth0\n")]
-    assert plan.summary() == "drained: product table, addresses and routes removed"
+    # Deleting a table that is not there would fail the whole teardown: the ip table is left alone, the
+    # ARP table is deleted the way that works whether or not it exists.
+    assert plan.nft == "table arp egressportal {}\ndelete table arp egressportal\n"
+    assert plan.steps()[0] == (["ip", "-batch", "-"], "route del local 203.0.113.10/32 dev lo table 255 proto 250\n"
+                                                       "route del 198.19.1.0/24 via 198.18.0.11 proto 250\n")
+    assert plan.summary() == "drained: product tables, pool routes, addresses and routes removed"
     assert plan_gateway_decommission(GatewayState.build(public_interface="eth0"), table_exists=True).steps() == [
-        (["nft", "-f", "-"], "delete table ip egressportal\n")
+        (["nft", "-f", "-"], "delete table ip egressportal\ntable arp egressportal {}\ndelete table arp egressportal\n")
     ]

@@ -56,8 +56,9 @@ def _rule(items: list, chain: str) -> dict:
 def test_read_commands_are_exactly_these():
     assert gateway_read_commands("eth0") == {
         "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
+        "arp": ["nft", "-j", "list", "table", "arp", "egressportal"],
         "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", "eth0"],
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "proto", "250"],
+        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
         "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
         "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", "eth0"],
         "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", "250"],
@@ -152,19 +153,34 @@ def test_empty_ip_output_means_nothing_not_garbage():
     assert state.addresses == set() and state.return_routes == {}
 
 
-def test_addresses_are_read_from_the_public_interface_as_32s():
+def test_old_layout_addresses_are_read_from_the_public_interface_as_32s():
     links = [
         {"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
         {"ifname": "transit0"},  # a link without addresses
         *json.loads(GW_ADDR_JSON),
     ]
-    assert parse_gateway(GW_NFT_JSON, json.dumps(links), GW_ROUTES_JSON, "eth0") == gw()
+    old_layout = gw(legacy_addresses=["203.0.113.10", "203.0.113.11"], pools=[])
+    assert parse_gateway(GW_NFT_JSON, json.dumps(links), GW_ROUTES_JSON, "eth0") == old_layout
     # 203.0.113.11 is recorded as ours but sits on the interface as a /24, which is not what we add.
     as_24 = json.loads(GW_ADDR_JSON)
     as_24[0]["addr_info"][2]["prefixlen"] = 24
     state = parse_gateway(GW_NFT_JSON, json.dumps(as_24), GW_ROUTES_JSON, "eth0")
     assert state.addresses == {IPv4Address("203.0.113.10")}
     assert set(state.snat.values()) == {IPv4Address("203.0.113.10")}  # SNAT to a missing address is not working
+
+
+def test_pool_routes_are_ours_only_as_rendered():
+    pool = {"type": "2", "dst": "203.0.113.10/31", "dev": "lo", "table": "255", "scope": "254", "flags": []}
+    named = {**pool, "type": "local", "table": "local", "dst": "203.0.113.12/31"}
+    not_ours = [
+        {**pool, "dev": "eth0", "dst": "203.0.113.20/31"},  # not through lo
+        {**pool, "table": "254", "dst": "203.0.113.22/31"},  # not in table local
+        {**pool, "type": "1", "dst": "203.0.113.24/31"},  # unicast
+    ]
+    routes = json.dumps([pool, named, *not_ours])
+    state = parse_gateway(None, "[]", routes, "eth0")
+    assert state.pools == {IPv4Network("203.0.113.10/31"), IPv4Network("203.0.113.12/31")}
+    assert state.return_routes == {} and state.addresses == set()
 
 
 def test_an_address_of_ours_without_a_mapping_is_still_held():

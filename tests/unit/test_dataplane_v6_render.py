@@ -99,7 +99,8 @@ def host_gateway_nft(state: GatewayState, version: int) -> str | None:
     items = _hdr(family) + [
         _set(family, "snat_by_source", typ, [[_prefix(k), str(x)] for k, x in snat], typ),
         _set(family, "mapped_sources", typ, [_prefix(k) for k, _ in snat]),
-        _set(family, "egress_addresses", typ, sorted(str(a) for a in state.addresses if a.version == version)),
+        *([_set(family, "egress_addresses", typ, sorted(str(a) for a in state.addresses if a.version == 6))]
+          if version == 6 else []),  # IPv4 addresses are recorded in the ARP guard (host_gateway_arp)
         _set(family, "guarded_sources", typ, [_prefix(n) for n in state.guarded_sources if n.version == version]),
         _chain(family, "postrouting", {"type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}),
         _chain(family, "forward", {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}),
@@ -113,23 +114,41 @@ def host_gateway_nft(state: GatewayState, version: int) -> str | None:
     return json.dumps({"nftables": items})
 
 
+def host_gateway_arp(state: GatewayState) -> str:
+    items = _hdr("arp") + [
+        _set("arp", "pool_prefixes", "ipv4_addr", [_prefix(n) for n in sorted(state.pools)]),
+        _set("arp", "egress_addresses", "ipv4_addr", sorted(str(a) for a in state.addresses if a.version == 4)),
+        _chain("arp", "input", {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"}),
+        _rule("arp", "input", [
+            _match("==", _payload("arp", "operation"), "request"),
+            _match("==", _payload("arp", "daddr ip"), "@pool_prefixes"),
+            _match("!=", _payload("arp", "daddr ip"), "@egress_addresses"), {"drop": None},
+        ]),  # fmt: skip
+    ]
+    return json.dumps({"nftables": items})
+
+
 def host_gateway_addr(state: GatewayState, version: int) -> str:
     fam, plen = ("inet", 32) if version == 4 else ("inet6", 128)
-    infos = [{"family": fam, "local": str(a), "prefixlen": plen} for a in state.addresses if a.version == version]
+    # IPv4 egress addresses are pool routes (anyIP), not interface addresses.
+    infos = [{"family": fam, "local": str(a), "prefixlen": plen} for a in state.addresses if a.version == 6 == version]
     if version == 6:  # always there, never ours
         infos.append({"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "253"})
     return json.dumps([{"ifname": state.public_interface, "addr_info": infos}])
 
 
-def host_routes(routes: dict, version: int) -> str:
-    return json.dumps([{"dst": str(k), "gateway": str(x), "dev": "t0"} for k, x in routes.items() if k.version == version])
+def host_routes(routes: dict, version: int, pools=()) -> str:
+    local = [{"type": "2", "dst": str(n), "dev": "lo", "table": "255"} for n in pools]
+    via = [{"dst": str(k), "gateway": str(x), "dev": "t0"} for k, x in routes.items() if k.version == version]
+    return json.dumps(local + via)
 
 
 def read_gateway(state: GatewayState) -> GatewayState:
     has6 = dp.render.gateway_has_ipv6(state)
     return parse_gateway(
-        host_gateway_nft(state, 4), host_gateway_addr(state, 4), host_routes(state.return_routes, 4), "eth1",
-        nft6_json=host_gateway_nft(state, 6) if has6 else None,
+        host_gateway_nft(state, 4), host_gateway_addr(state, 4), host_routes(state.return_routes, 4, state.pools),
+        "eth1",
+        nft6_json=host_gateway_nft(state, 6) if has6 else None, arp_json=host_gateway_arp(state),
         addr6_json=host_gateway_addr(state, 6), route6_json=host_routes(state.return_routes, 6),
     )  # fmt: skip
 
@@ -213,7 +232,12 @@ def test_plans_put_ipv6_commands_in_their_own_batch_in_make_before_break_order()
         "route replace 2001:db8:10:1::/64 via 2001:db8:0:1::11 proto 250",
     ]
     assert all("2001:" not in line for line in plan.pre_ip)
-    assert [argv for argv, _ in plan.steps()] == [["ip", "-batch", "-"], ["ip", "-6", "-batch", "-"], ["nft", "-f", "-"]]
+    assert [argv[:3] for argv, _ in plan.steps()] == [
+        ["ip", "-batch", "-"], ["ip", "-6", "-batch"], ["nft", "-f", "-"], ["ip", "-batch", "-"],
+        ["sh", "-c", dp.render.ANNOUNCE_SCRIPT],
+    ]
+    assert plan.post_ip == ["route replace local 203.0.113.10/32 dev lo table 255 proto 250"]  # IPv4: anyIP
+    assert plan.announce[-1] == "203.0.113.10"  # IPv6 addresses are not announced by ARP
     node = plan_node(None, NodeState.build(**NODE6))
     assert node.pre_ip6 == [
         "route replace default via 2001:db8:0:1::2 table 7101 proto 250",
@@ -251,9 +275,7 @@ def test_ipv4_plans_unchanged_by_ipv6_support():
     plan = plan_gateway(GatewayState.build(**GW4), GatewayState.build(**{**GW4, "addresses": ["203.0.113.11"],
                                                                          "snat": {"198.19.1.0/24": "203.0.113.11"}}))
     assert plan.pre_ip6 == plan.post_ip6 == [] and "ip6" not in plan.nft and "ip6" not in plan.post_nft
-    assert [argv for argv, _ in plan.steps()] == [
-        ["ip", "-batch", "-"], ["nft", "-f", "-"], ["ip", "-batch", "-"], ["nft", "-f", "-"]
-    ]
+    assert [argv[:2] for argv, _ in plan.steps()] == [["nft", "-f"], ["ip", "-batch"], ["nft", "-f"], ["sh", "-c"]]
 
 
 def test_decommission_removes_both_families():
@@ -264,11 +286,12 @@ def test_decommission_removes_both_families():
         "addr del 2001:db8:0:2::11/128 dev eth1",
     ]
     assert plan.nft == (
-        "delete table ip egressportal\ntable ip6 egressportal {}\ndelete table ip6 egressportal\n"
+        "delete table ip egressportal\ntable arp egressportal {}\ndelete table arp egressportal\n"
+        "table ip6 egressportal {}\ndelete table ip6 egressportal\n"
     )
     # An empty ip6 table left alone: still removed.
     only6 = plan_gateway_decommission(GatewayState.build(public_interface="eth1"), table_exists=False, table6_exists=True)
-    assert only6.nft == "table ip6 egressportal {}\ndelete table ip6 egressportal\n"
+    assert only6.nft.endswith("table ip6 egressportal {}\ndelete table ip6 egressportal\n")
     assert plan_gateway_decommission(GatewayState.build(public_interface="eth1"), table_exists=False).is_empty
 
 

@@ -183,3 +183,19 @@ def test_node_never_steers_traffic_to_pods_or_hosts_of_the_platform():
         IPv4Network("198.18.32.11/32"),
     }
     assert dict(plan.state.gateways) == {1: IPv4Address("198.18.32.1"), 2: IPv4Address("198.18.32.2")}
+
+
+def test_gateway_holds_the_pools_of_its_addresses_as_anyip():
+    snap = gw_snap(
+        GatewayIP(1, "203.0.113.130", APP, True, pool_id=7),
+        GatewayIP(2, "203.0.113.9", OTHER, True, pool_id=8),  # its pool excluded it since: its own /32
+    )
+    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {7: ["203.0.113.128/25"], 8: ["203.0.113.0/29"],
+                                                                   9: ["198.51.100.0/24"]}})
+    state = gateway_plan(snap).state
+    # Only pools of addresses held here (pool 9 holds none of them), as one prefix each, not one per address.
+    assert state.pools == {IPv4Network("203.0.113.128/25"), IPv4Network("203.0.113.0/29"), IPv4Network("203.0.113.9/32")}
+    assert state.legacy_addresses == set()
+    # A disabling app's address that is released here takes its pool with it.
+    released = GatewaySnapshot(**{**snap.__dict__, "ips": [GatewayIP(1, "203.0.113.130", APP, False, pool_id=7)]})
+    assert gateway_plan(released).state.pools == set()

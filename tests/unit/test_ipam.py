@@ -139,3 +139,16 @@ def test_parse_placement_refuses_with_actionable_message(value, message):
     with pytest.raises(ipam.IPAMError) as info:
         ipam.parse_placement(value)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_usable_prefixes_cover_exactly_what_the_pool_can_hand_out():
+    net = ipaddress.IPv4Network("203.0.113.0/24")
+    excluded = [ipaddress.IPv4Address("203.0.113.1"), ipaddress.IPv4Address("203.0.113.77")]
+    prefixes = ipam.usable_prefixes(net, excluded)
+    covered = {a for p in prefixes for a in p}
+    assert covered == {a for a in net if a not in excluded and a not in (net.network_address, net.broadcast_address)}
+    assert len(prefixes) == len(list(ipaddress.collapse_addresses(prefixes)))  # the fewest
+    assert ipam.usable_prefixes(ipaddress.IPv4Network("203.0.113.8/31")) == [ipaddress.IPv4Network("203.0.113.8/31")]
+    assert ipam.usable_prefixes(ipaddress.IPv4Network("203.0.113.0/30"), [ipaddress.IPv4Address("203.0.113.9")]) == [
+        ipaddress.IPv4Network("203.0.113.1/32"), ipaddress.IPv4Network("203.0.113.2/32")
+    ]

@@ -50,8 +50,10 @@ NFT_LAB_TABLE = "lab_nat"  # the lab's own "shared egress"; never the product's 
 PRODUCT_TABLE = "egressportal"
 PRODUCT_RT_PROTO = 250
 PRODUCT_TABLES = range(7101, 7351)
-_APT_PACKAGES = ("iproute2", "nftables", "openssh-server", "curl")
-_REQUIRED = {"ip": "iproute2", "nft": "nftables", SSHD: "openssh-server", "ssh-keygen": "openssh-client", "curl": "curl"}
+# iputils-arping: the gateways' gratuitous ARP (optional for the product, wanted in the lab).
+_APT_PACKAGES = ("iproute2", "nftables", "openssh-server", "curl", "iputils-arping")
+_REQUIRED = {"ip": "iproute2", "nft": "nftables", SSHD: "openssh-server", "ssh-keygen": "openssh-client", "curl": "curl",
+             "arping": "iputils-arping"}
 
 
 class LabError(RuntimeError):
@@ -555,8 +557,8 @@ class Lab:
             f"link set {IF.INET} up",
         ]
         self._ip_batch(ns, lines)
-        # Egress /32s can move between gateways; a short reachable time lets the router's ARP cache follow
-        # within a couple of seconds instead of ~30.
+        # Egress addresses can move between gateways; a short reachable time lets the router's ARP cache
+        # follow within a couple of seconds instead of ~30 where no gratuitous ARP told it at once.
         self._sysctl(ns, {f"net.ipv4.neigh.{IF.PUBLIC}.base_reachable_time_ms": 1000,
                           f"net.ipv4.neigh.{IF.PUBLIC}.delay_first_probe_time": 1})
         self._configure_internet6()
@@ -960,20 +962,23 @@ class Lab:
     # ---- fault injection -----------------------------------------------------------------------------------
 
     def flush_product_state(self, host: str) -> None:
-        """What a reboot does to the product's configuration: its nft table, its routes and rules, and the
-        egress /32s it had added are gone. The lab's own configuration stays."""
+        """What a reboot does to the product's configuration: its nft tables, its routes (the anyIP pool
+        routes too) and rules, and any egress /32s of the old layout are gone. The lab's own configuration
+        stays."""
         ns = self.netns(host)
         addresses: set[str] = set()
-        listed = self.host_exec(host, ["nft", "-j", "list", "set", "ip", PRODUCT_TABLE, "egress_addresses"], check=False)
-        if listed.returncode == 0:
-            for obj in json.loads(listed.stdout).get("nftables", []):
-                for elem in obj.get("set", {}).get("elem", []):
-                    value = elem.get("elem", {}).get("val", elem) if isinstance(elem, dict) else elem
-                    if isinstance(value, dict) and "prefix" in value:
-                        value = value["prefix"]["addr"]
-                    if isinstance(value, str):
-                        addresses.add(value)
-        self.host_exec(host, ["nft", "delete", "table", "ip", PRODUCT_TABLE], check=False)
+        for family in ("ip", "arp"):  # the old layout recorded its /32s in the ip table, the new one in arp
+            listed = self.host_exec(host, ["nft", "-j", "list", "set", family, PRODUCT_TABLE, "egress_addresses"], check=False)
+            if listed.returncode == 0:
+                for obj in json.loads(listed.stdout).get("nftables", []):
+                    for elem in obj.get("set", {}).get("elem", []):
+                        value = elem.get("elem", {}).get("val", elem) if isinstance(elem, dict) else elem
+                        if isinstance(value, dict) and "prefix" in value:
+                            value = value["prefix"]["addr"]
+                        if isinstance(value, str):
+                            addresses.add(value)
+        for family in ("ip", "arp"):
+            self.host_exec(host, ["nft", "delete", "table", family, PRODUCT_TABLE], check=False)
         lines: list[str] = []
         for link in json.loads(self.host_exec(host, ["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
             for a in link.get("addr_info", []):
@@ -982,6 +987,9 @@ class Lab:
         routes = json.loads(self.host_exec(host, ["ip", "-N", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
         for r in routes:
             table = int(r.get("table", 254)) if str(r.get("table", "254")).isdigit() else 254
+            if str(r.get("protocol")) == str(PRODUCT_RT_PROTO) and str(r.get("type")) in ("local", "2"):
+                lines.append(f"route del local {r['dst']} table {table}")  # an anyIP pool route
+                continue
             if str(r.get("protocol")) == str(PRODUCT_RT_PROTO) or table in PRODUCT_TABLES:
                 if r.get("type", "unicast") not in ("unicast", "blackhole", "unreachable", "prohibit"):
                     continue  # local/broadcast entries follow addresses

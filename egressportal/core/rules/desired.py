@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from typing import NamedTuple
 
 from ...dataplane import GatewayState, NodeState
@@ -57,6 +57,7 @@ class GatewayIP(NamedTuple):
     app_id: int
     dedicated: bool  # the app wants dedicated egress (else it is disabling)
     address6: str | None = None  # its IPv6 partner, if any
+    pool_id: int = 0
 
 
 class SteerIP(NamedTuple):
@@ -86,6 +87,8 @@ class GatewaySnapshot:
     draining: bool = False
     # A node's IPv4 transit address -> its IPv6 one (nodes that have one): where IPv6 pods route back.
     node_transits6: Mapping[str, str] = field(default_factory=dict)
+    # pool id -> the CIDRs covering the addresses it can hand out (ipam.usable_prefixes): held as anyIP
+    pool_prefixes: Mapping[int, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,11 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
     live: list[int] = []
     removed: list[int] = []
     held_apps: set[int] = set()
+    held: list[GatewayIP] = []
     for ip in snap.ips:
         # Make before break, disabling side: the address stays while a node may still steer to it.
         if ip.dedicated or ip.app_id in snap.apps_pending_on_nodes:
+            held.append(ip)
             addresses.append(ip.address)
             if ip.address6:
                 addresses.append(ip.address6)
@@ -171,6 +176,7 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         return_routes=routes,
         # Every pod CIDR of the region, routed back or not (an IPv6 one of a node without IPv6 transit).
         guarded_sources=pods_all + list(snat),
+        pools=_anyip_pools(snap, held),
     )
     dedicated = {ip.app_id for ip in snap.ips if ip.dedicated}
     settles = [sync_id for sync_id, app_id in snap.pending if app_id in dedicated or app_id not in held_apps]
@@ -182,6 +188,19 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         apps={app_id for _, app_id in snap.pending} | {ip.app_id for ip in snap.ips},
         decommission=snap.draining and not addresses,
     )
+
+
+def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Network]:
+    """The pools a gateway holds as anyIP: those of the addresses it holds. An address its pool does not
+    cover (unknown pool, or excluded since it was handed out) is held as its own /32 prefix."""
+    pools: set[IPv4Network] = set()
+    for pool_id in {ip.pool_id for ip in held}:
+        pools.update(ip_network(p) for p in snap.pool_prefixes.get(pool_id, ()))
+    for ip in held:
+        address = ip_address(ip.address)
+        if not any(address in p for p in pools):
+            pools.add(ip_network(f"{address}/32"))
+    return pools
 
 
 def steering_choice(ips: Iterable[SteerIP]) -> tuple[int, str] | None:
