@@ -51,7 +51,7 @@ def assert_converged(lab, wanted: dict[int, str]) -> None:
     assert_no_address_held_twice()
     # The gateways hold exactly the assigned addresses: nothing leaked, nothing missing.
     for gw in Gateway.objects.all():
-        held = set(lab.host_exec(gw.name, ["nft", "list", "set", "ip", "egressportal", "egress_addresses"],
+        held = set(lab.host_exec(gw.name, ["nft", "list", "set", "arp", "egressportal", "egress_addresses"],
                                  check=False).stdout.replace(",", " ").split())
         want = set(EgressIP.objects.filter(gateway=gw, status="assigned").values_list("address", flat=True))
         assert want <= held and not {a for a in held if a.startswith("203.0.113.")} - want, (gw.name, want, held)
@@ -128,7 +128,7 @@ def test_host_key_changed_under_the_worker(lab, start_worker, django_user_model)
     assert Event.objects.filter(kind="host.key_mismatch", gateway=gw, level="error").count() == 1
     # Nothing was sent to the impostor: billing's gw1 address is not on it.
     billing_gw1 = EgressIP.objects.get(app=billing, gateway=gw).address
-    held = lab.host_exec("gw1", ["nft", "list", "set", "ip", "egressportal", "egress_addresses"], check=False).stdout
+    held = lab.host_exec("gw1", ["nft", "list", "set", "arp", "egressportal", "egress_addresses"], check=False).stdout
     assert billing_gw1 not in held
     gw.refresh_from_db()
     assert gw.presented_host_key == lab.host_key("gw1")
