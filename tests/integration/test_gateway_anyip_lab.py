@@ -67,7 +67,8 @@ def test_arp_is_answered_only_for_the_addresses_a_gateway_holds(lab, lab_world, 
     shop = enable("shop-api")
     billing = enable("billing")
     held = {shop.address: shop.gateway.name, billing.address: billing.gateway.name}
-    taken = set(EgressIP.objects.values_list("address", flat=True))
+    # Pools hold free rows ahead of use: "taken" is what is not free.
+    taken = set(EgressIP.objects.exclude(status="free").values_list("address", flat=True))
     unassigned = next(str(a) for a in EGRESS_POOL.hosts() if str(a) not in taken)
     for gw in Gateway.objects.all():
         # Each gateway holds its pool as one route per prefix, not an address per egress IP.
