@@ -84,13 +84,13 @@ class Host:
             kind, _, which = name.partition(":")
             assert not (kind == "apply" and status), f"{self.name}: {steps[int(which)][0]} failed: {text}"
             if kind == "read":
-                missing = status and which.startswith("nft") and dp.is_missing_table_error(text)
+                missing = status and which in ("nft", "nft6", "arp") and dp.is_missing_table_error(text)
                 assert missing or status == 0, f"{self.name}: read {which} failed: {text}"
                 out[which] = None if missing else text
         if self.gateway:
             return dp.parse_gateway(
                 out["nft"], out["addr"] or "[]", out["routes"] or "[]", IF.PUBLIC,
-                nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"],
+                nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
             )  # fmt: skip
         return dp.parse_node(
             out["nft"], out["rules"] or "[]", out["routes"] or "[]",

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from egressportal.core import services
 from egressportal.core.models import App, EgressIP, EgressStatus, Event, Gateway, HostSync, Node, Region
+from egressportal.ops.worker import STUCK_EXIT_CODE
 from tests.helpers import place_many
 from tests.integration.worker_fixtures import wait_for
 
@@ -142,7 +143,10 @@ def _no_reconcile_in_flight() -> bool:
 
 
 def test_redis_restart_loses_nothing(lab, redis_server, start_worker):
-    start_worker()
+    # With the consumption watch on short knobs, as in production with its supervisor: a worker left not
+    # consuming by the restart (the upstream kombu/Redis case) exits with 75 and is started again below.
+    knobs = {"EGRESS_WORKER_HEARTBEAT_SECONDS": "0.5", "EGRESS_WORKER_STUCK_SECONDS": "3"}
+    workers = [start_worker(**knobs)]
     # Let the start-up reconciles finish first: a Redis restart in the instant a worker acks a
     # message can leave Celery's consumer not consuming (an upstream Celery/kombu bug, see the
     # operations guide); that is a worker-liveness problem, not what this test is about.
@@ -163,7 +167,14 @@ def test_redis_restart_loses_nothing(lab, redis_server, start_worker):
     assert status_of(shop) == "assigning"
     time.sleep(1)
     redis_server.start()  # empty: everything queued before is gone
-    wait_status(shop, "assigned", timeout=45)  # the sweep re-enqueued from the database
+
+    def assigned_under_supervision() -> bool:
+        if workers[-1].proc is not None and workers[-1].proc.poll() is not None:
+            assert workers[-1].proc.returncode == STUCK_EXIT_CODE, workers[-1].proc.returncode
+            workers.append(start_worker(**knobs))  # what its supervisor does
+        return status_of(shop) == "assigned"
+
+    wait_for(assigned_under_supervision, timeout=60, what="shop-api assigned")  # the sweep re-enqueued it
     assert lab.seen_ip("shop-api") == EgressIP.objects.get(app=shop, role="active").address
 
 
