@@ -165,25 +165,9 @@ def _read_commands(host: Gateway | Node) -> dict[str, list[str]]:
 def _state_from_outputs(
     host: Gateway | Node, cmds: dict[str, list[str]], outputs: dict[str, tuple[int, str]]
 ) -> dp.GatewayState | dp.NodeState:
-    if set(outputs) != set(cmds):
-        raise dp.DataplaneParseError("the host's answer to the state read is garbled")
-    out: dict[str, str | None] = {}
-    for name, (status, text) in outputs.items():
-        if status == 0:
-            out[name] = text
-        elif name in ("nft", "nft6", "arp") and dp.is_missing_table_error(text):
-            out[name] = None
-        else:
-            raise dp.DataplaneParseError(f"{' '.join(cmds[name][:3])} failed: {text.strip()[:300]}")
-    if isinstance(host, Gateway):
-        return dp.parse_gateway(
-            out["nft"], out["addr"] or "[]", out["routes"] or "[]", host.public_interface,
-            nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
-        )  # fmt: skip
-    return dp.parse_node(
-        out["nft"], out["rules"] or "[]", out["routes"] or "[]",
-        nft6_json=out["nft6"], rule6_json=out["rules6"], route6_json=out["routes6"],
-    )  # fmt: skip
+    return dp.parse_host_reads(
+        cmds, outputs, public_interface=host.public_interface if isinstance(host, Gateway) else None
+    )
 
 
 def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewayState | dp.NodeState:

@@ -8,7 +8,7 @@ the JSON shape nft/iproute2 produce raises DataplaneParseError, never a KeyError
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses, summarize_address_range
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "node_read_commands",
     "parse_exec_output",
     "parse_gateway",
+    "parse_host_reads",
     "parse_node",
 ]
 
@@ -606,3 +607,30 @@ def parse_node(
         )
     except v.DataplaneValueError as exc:
         raise DataplaneParseError(f"node state: {exc}") from None
+
+
+def parse_host_reads(
+    reads: Mapping[str, Sequence[str]], outputs: Mapping[str, tuple[int, str]], *, public_interface: str | None
+) -> GatewayState | NodeState:
+    """A host's state from the answers (status, text) to ``gateway_read_commands`` (``public_interface``
+    given) or ``node_read_commands`` (None). A missing product table is an empty one; any other failed
+    read, or an answer that does not match the reads asked, raises DataplaneParseError."""
+    if set(outputs) != set(reads):
+        raise DataplaneParseError("the host's answer to the state read is garbled")
+    out: dict[str, str | None] = {}
+    for name, (status, text) in outputs.items():
+        if status == 0:
+            out[name] = text
+        elif name in ("nft", "nft6", "arp") and is_missing_table_error(text):
+            out[name] = None
+        else:
+            raise DataplaneParseError(f"{' '.join(reads[name][:3])} failed: {text.strip()[:300]}")
+    if public_interface is not None:
+        return parse_gateway(
+            out["nft"], out["addr"] or "[]", out["routes"] or "[]", public_interface,
+            nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
+        )  # fmt: skip
+    return parse_node(
+        out["nft"], out["rules"] or "[]", out["routes"] or "[]",
+        nft6_json=out["nft6"], rule6_json=out["rules6"], route6_json=out["routes6"],
+    )  # fmt: skip

@@ -79,23 +79,14 @@ class Host:
         """Apply ``plan`` and read back in ONE remote command; every step must succeed."""
         steps = plan.steps()
         result = self.session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, self.reads))
-        out: dict[str, str | None] = {}
+        outputs: dict[str, tuple[int, str]] = {}
         for name, status, text in dp.parse_exec_output(result.stdout):
             kind, _, which = name.partition(":")
             assert not (kind == "apply" and status), f"{self.name}: {steps[int(which)][0]} failed: {text}"
             if kind == "read":
-                missing = status and which in ("nft", "nft6", "arp") and dp.is_missing_table_error(text)
-                assert missing or status == 0, f"{self.name}: read {which} failed: {text}"
-                out[which] = None if missing else text
-        if self.gateway:
-            return dp.parse_gateway(
-                out["nft"], out["addr"] or "[]", out["routes"] or "[]", IF.PUBLIC,
-                nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
-            )  # fmt: skip
-        return dp.parse_node(
-            out["nft"], out["rules"] or "[]", out["routes"] or "[]",
-            nft6_json=out["nft6"], rule6_json=out["rules6"], route6_json=out["routes6"],
-        )  # fmt: skip
+                outputs[which] = (status, text)
+        # The reconcile's own reading of the answers (a failed read raises).
+        return dp.parse_host_reads(self.reads, outputs, public_interface=IF.PUBLIC if self.gateway else None)
 
     def converge(self, desired: GatewayState | NodeState) -> None:
         plan = dp.plan_gateway(self.actual, desired) if self.gateway else dp.plan_node(self.actual, desired)
