@@ -75,8 +75,8 @@ def host_filterset(model: type[Gateway] | type[Node]) -> type[django_filters.Fil
 
 class WhitelistOrderingFilter(OrderingFilter):
     """``?ordering=name,-created_at``: only the names in the view's
-    ``ordering_fields`` mapping (public name -> model path); ties broken by
-    primary key so pages are stable."""
+    ``ordering_fields`` mapping (public name -> model path, or a tuple of paths);
+    ties broken by primary key so pages are stable."""
 
     def get_valid_fields(self, queryset: QuerySet, view: Any, context: Any = None) -> list[tuple[str, str]]:
         return [(name, name) for name in getattr(view, "ordering_fields", {})]
@@ -85,7 +85,7 @@ class WhitelistOrderingFilter(OrderingFilter):
         raw = request.query_params.get(self.ordering_param)
         if not raw:
             return self.get_default_ordering(view)
-        allowed: dict[str, str] = getattr(view, "ordering_fields", {})
+        allowed: dict[str, str | tuple[str, ...]] = getattr(view, "ordering_fields", {})
         ordering = []
         for term in (t.strip() for t in raw.split(",")):
             if not term:
@@ -95,7 +95,10 @@ class WhitelistOrderingFilter(OrderingFilter):
                 raise ValidationError(
                     {self.ordering_param: [f"Cannot order by '{name[:40]}'; use one of: {', '.join(allowed)}."]}
                 )
-            ordering.append(("-" if term.startswith("-") else "") + allowed[name])
+            sign = "-" if term.startswith("-") else ""
+            paths = allowed[name]
+            # A public name may stand for several columns (a pool's CIDR: family, then the address).
+            ordering += [sign + path for path in ((paths,) if isinstance(paths, str) else paths)]
         return [*ordering, "pk"] if ordering else self.get_default_ordering(view)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:

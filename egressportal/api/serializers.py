@@ -27,7 +27,7 @@ from egressportal.core.models import (
 )
 from egressportal.core.selectors import ADDRESS_STATES
 from egressportal.core.services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
-from egressportal.core.validators import normalize_cidr_list, validate_app_name
+from egressportal.core.validators import normalize_cidr_list, validate_app_name, validate_ipv6_address
 from egressportal.tokens.models import ApiToken
 
 from .schema import ErrorDetailSerializer
@@ -456,8 +456,28 @@ HEALTH_FIELDS = [
 CREDENTIAL_FIELDS = ["ssh_private_key", "has_ssh_private_key"]
 
 
+class StrictIPv6Field(serializers.IPAddressField):
+    """An IPv6 address checked as typed: DRF's field (like Django's) drops a zone index ("%eth0") while
+    parsing, so the rule the services apply (``validators.validate_ipv6_address``) sees the text first."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and data.strip():
+            try:
+                validate_ipv6_address(data.strip())
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.messages) from None
+        return super().to_internal_value(data)
+
+
 class _HostSerializer(serializers.ModelSerializer):
     region = RegionField(help_text="Region slug; cannot change after creation.")
+    transit_address6 = StrictIPv6Field(
+        protocol="IPv6",
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text=str(Gateway._meta.get_field("transit_address6").help_text),
+    )
     # Write-only: accepted, encrypted at rest, never returned (only has_ssh_private_key says it is there).
     ssh_private_key = serializers.CharField(
         write_only=True,

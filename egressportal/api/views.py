@@ -318,7 +318,14 @@ class PoolViewSet(StaffViewSet):
 
     serializer_class = s.PoolSerializer
     filterset_class = PoolFilterSet
-    ordering_fields = {"name": "name", "cidr": "first_int", "region": "region__slug", "created_at": "created_at"}
+    # By CIDR: IPv4 pools before IPv6 ones, each by its first address (an IPv6 pool's first_int is NULL, and
+    # NULLs sort first on SQLite but last on PostgreSQL; its first_hex key sorts like the number it stands for).
+    ordering_fields = {
+        "name": "name",
+        "cidr": ("family", "first_int", "first_hex"),
+        "region": "region__slug",
+        "created_at": "created_at",
+    }
 
     def get_queryset(self) -> Any:
         return selectors.pool_list()

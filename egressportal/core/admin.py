@@ -23,6 +23,7 @@ from .audit import audit_csv_response, audit_json_response
 from .errors import DomainError
 from .models import App, EgressIP, Event, Gateway, IPPool, Node, Placement, Region, TenantQuota
 from .services.hosts import HOST_FIELDS, KIND_FIELDS, host_credential_set, host_editable_fields
+from .validators import validate_ipv6_address
 from .wording import duration_words, status_label
 
 
@@ -182,6 +183,18 @@ class _NeverRenderedTextarea(forms.Textarea):
         return None
 
 
+class StrictIPv6FormField(forms.GenericIPAddressField):
+    """An IPv6 address checked as typed. Django's own field parses with ``ipaddress``, which accepts a zone
+    index ("2001:db8::1%eth0") and drops it, so the model's validators would pass what the services and
+    the API refuse; here the rule they share (``validators.validate_ipv6_address``) sees the text first."""
+
+    def to_python(self, value: Any) -> str:
+        text = value.strip() if isinstance(value, str) else value
+        if text:
+            validate_ipv6_address(text)
+        return super().to_python(value)
+
+
 class HostAdminForm(forms.ModelForm):
     ssh_private_key = forms.CharField(
         label="New SSH private key",
@@ -194,6 +207,14 @@ class HostAdminForm(forms.ModelForm):
     clear_ssh_private_key = forms.BooleanField(
         label="Remove this host's own key", required=False, help_text="Use the workers' default key again."
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("transit_address6")
+        if field is not None and not field.disabled:
+            self.fields["transit_address6"] = StrictIPv6FormField(
+                protocol="IPv6", required=False, label=field.label, help_text=field.help_text
+            )
 
     def clean_ssh_private_key(self) -> str:
         value = self.cleaned_data.get("ssh_private_key") or ""

@@ -1,7 +1,9 @@
 """Pure IPv4 arithmetic for pools and source CIDRs (no database, no Django).
 
-The product is IPv4-only for now: egress addresses are public IPv4 and the
-dataplane uses ipv4_addr maps. IPv6 input is rejected with a clear message.
+This module is the IPv4 half: its parsers take IPv4 only and refuse IPv6 text with a clear message.
+IPv6 (pools, pod CIDRs, placements, transit addresses, the sortable keys IPv6 values are stored as)
+lives in ``ipam6.py``, which builds on the rules here; ``ipam6.parse_network_any`` and
+``parse_address_any`` take either family.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def parse_network(value: object, *, what: str = "CIDR") -> IPv4Network:
             raise IPAMError(f"'{text}' has host bits set; did you mean {loose}?") from None
         raise IPAMError(f"'{text}' is not a valid {what}.") from None
     if net.version != 4:
-        raise IPAMError(f"'{text}' is IPv6; only IPv4 is supported for now.")
+        raise IPAMError(f"'{text}' is IPv6; only IPv4 is accepted here.")
     return net
 
 
@@ -68,7 +70,7 @@ def parse_address(value: object, *, what: str = "IPv4 address") -> IPv4Address:
     except ValueError:
         raise IPAMError(f"'{text}' is not a valid {what}.") from None
     if addr.version != 4:
-        raise IPAMError(f"'{text}' is IPv6; only IPv4 is supported for now.")
+        raise IPAMError(f"'{text}' is IPv6; only IPv4 is accepted here.")
     return addr
 
 

@@ -83,3 +83,30 @@ def test_field_lists_are_one_definition():
         "enabled", "pod_cidrs",
     }
     assert {"name", "region"} <= set(HOST_FIELDS) and set(KIND_FIELDS) == {"gateway", "node"}
+
+
+@pytest.mark.parametrize("kind", ["gateway", "node"])
+def test_the_admin_refuses_a_zone_index_like_the_api(staff_api, client, staff, region, kind):
+    """Django's IP field would drop "%eth0" and store the address without it; the admin says why it refuses."""
+    data = _gateway(region, f"{kind}-zone", 5, transit_address6="2001:db8:0:1::15%eth0")
+    if kind == "node":
+        data.pop("public_interface")
+    inline = {"placements-TOTAL_FORMS": "0", "placements-INITIAL_FORMS": "0"} if kind == "node" else {}
+    via_api = staff_api.post(f"/api/v1/{kind}s/", data)
+    assert via_api.status_code == 400 and "zone index" in str(via_api.json()), via_api.content
+    client.force_login(staff)
+    response = client.post(reverse(f"admin:core_{kind}_add"), {**_admin_form(data, region), **inline})
+    assert response.status_code == 200  # the form again, with the error at the field
+    errors = " ".join(re.findall(r"errorlist[^>]*>(.*?)</ul>", response.content.decode(), re.S))
+    assert "has a zone index (%...); an IPv6 address never does." in errors
+    assert not Gateway.objects.filter(name=data["name"]).exists() and not Node.objects.filter(name=data["name"]).exists()
+    # The same address without the zone is taken, and editing keeps refusing it.
+    data["transit_address6"] = "2001:db8:0:1::15"
+    response = client.post(reverse(f"admin:core_{kind}_add"), {**_admin_form(data, region), **inline})
+    assert response.status_code == 302, re.findall(r"errorlist[^>]*>(.*?)</ul>", response.content.decode(), re.S)
+    host = (Gateway if kind == "gateway" else Node).objects.get(name=data["name"])
+    form = {**_admin_form(data, region), **inline, "transit_address6": "2001:db8:0:1::16%eth0"}
+    response = client.post(reverse(f"admin:core_{kind}_change", args=[host.pk]), form)
+    assert response.status_code == 200 and "zone index" in response.content.decode()
+    host.refresh_from_db()
+    assert host.transit_address6 == "2001:db8:0:1::15"

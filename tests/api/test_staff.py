@@ -41,6 +41,25 @@ def test_region_in_use_cannot_be_deleted(staff_api, infra):
 # Pools ----------------------------------------------------------------------------------------------------------
 
 
+def test_pools_ordered_by_cidr_are_ipv4_first_then_ipv6_each_by_number(staff_api, region):
+    """The same order on SQLite and PostgreSQL: an IPv6 pool has no integer bounds (NULL), and NULLs sort
+    first on one and last on the other; the text of a CIDR sorts 2001:db8:0:10:: before 2001:db8:0:2::."""
+    for n, cidr in enumerate(["2001:db8:0:10::/64", "203.0.113.128/29", "2001:db8:0:2::/64", "203.0.113.16/29",
+                              "2001:db8:0:9::/64", "198.51.100.0/29"]):
+        services.pool_create(region=region, name=f"p{n}", cidr=cidr)
+    ipv4 = ["198.51.100.0/29", "203.0.113.16/29", "203.0.113.128/29"]
+    ipv6 = ["2001:db8:0:2::/64", "2001:db8:0:9::/64", "2001:db8:0:10::/64"]
+
+    def cidrs(ordering: str) -> list[str]:
+        response = staff_api.get("/api/v1/pools/", {"ordering": ordering})
+        assert response.status_code == 200, response.content
+        return [p["cidr"] for p in response.json()["results"]]
+
+    assert cidrs("cidr") == ipv4 + ipv6
+    assert cidrs("-cidr") == ipv6[::-1] + ipv4[::-1]
+    assert cidrs("region,cidr") == ipv4 + ipv6
+
+
 def test_pool_create_and_utilization(staff_api, alice, make_app, infra):
     response = staff_api.post(
         "/api/v1/pools/",
