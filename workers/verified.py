@@ -65,24 +65,35 @@ def verified_recall(host: Gateway | Node) -> dp.GatewayState | dp.NodeState | No
     return state
 
 
+def _encode(state: dp.GatewayState | dp.NodeState) -> bytes:
+    return json.dumps(dp.state_to_doc(state), sort_keys=True, separators=(",", ":")).encode()
+
+
 def verified_remember(host: Gateway | Node, state: dp.GatewayState | dp.NodeState) -> None:
     """Record that ``host`` was just verified to hold ``state``."""
     key = _key(host)
-    try:
-        raw = json.dumps(dp.state_to_doc(state), sort_keys=True, separators=(",", ":")).encode()
-    except TypeError as exc:
-        logger.warning("cannot keep the verified state of %s: %s", key, exc)
-        verified_forget(host)
-        return
-    digest = hashlib.sha256(raw).hexdigest().encode()
     with _decoded_lock:
         memo = _decoded.get(key)
+    raw = None
+    if memo is not None and memo[1] == state:
+        digest = memo[0]  # the same state as last time (the steady case): no need to encode it again
+    else:
+        try:
+            raw = _encode(state)
+        except TypeError as exc:
+            logger.warning("cannot keep the verified state of %s: %s", key, exc)
+            verified_forget(host)
+            return
+        digest = hashlib.sha256(raw).hexdigest().encode()
+    with _decoded_lock:
         _decoded[key] = (digest, state)
     try:
         client = _client()
         if memo is not None and memo[0] == digest and client.hget(key, "digest") == digest:
             client.expire(key, _TTL_SECONDS)
             return
+        if raw is None:
+            raw = _encode(state)
         pipe = client.pipeline()
         pipe.hset(key, mapping={"digest": digest, "state": raw})
         pipe.expire(key, _TTL_SECONDS)

@@ -21,6 +21,7 @@ from .model import (
     slot_table,
     state_from_doc,
     state_to_doc,
+    uncovered,
 )
 from .parse import (
     DataplaneParseError,
@@ -51,7 +52,7 @@ from .render import (
     render_node_ip,
     render_node_nft,
 )
-from .validate import DataplaneValueError
+from .validate import DataplaneValueError, ipv4_address
 
 __all__ = [
     "ANNOUNCE_MAX",
@@ -68,6 +69,8 @@ __all__ = [
     "UNROUTED6",
     "DataplaneParseError",
     "DataplaneValueError",
+    "ipv4_address",
+    "uncovered",
     "GatewayState",
     "NodeState",
     "Plan",
