@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from django.db.models import Q
 
-from . import ipam
+from . import ipam, ipam6
 from .models import (
     App,
     EgressIP,
@@ -70,6 +70,11 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
             "id", "cidr", "excluded"
         )
     }
+    # The region's IPv6 pools, when the gateway holds IPv6 partners (a handful of pools per region).
+    pool6_prefixes = {
+        cidr: [str(n) for n in ipam6.usable_prefixes6(ipam6.parse_network6(cidr), map(ipam6.parse_address6, excluded or []))]
+        for cidr, excluded in IPPool.objects.filter(region_id=gateway.region_id, family=6).values_list("cidr", "excluded")
+    } if any(ip.address6 for ip in ips) else {}
     app_ids = {ip.app_id for ip in ips}
     on_nodes = frozenset(
         HostSync.objects.filter(app_id__in=app_ids, node__isnull=False).values_list("app_id", flat=True)
@@ -95,6 +100,7 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
         draining=gateway.draining,
         node_transits6={transit: transit6 for transit, _, transit6 in nodes if transit6},
         pool_prefixes=pool_prefixes,
+        pool6_prefixes=pool6_prefixes,
     )
 
 

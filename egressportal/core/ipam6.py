@@ -35,6 +35,7 @@ __all__ = [
     "parse_network_any",
     "parse_placement_any",
     "usable_count6",
+    "usable_prefixes6",
     "usable_range6",
 ]
 
@@ -182,6 +183,21 @@ def usable_count6(net: IPv6Network, excluded: Iterable[IPv6Address] = ()) -> int
     first, last = usable_range6(net)
     skip = {int(a) for a in excluded if first <= int(a) <= last}
     return last - first + 1 - len(skip)
+
+
+def usable_prefixes6(net: IPv6Network, excluded: Iterable[IPv6Address] = ()) -> list[IPv6Network]:
+    """The fewest CIDRs covering exactly the addresses the pool can hand out (what a gateway holds of the
+    pool as anyIP: never the subnet-router anycast address or an excluded one, which may be a router's).
+    A /64 without exclusions is 64 prefixes; each excluded address adds at most 128."""
+    first, last = usable_range6(net)
+    skip = sorted({int(a) for a in excluded if first <= int(a) <= last})
+    out: list[IPv6Network] = []
+    low = first
+    for value in [*skip, last + 1]:
+        if low < value:
+            out += ipaddress.summarize_address_range(IPv6Address(low), IPv6Address(value - 1))
+        low = value + 1
+    return out
 
 
 def next_free6(

@@ -196,18 +196,19 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def covered(address: IPAddress, prefixes: Iterable[IPv4Network]) -> bool:
+def covered(address: IPAddress, prefixes: Iterable[IPNetwork]) -> bool:
     return any(address.version == p.version and address in p for p in prefixes)
 
 
-def uncovered(addresses: Iterable[IPAddress], prefixes: Iterable[IPv4Network]) -> list[IPAddress]:
-    """The IPv4 addresses that lie in none of ``prefixes`` (disjoint, as collapsed): a bisection over the
-    prefixes' integer bounds, so 10,000 addresses against dozens of prefixes stay cheap."""
-    bounds = sorted((int(p.network_address), int(p.broadcast_address)) for p in prefixes if p.version == 4)
+def uncovered(addresses: Iterable[IPAddress], prefixes: Iterable[IPNetwork], version: int = 4) -> list[IPAddress]:
+    """The addresses of one family (4 or 6) that lie in none of ``prefixes`` (disjoint per family, as
+    collapsed): a bisection over the prefixes' integer bounds, so 10,000 addresses against dozens of
+    prefixes stay cheap."""
+    bounds = sorted((int(p.network_address), int(p.broadcast_address)) for p in prefixes if p.version == version)
     starts = [lo for lo, _ in bounds]
     out = []
     for a in addresses:
-        if a.version != 4:
+        if a.version != version:
             continue
         i = bisect_right(starts, int(a)) - 1
         if i < 0 or int(a) > bounds[i][1]:
@@ -219,11 +220,16 @@ def uncovered(addresses: Iterable[IPAddress], prefixes: Iterable[IPv4Network]) -
 class GatewayState:
     """A gateway's share of the product (docs/ARCHITECTURE.md, "The gateway's address plan").
 
-    The gateway holds ``pools`` as anyIP: one ``local`` route per prefix (table local, dev lo), so the
-    kernel accepts any address of them without one interface address each. An ARP guard (nft table
-    ``arp egressportal``) drops ARP requests for pool addresses that are not in ``addresses``, so on a
-    shared segment each gateway answers only for its own. ``legacy_addresses``: addresses still held the
-    old way, as a /32 on ``public_interface`` (only ever reported by a host; a desired state has none).
+    The gateway holds ``pools`` (both families) as anyIP: one ``local`` route per prefix (table local,
+    dev lo), so the kernel accepts any address of them without one interface address each. IPv4: an ARP
+    guard (nft table ``arp egressportal``) drops ARP requests for pool addresses that are not in
+    ``addresses``, so on a shared segment each gateway answers only for its own. IPv6: one proxy NDP entry
+    per address in ``addresses`` (the kernel answers neighbour solicitations for nothing else).
+    ``legacy_addresses``: addresses still held the old way, as a /32 or /128 on ``public_interface`` (only
+    ever reported by a host; a desired state has none).
+
+    A parsed state may hold an IPv6 address its pool routes do not cover (a pool route deleted by hand:
+    the proxy entry still answers and SNAT still works); a desired state built by ``build`` never does.
     """
 
     public_interface: str
@@ -235,14 +241,14 @@ class GatewayState:
     # All pod CIDRs of the region: forwarded traffic from these out of public_interface WITHOUT a snat
     # mapping is dropped, so a pod source address never leaks.
     guarded_sources: frozenset[IPNetwork]
-    pools: frozenset[IPv4Network] = frozenset()  # IPv4 prefixes held as anyIP (a local route each)
-    legacy_addresses: frozenset[IPv4Address] = frozenset()  # old layout: a /32 on public_interface
+    pools: frozenset[IPNetwork] = frozenset()  # prefixes held as anyIP (a local route each), both families
+    legacy_addresses: frozenset[IPAddress] = frozenset()  # old layout: a /32 or /128 on public_interface
 
     def __post_init__(self) -> None:
         _set(self, "public_interface", v.interface_name(self.public_interface))
         addresses = frozenset(_address(a) for a in self.addresses)
-        pools = _networks(v.ipv4_network(n) for n in self.pools)
-        legacy = frozenset(v.ipv4_address(a) for a in self.legacy_addresses)
+        pools = _networks(self.pools)
+        legacy = frozenset(_address(a) for a in self.legacy_addresses)
         if not legacy <= addresses:
             raise v.DataplaneValueError("a legacy /32 address must be one of the gateway's addresses")
         outside = uncovered(addresses - legacy, pools)
@@ -275,15 +281,16 @@ class GatewayState:
         snat: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         return_routes: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = (),
         guarded_sources: Iterable[str | IPNetwork] = (),
-        pools: Iterable[str | IPv4Network] | None = None,
-        legacy_addresses: Iterable[str | IPv4Address] = (),
+        pools: Iterable[str | IPNetwork] | None = None,
+        legacy_addresses: Iterable[str | IPAddress] = (),
     ) -> GatewayState:
         """Validate and normalise (strict networks, sorted immutable maps) from plain values.
 
-        ``pools=None``: each IPv4 address is its own pool (a /32 local route), for callers that know no pool."""
+        ``pools=None``: each address is its own pool (a /32 or /128 local route), for callers that know no
+        pool."""
         addresses = frozenset(_address(a) for a in addresses)
         if pools is None:
-            pools = {v.ipv4_network(a) for a in by_family(addresses, 4)}
+            pools = {v.ip_network(a) for a in addresses}
         return cls(
             public_interface=public_interface,
             addresses=addresses,  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, collapse_addresses, summarize_address_range
+from ipaddress import IPv4Address, collapse_addresses, summarize_address_range
 from typing import Any
 
 from . import validate as v
@@ -76,7 +76,7 @@ class DataplaneParseError(v.DataplaneValueError):
 
 def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
     """argv per input of parse_gateway. Run "nft", "arp" and "nft6" with check=False: see
-    is_missing_table_error."""
+    is_missing_table_error; "ndp" too (a host without IPv6 has no such keys: proxy NDP is off)."""
     iface = v.interface_name(public_interface)
     return {
         "nft": list(NFT_READ_ARGV),
@@ -87,7 +87,11 @@ def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
         "arp": list(NFT_ARP_READ_ARGV),
         "nft6": list(NFT6_READ_ARGV),
         "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", iface],
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", str(RT_PROTO)],
+        # Every table: the return routes (main) and the anyIP pool routes (local).
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", str(RT_PROTO)],
+        # The IPv6 egress addresses: proxy NDP entries (ours: proto 250), answered only while proxy NDP is on.
+        "proxy6": ["ip", "-N", "-j", "-6", "neigh", "show", "proxy", "dev", iface],
+        "ndp": ["sysctl", "-n", f"net/ipv6/conf/{iface}/proxy_ndp", f"net/ipv6/neigh/{iface}/proxy_delay"],
     }
 
 
@@ -419,15 +423,39 @@ class _GatewayFamily:
     snat: dict[IPNetwork, IPAddress]  # working entries only
     routes: dict[IPNetwork, IPAddress]
     guarded: frozenset[IPNetwork]
-    pools: frozenset[IPv4Network] = frozenset()
-    legacy: frozenset[IPv4Address] = frozenset()
+    pools: frozenset[IPNetwork] = frozenset()
+    legacy: frozenset[IPAddress] = frozenset()
+
+
+def _proxy_entries(proxy_json: str | None, iface: str) -> set[IPAddress]:
+    """The IPv6 proxy NDP entries of ours (proto 250) on ``iface``."""
+    found: set[IPAddress] = set()
+    for e in _list(_default(_load(proxy_json, "ip neigh output")), "ip neigh output"):
+        e = _obj(e, "ip neigh entry")
+        if "proxy" not in e or str(e.get("protocol")) != str(RT_PROTO) or e.get("dev", iface) != iface:
+            continue
+        found.add(_checked(v.ipv6_address, e.get("dst"), "ip neigh dst"))
+    return found
+
+
+def _ndp_on(ndp_text: str | None) -> bool:
+    """Whether the kernel answers solicitations for proxy entries at once (proxy_ndp 1, proxy_delay 0)."""
+    return (ndp_text or "").split() == ["1", "0"]
 
 
 def _gateway_family(
-    fam: _Family, nft_json: str | None, addr_json: str, route_json: str, iface: str, arp_json: str | None = None
+    fam: _Family,
+    nft_json: str | None,
+    addr_json: str,
+    route_json: str,
+    iface: str,
+    arp_json: str | None = None,
+    proxy_json: str | None = None,
+    ndp_text: str | None = None,
 ) -> _GatewayFamily:
     """One family's table and ip state. IPv4 egress addresses are anyIP (pool routes behind the ARP guard,
-    ``arp_json``), or /32s of the old layout; IPv6 ones are /128s on the interface."""
+    ``arp_json``), or /32s of the old layout; IPv6 ones are anyIP (pool routes and a proxy NDP entry each,
+    ``proxy_json``, ``ndp_text``), or /128s of the old layout."""
     table = _Table(nft_json, fam.nft_family)
     memo: dict[str, IPv4Address] = {}
     if fam.version == 4:
@@ -455,10 +483,10 @@ def _gateway_family(
         guarded = frozenset()
     on_iface = (owned | recorded) & _gateway_addresses(addr_json, iface, fam)
     routes: dict[IPNetwork, IPAddress] = {}
-    pool_routes: set[IPv4Network] = set()
+    pool_routes: set[IPNetwork] = set()
     for r in _routes(route_json, "ip route output"):
-        if fam.version == 4 and _is_pool_route(r):
-            pool_routes.add(_checked(v.ipv4_network, r.get("dst"), "ip route dst"))
+        if _is_pool_route(r):
+            pool_routes.add(_checked(fam.network, r.get("dst"), "ip route dst"))
             continue
         if r.get("dst") in (None, "default") or "gateway" not in r:
             continue  # not a shape we write (multipath, blackhole, default): not ours to manage
@@ -467,7 +495,15 @@ def _gateway_family(
         dst = _checked(fam.network, r["dst"], "ip route dst")
         routes.setdefault(dst, _checked(fam.address, r["gateway"], "ip route gateway"))
     if fam.version == 6:
-        return _GatewayFamily(on_iface, {k: x for k, x in snat.items() if x in on_iface}, routes, guarded)
+        # A proxy entry answers solicitations (and SNAT to its address works, conntrack de-NATs the replies
+        # before routing) whether or not a pool route covers it: it counts as held, so a stray one is seen
+        # and removed. The pool routes count only while proxy NDP is on: a reset sysctl makes the next plan
+        # re-add them, and set it again.
+        pools6 = frozenset(collapse_addresses(pool_routes)) if _ndp_on(ndp_text) else frozenset()  # type: ignore[arg-type]
+        held6 = on_iface | _proxy_entries(proxy_json, iface)
+        return _GatewayFamily(
+            held6, {k: x for k, x in snat.items() if x in held6}, routes, guarded, pools6, frozenset(on_iface)
+        )
     pools = frozenset(collapse_addresses(pool_routes))
     # Pool addresses count as held only behind an intact ARP guard that covers exactly the pool routes:
     # otherwise the gateway answers ARP for other gateways' addresses too, and reporting them absent makes
@@ -495,12 +531,15 @@ def parse_gateway(
     addr6_json: str | None = None,
     route6_json: str | None = None,
     arp_json: str | None = None,
+    proxy6_json: str | None = None,
+    ndp_text: str | None = None,
 ) -> GatewayState:
     """The IPv4 part from ``nft``/``arp``/``addr``/``routes`` of gateway_read_commands, the IPv6 part from
-    ``nft6``, ``addr6``, ``routes6`` (None or empty: no IPv6 state; ``arp_json`` None: no ARP guard)."""
+    ``nft6``, ``addr6``, ``routes6``, ``proxy6``, ``ndp`` (None or empty: no IPv6 state, proxy NDP off;
+    ``arp_json`` None: no ARP guard)."""
     iface = v.interface_name(public_interface)
     four = _gateway_family(_V4, nft_json, addr_json, route_json, iface, arp_json)
-    six = _gateway_family(_V6, nft6_json, addr6_json or "[]", route6_json or "[]", iface)
+    six = _gateway_family(_V6, nft6_json, addr6_json or "[]", route6_json or "[]", iface, None, proxy6_json, ndp_text)
     try:
         return GatewayState.build(
             public_interface=iface,
@@ -508,8 +547,8 @@ def parse_gateway(
             snat={**four.snat, **six.snat},
             return_routes={**four.routes, **six.routes},
             guarded_sources=four.guarded | six.guarded,
-            pools=four.pools,
-            legacy_addresses=four.legacy,
+            pools=four.pools | six.pools,
+            legacy_addresses=four.legacy | six.legacy,
         )
     except v.DataplaneValueError as exc:
         raise DataplaneParseError(f"gateway state: {exc}") from None
@@ -621,7 +660,7 @@ def parse_host_reads(
     for name, (status, text) in outputs.items():
         if status == 0:
             out[name] = text
-        elif name in ("nft", "nft6", "arp") and is_missing_table_error(text):
+        elif name in ("nft", "nft6", "arp") and is_missing_table_error(text) or name == "ndp":
             out[name] = None
         else:
             raise DataplaneParseError(f"{' '.join(reads[name][:3])} failed: {text.strip()[:300]}")
@@ -629,6 +668,7 @@ def parse_host_reads(
         return parse_gateway(
             out["nft"], out["addr"] or "[]", out["routes"] or "[]", public_interface,
             nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
+            proxy6_json=out.get("proxy6"), ndp_text=out.get("ndp"),
         )  # fmt: skip
     return parse_node(
         out["nft"], out["rules"] or "[]", out["routes"] or "[]",

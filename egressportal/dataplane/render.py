@@ -6,7 +6,6 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network
 from shlex import quote as shlex_quote
 
 from . import validate as v
@@ -27,12 +26,15 @@ from .model import (
     by_family,
     slot_mark,
     slot_table,
+    uncovered,
 )
 
 __all__ = [
     "ANNOUNCE_MAX",
     "ANNOUNCE_SCRIPT",
+    "NA_SENDER",
     "announce_argv",
+    "ndp_sysctl_argv",
     "EXEC_ARGV",
     "EXEC_SECTION",
     "NFT_APPLY_ARGV",
@@ -65,13 +67,31 @@ KEEP_MASK = 0xFFFFFFFF & ~MARK_MASK
 _TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
 _TABLE6 = f"{NFT_FAMILY6} {NFT_TABLE}"
 _ARP_TABLE = f"{NFT_ARP_FAMILY} {NFT_TABLE}"
-# Gratuitous ARP for IPv4 addresses new on a gateway, so an upstream router with a stale entry (the address
-# was on another gateway a moment ago) switches at once. Best effort: never fails the apply (no arping, or a
-# router that ignores it, only means the router finds out when its entry goes stale). iputils arping -U
-# waits a second after its one packet: the loop runs in the background, the exec's read-back does not wait.
+# Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6) for addresses new on a gateway, so
+# an upstream router with a stale entry (the address was on another gateway a moment ago) switches at once.
+# Best effort: never fails the apply (no sender, or a router that ignores it, only means the router finds out
+# when its entry goes stale). iputils arping -U waits a second after its one packet: the loop runs in the
+# background, the exec's read-back does not wait. Arguments: the NA sender's code, the interface, addresses
+# (validated: digits, dots, hex and colons only, so the unquoted $v4/$v6 split on spaces alone).
 ANNOUNCE_SCRIPT = (
-    'iface=$1; shift; command -v arping >/dev/null 2>&1 || exit 0; '
-    '(for a in "$@"; do arping -q -U -c 1 -I "$iface" "$a" & done) </dev/null >/dev/null 2>&1 & exit 0'
+    'na=$1; iface=$2; shift 2; v4=; v6=; '
+    'for a in "$@"; do case $a in *:*) v6="$v6 $a";; *) v4="$v4 $a";; esac; done; '
+    'if [ -n "$v4" ] && command -v arping >/dev/null 2>&1; then '
+    '(for a in $v4; do arping -q -U -c 1 -I "$iface" "$a" & done) </dev/null >/dev/null 2>&1 & fi; '
+    'if [ -n "$v6" ] && command -v python3 >/dev/null 2>&1; then '
+    'python3 -c "$na" "$iface" $v6 </dev/null >/dev/null 2>&1 & fi; exit 0'
+)
+# The unsolicited neighbour advertisement (RFC 4861 7.2.6: to all-nodes, hop limit 255, Override set, the
+# target's link-layer address option) for IPv6 addresses new on the gateway. No packaged tool on the hosts
+# sends one (ndisc6 solicits, arping is IPv4 only, the kernel announces only interface addresses, not proxy
+# entries), so a raw ICMPv6 socket in Python's standard library does; the kernel fills in the checksum.
+# argv: interface, addresses. 0x8927: SIOCGIFHWADDR (the interface's MAC at bytes 18..24 of the ifreq).
+NA_SENDER = (  # one line: every argv token of the exec script is a single-line string
+    "import fcntl,socket as S,struct,sys; i=sys.argv[1]; s=S.socket(S.AF_INET6,S.SOCK_RAW,S.IPPROTO_ICMPV6); "
+    "s.setsockopt(S.IPPROTO_IPV6,S.IPV6_MULTICAST_HOPS,255); "
+    "m=fcntl.ioctl(s.fileno(),0x8927,struct.pack('256s',i.encode()))[18:24]; x=S.if_nametoindex(i); "
+    "[s.sendto(bytes([136,0,0,0,32,0,0,0])+S.inet_pton(S.AF_INET6,a)+bytes([2,1])+m,('ff02::1',0,0,x)) "
+    "for a in sys.argv[2:]]"
 )
 # A bulk change (a restore after a reboot, a burst of enables) is mostly addresses the router never saw, or
 # saw on this very gateway: announcing a bounded number keeps the gateway from forking thousands of arpings.
@@ -187,7 +207,7 @@ def render_gateway_nft(state: GatewayState, *, drop_ipv6: bool = False) -> str:
 def _gateway_arp_table(state: GatewayState) -> str:
     # The pools are local routes, so the kernel would answer ARP for every address of them, also those
     # another gateway on the segment holds: only this gateway's addresses are answered.
-    body = _set_block("set", "pool_prefixes", "ipv4_addr", True, [_net(n) for n in sorted(state.pools)])
+    body = _set_block("set", "pool_prefixes", "ipv4_addr", True, [_net(n) for n in by_family(state.pools, 4)])
     # Also the record of which IPv4 addresses are ours (read back by a reconcile).
     ours = sorted((a for a in state.addresses if a.version == 4), key=int)  # key=int: 10,000 sort fast
     body += _set_block("set", "egress_addresses", "ipv4_addr", False, [_addr(a) for a in ours])
@@ -251,10 +271,24 @@ def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _pool_route(verb: str, net: IPv4Network) -> list[str]:
+def _pool_route(verb: str, net: IPNetwork) -> list[str]:
     # dev lo: the classic anyIP route, independent of the public link (a link going down would flush a
     # route through it, not one through lo).
     return ["ip", "route", verb, "local", _net(net), "dev", "lo", "table", str(RT_TABLE_LOCAL), "proto", str(RT_PROTO)]
+
+
+def _proxy(verb: str, address: IPAddress, iface: str) -> list[str]:
+    # proto 250 marks the entry as ours: the read-back lists it without any other record.
+    tail = ["proto", str(RT_PROTO)] if verb == "add" else []
+    return ["ip", "neigh", verb, "proxy", _addr(address), "dev", v.interface_name(iface), *tail]
+
+
+def ndp_sysctl_argv(public_interface: str) -> tuple[str, ...]:
+    """Proxy NDP on for the public interface (the kernel answers solicitations for its proxy entries), and
+    answered at once: by default a multicast solicitation for a proxied address waits a random time up to
+    0.8 s (``proxy_delay``). Slashes, not dots, so an interface name with a dot stays one key."""
+    iface = v.interface_name(public_interface)
+    return ("sysctl", "-q", "-w", f"net/ipv6/conf/{iface}/proxy_ndp=1", f"net/ipv6/neigh/{iface}/proxy_delay=0")
 
 
 def _gateway_ip(
@@ -266,38 +300,47 @@ def _gateway_ip(
     IPv4: a new pool route comes after the nft transaction that puts its ARP guard in place, and a pool
     route goes before the transaction that takes the guard away (plan_gateway keeps it until post_nft): no
     moment where the gateway answers ARP for another gateway's address. Old-layout /32s go once the pool
-    route that now holds them is there (same batch, earlier line). IPv6: a /128 per address."""
+    route that now holds them is there (same batch, earlier line).
+
+    IPv6: the kernel answers neighbour solicitations for exactly its proxy entries, so nothing needs
+    guarding: pool routes and proxy entries come before the nft transaction that SNATs to the new addresses
+    (reachable before used), and go after the one that stopped using them. Old-layout /128s go after
+    the pool route and proxy entry that replace them (post, so the pre batch succeeded)."""
     iface = v.interface_name(desired.public_interface)
     host_len = _V4.host_len if version == 4 else _V6.host_len
-    # A tentative (duplicate-address-detecting) egress address would not answer neighbour solicitations
-    # for a second: SNATed replies would be lost. The address is ours alone by allocation.
-    nodad = [] if version == 4 else ["nodad"]
-    have_addrs = actual.addresses if actual else frozenset()
     have_routes = actual.return_routes if actual else {}
     want_routes = {k: x for k, x in desired.return_routes.items() if k.version == version}
+    old_iface = actual.public_interface if actual else iface
     pre: list[list[str]] = []
     post: list[list[str]] = []
     if version == 6:
-        for a in by_family(desired.addresses - have_addrs, version):
-            pre.append(["ip", "addr", "replace", f"{_addr(a)}/{host_len}", "dev", iface, *nodad])
+        have_pools6 = set(by_family(actual.pools, 6)) if actual else set()
+        want_pools6 = set(by_family(desired.pools, 6))
+        legacy6 = by_family(actual.legacy_addresses, 6) if actual else []
+        have_anyip6 = set(by_family(actual.addresses, 6)).difference(legacy6) if actual else set()
+        want6 = set(by_family(desired.addresses, 6))
+        pre += [_pool_route("replace", n) for n in sorted(want_pools6 - have_pools6)]
+        # An interface change moves every entry (proxy entries are per device).
+        keep6 = have_anyip6 if old_iface == iface else set()
+        pre += [_proxy("add", a, iface) for a in sorted(want6 - keep6)]
+        post += [["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface] for a in legacy6]
+        post += [_proxy("del", a, old_iface) for a in sorted(have_anyip6 - (want6 if old_iface == iface else set()))]
+        post += [_pool_route("del", n) for n in sorted(have_pools6 - want_pools6)]
     for net, via in want_routes.items():
         if have_routes.get(net) != via:
             pre.append(["ip", "route", "replace", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
-    old_iface = actual.public_interface if actual else iface
     if version == 4:
-        have_pools = actual.pools if actual else frozenset()
-        for net in sorted(desired.pools - have_pools):
+        have_pools = set(by_family(actual.pools, 4)) if actual else set()
+        want_pools = set(by_family(desired.pools, 4))
+        for net in sorted(want_pools - have_pools):
             post.append(_pool_route("replace", net))
-        for a in sorted(actual.legacy_addresses if actual else ()):
+        for a in by_family(actual.legacy_addresses, 4) if actual else ():
             post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
-        for net in sorted(have_pools - desired.pools):
+        for net in sorted(have_pools - want_pools):
             post.append(_pool_route("del", net))
     for net, via in have_routes.items():
         if net.version == version and net not in want_routes:
             post.append(["ip", "route", "del", _net(net), "via", _addr(via), "proto", str(RT_PROTO)])
-    if version == 6:
-        for a in by_family(have_addrs - desired.addresses, version):
-            post.append(["ip", "addr", "del", f"{_addr(a)}/{host_len}", "dev", old_iface])
     return pre, post
 
 
@@ -364,8 +407,9 @@ class Plan:
     tables), ``post_ip``/``post_ip6`` (break), ``post_nft`` (the record of what is ours, once the break is done).
 
     ``pre_ip``/``post_ip`` are ``ip -batch`` lines, ``pre_ip6``/``post_ip6`` ``ip -6 -batch`` lines;
-    ``nft``/``post_nft`` are ``nft -f -`` scripts or None; ``announce`` (last) the gratuitous-ARP argv
-    (empty: none), which never fails.
+    ``nft``/``post_nft`` are ``nft -f -`` scripts or None; ``sysctl`` (first) the argv that turns proxy NDP
+    on (empty: none); ``announce`` (last) the gratuitous-ARP/unsolicited-NA argv (empty: none), which never
+    fails.
     """
 
     pre_ip: list[str] = field(default_factory=list)
@@ -376,11 +420,13 @@ class Plan:
     pre_ip6: list[str] = field(default_factory=list)
     post_ip6: list[str] = field(default_factory=list)
     announce: tuple[str, ...] = ()
+    sysctl: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return (
-            not self.pre_ip
+            not self.sysctl
+            and not self.pre_ip
             and not self.pre_ip6
             and self.nft is None
             and not self.post_ip
@@ -393,7 +439,9 @@ class Plan:
 
     def steps(self) -> list[tuple[list[str], str | None]]:
         """(argv, stdin) pairs to run in order; stop at the first failure."""
-        out: list[tuple[list[str], str]] = []
+        out: list[tuple[list[str], str | None]] = []
+        if self.sysctl:
+            out.append((list(self.sysctl), None))
         for argv, lines in ((IP_BATCH_ARGV, self.pre_ip), (IP6_BATCH_ARGV, self.pre_ip6)):
             if lines:
                 out.append((list(argv), "".join(f"{line}\n" for line in lines)))
@@ -425,31 +473,40 @@ def _map_change(name: str, old: int, new: int, changed: bool) -> list[str]:
 
 def _nft_view(state: GatewayState | None) -> tuple[object, ...] | None:
     # What render_gateway_nft writes: equal views, no nft transaction needed.
+    # (IPv6 pools are not in nft: proxy entries, not a guard, keep a gateway to its own addresses.)
     if state is None:
         return None
-    return (state.public_interface, state.addresses, state.snat, state.guarded_sources, state.pools)
+    pools4 = frozenset(by_family(state.pools, 4))
+    return (state.public_interface, state.addresses, state.snat, state.guarded_sources, pools4)
 
 
 def announce_argv(public_interface: str, addresses: Iterable[IPAddress]) -> tuple[str, ...]:
-    """The gratuitous-ARP step for the IPv4 ``addresses`` (at most ANNOUNCE_MAX of them, lowest first)."""
-    chosen = [_addr(a) for a in sorted((a for a in addresses if a.version == 4), key=int)[:ANNOUNCE_MAX]]
+    """The announcement step for ``addresses``: a gratuitous ARP for the IPv4 ones, an unsolicited neighbour
+    advertisement for the IPv6 ones (at most ANNOUNCE_MAX of each family, lowest first)."""
+    addresses = list(addresses)
+    chosen = [
+        _addr(a) for version in (4, 6) for a in sorted(by_family(addresses, version), key=int)[:ANNOUNCE_MAX]
+    ]
     if not chosen:
         return ()
-    return ("sh", "-c", ANNOUNCE_SCRIPT, "announce", v.interface_name(public_interface), *chosen)
+    return ("sh", "-c", ANNOUNCE_SCRIPT, "announce", NA_SENDER, v.interface_name(public_interface), *chosen)
 
 
 def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
     if desired.legacy_addresses:
-        raise v.DataplaneValueError("a desired gateway state holds no address as a /32 (old layout)")
+        raise v.DataplaneValueError("a desired gateway state holds no address as a /32 or /128 (old layout)")
+    outside6 = uncovered(desired.addresses, desired.pools, 6)
+    if outside6:
+        raise v.DataplaneValueError(f"address {min(outside6)} lies in none of this gateway's pools")
     pre, post = _gateway_ip(actual, desired)
     pre6, post6 = _gateway_ip(actual, desired, 6)
     have_addrs = actual.addresses if actual else frozenset()
     have_pools = actual.pools if actual else frozenset()
-    # Until post_ip removes them, the /32s (old layout) and /128s of removed addresses stay recorded as
-    # ours (else a failed post step would orphan them), and the pools whose route goes stay guarded.
-    stale4 = (actual.legacy_addresses - desired.addresses) if actual else frozenset()
-    stale = stale4 | frozenset(a for a in have_addrs - desired.addresses if a.version == 6)
-    stale_pools = have_pools - desired.pools
+    # Until post_ip/post_ip6 remove them, the /32s and /128s (old layout) stay recorded as ours (else a
+    # failed post step would orphan them), and the IPv4 pools whose route goes stay guarded. (IPv6 proxy
+    # entries are their own record: proto 250.)
+    stale = (actual.legacy_addresses - desired.addresses) if actual else frozenset()
+    stale_pools = frozenset(by_family(have_pools - desired.pools, 4))
     want_nft = desired  # render_gateway_nft and _nft_view ignore the return routes
     if stale or stale_pools:
         want_nft = replace(
@@ -457,19 +514,23 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
             return_routes={},
             addresses=desired.addresses | stale,
             pools=desired.pools | stale_pools,
-            legacy_addresses=stale4,
+            legacy_addresses=stale,
         )
     had_ipv6 = actual is not None and gateway_has_ipv6(actual)
     nft = None if _nft_view(actual) == _nft_view(want_nft) else render_gateway_nft(want_nft, drop_ipv6=had_ipv6)
     have_routes = actual.return_routes if actual else {}
     have_snat = actual.snat if actual else {}
-    migrated = len(actual.legacy_addresses & desired.addresses) if actual else 0
+    migrated = actual.legacy_addresses & desired.addresses if actual else frozenset()
     changes = [
         *_count(len(desired.addresses - have_addrs), "address", "+"),
         *_count(len(have_addrs - desired.addresses), "address", "-"),
         *_count(len(desired.pools - have_pools), "pool route", "+"),
         *_count(len(stale_pools), "pool route", "-"),
-        *([f"{migrated} /32 address{'' if migrated == 1 else 'es'} moved to pool routes"] if migrated else []),
+        *(
+            f"{n} /{32 if version == 4 else 128} address{'' if n == 1 else 'es'} moved to pool routes"
+            for version in (4, 6)
+            if (n := len(by_family(migrated, version)))
+        ),
         *_map_change("snat", len(have_snat), len(desired.snat), have_snat != desired.snat),
         *_count(sum(1 for k in desired.return_routes if k not in have_routes), "route", "+"),
         *_count(
@@ -485,9 +546,10 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
     # Once post_ip removed them, the record is rewritten without the stale addresses and pools.
     post_nft = (
         render_gateway_nft(desired, drop_ipv6=had_ipv6 or gateway_has_ipv6(want_nft))
-        if stale or stale_pools or post6
+        if stale or stale_pools
         else None
     )
+    new_pools6 = by_family(desired.pools - have_pools, 6)
     return Plan(
         pre_ip=_lines(pre),
         nft=nft,
@@ -497,6 +559,9 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         pre_ip6=_lines(pre6),
         post_ip6=_lines(post6),
         announce=announce_argv(desired.public_interface, desired.addresses - have_addrs),
+        # With a new IPv6 pool route (a first IPv6 address, a restore, a sysctl reset by hand: the read-back
+        # reports IPv6 pools only while proxy NDP is on).
+        sysctl=ndp_sysctl_argv(desired.public_interface) if new_pools6 else (),
     )
 
 

@@ -45,6 +45,7 @@ NODE_V4 = NodeState.build(steering={"198.19.1.0/24": 1}, gateways={1: "198.18.0.
 
 @pytest.fixture()
 def ns6(netns):  # noqa: F811
+    netns.run(["ip", "link", "set", "lo", "up"])  # an IPv6 route through lo needs it up (a host's always is)
     netns.run(["ip", "-6", "addr", "add", "2001:db8:0:2::1/64", "dev", "eth0", "nodad"])
     netns.run(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", "transit0", "nodad"])
     return netns
@@ -62,6 +63,8 @@ def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, list[str]]) -> tuple[li
         elif kind == "read":
             if status and which in ("nft", "nft6", "arp") and dp.is_missing_table_error(text):
                 out[which] = None
+            elif status and which == "ndp":
+                out[which] = None
             else:
                 assert status == 0, (which, text)
                 out[which] = text
@@ -69,10 +72,8 @@ def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, list[str]]) -> tuple[li
 
 
 def gw_state(out: dict[str, str | None]) -> GatewayState:
-    return dp.parse_gateway(
-        out["nft"], out["addr"] or "[]", out["routes"] or "[]", "eth0",
-        nft6_json=out["nft6"], addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"],
-    )  # fmt: skip
+    reads = dp.gateway_read_commands("eth0")
+    return dp.parse_host_reads(reads, {k: (0, v or "") for k, v in out.items()}, public_interface="eth0")
 
 
 def node_state(out: dict[str, str | None]) -> NodeState:
@@ -92,6 +93,7 @@ def traces(ns: Netns) -> str:
             ["ip", "-6", "route", "show", "table", "all", "proto", "250"],
             ["ip", "-4", "route", "show", "table", "all", "proto", "250"],
             ["ip", "-6", "addr", "show", "dev", "eth0"],
+            ["ip", "-6", "neigh", "show", "proxy"],
         )
     )
 
@@ -153,3 +155,121 @@ def test_an_ipv6_route_deleted_by_hand_is_seen_and_repaired(ns6):
     assert repair.pre_ip6 == ["route replace default via 2001:db8:0:1::2 table 7101 proto 250"]
     failures, out = exec_plan(ns6, repair, reads)
     assert failures == [] and node_state(out) == NODE_A
+
+
+# --- the anyIP address plan (docs/ARCHITECTURE.md, "The gateway's address plan") ---------------------------
+
+POOL6 = "2001:db8:0:2:e::/80"
+GW_POOL = GatewayState.build(
+    **GW_BASE,
+    addresses=["203.0.113.10", "2001:db8:0:2:e::1", "2001:db8:0:2:e::2", "2001:db8:0:2:e::3"],
+    snat={"198.19.1.0/24": "203.0.113.10", "2001:db8:10:1::/64": "2001:db8:0:2:e::1",
+          "2001:db8:10:2::7/128": "2001:db8:0:2:e::2"},  # fmt: skip
+    return_routes={"2001:db8:10:1::/64": "2001:db8:0:1::11"},
+    pools=["203.0.113.0/24", POOL6],
+)
+
+
+def held6(ns: Netns) -> tuple[set[str], str, str]:
+    """What the kernel itself lists: our proxy entries, our local routes, the interface's IPv6 addresses."""
+    proxies = {line.split()[0] for line in ns.run(["ip", "-6", "neigh", "show", "proxy", "dev", "eth0"]).stdout.splitlines()
+               if "proto 250" in line}  # fmt: skip
+    local = ns.run(["ip", "-6", "route", "show", "table", "local", "proto", "250"]).stdout
+    return proxies, local, ns.run(["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+
+
+def sysctl(ns: Netns, key: str) -> str:
+    return ns.run(["sysctl", "-n", key]).stdout.strip()
+
+
+def test_ipv6_egress_addresses_are_a_pool_route_and_a_proxy_entry_each(ns6):
+    reads = dp.gateway_read_commands("eth0")
+    failures, out = exec_plan(ns6, dp.plan_gateway(None, GW_POOL), reads)
+    assert failures == [] and gw_state(out) == GW_POOL
+    proxies, local, addrs = held6(ns6)
+    assert proxies == {"2001:db8:0:2:e::1", "2001:db8:0:2:e::2", "2001:db8:0:2:e::3"}
+    assert f"local {POOL6} dev lo" in local
+    assert "2001:db8:0:2:e::" not in addrs  # no /128 per address
+    assert sysctl(ns6, "net.ipv6.conf.eth0.proxy_ndp") == "1" and sysctl(ns6, "net.ipv6.neigh.eth0.proxy_delay") == "0"
+    assert dp.plan_gateway(gw_state(out), GW_POOL).is_empty
+    # One address moves away, one comes: one proxy entry each way, the pool route stays.
+    moved = GatewayState.build(
+        **GW_BASE, addresses=["203.0.113.10", "2001:db8:0:2:e::1", "2001:db8:0:2:e::2", "2001:db8:0:2:e::4"],
+        snat=GW_POOL.snat, return_routes=GW_POOL.return_routes, pools=["203.0.113.0/24", POOL6],
+    )  # fmt: skip
+    plan = dp.plan_gateway(gw_state(out), moved)
+    assert plan.pre_ip6 == ["neigh add proxy 2001:db8:0:2:e::4 dev eth0 proto 250"]
+    assert plan.post_ip6 == ["neigh del proxy 2001:db8:0:2:e::3 dev eth0"] and plan.sysctl == ()
+    failures, out = exec_plan(ns6, plan, reads)
+    assert failures == [] and gw_state(out) == moved
+    # All gone: no proxy entry, no route of ours (another owner's proxy entry is left alone).
+    ns6.run(["ip", "-6", "neigh", "add", "proxy", "2001:db8:0:2:e::99", "dev", "eth0"])
+    failures, out = exec_plan(ns6, dp.plan_gateway(gw_state(out), GW_V4), reads)
+    assert failures == [] and gw_state(out) == GW_V4
+    proxies, local, _ = held6(ns6)
+    assert proxies == set() and local == ""
+    assert "2001:db8:0:2:e::99" in ns6.run(["ip", "-6", "neigh", "show", "proxy"]).stdout
+
+
+@pytest.mark.parametrize("drift", ["proxy entry", "pool route", "proxy_ndp", "proxy_delay", "stray entry"])
+def test_ipv6_drift_is_seen_and_repaired(ns6, drift):
+    reads = dp.gateway_read_commands("eth0")
+    _, out = exec_plan(ns6, dp.plan_gateway(None, GW_POOL), reads)
+    assert gw_state(out) == GW_POOL
+    ns6.run({
+        "proxy entry": ["ip", "-6", "neigh", "del", "proxy", "2001:db8:0:2:e::2", "dev", "eth0"],
+        "pool route": ["ip", "-6", "route", "del", "local", POOL6, "dev", "lo", "table", "local"],
+        "proxy_ndp": ["sysctl", "-q", "-w", "net.ipv6.conf.eth0.proxy_ndp=0"],
+        "proxy_delay": ["sysctl", "-q", "-w", "net.ipv6.neigh.eth0.proxy_delay=80"],
+        # An entry of ours for an address this gateway must not answer for (a failed step, a hand edit).
+        "stray entry": ["ip", "-6", "neigh", "add", "proxy", "2001:db8:0:2:e::9", "dev", "eth0", "proto", "250"],
+    }[drift])
+    _, out = exec_plan(ns6, dp.Plan(), reads)
+    drifted = gw_state(out)
+    assert drifted != GW_POOL, "the read-back must notice"
+    failures, out = exec_plan(ns6, dp.plan_gateway(drifted, GW_POOL), reads)
+    assert failures == [] and gw_state(out) == GW_POOL
+    proxies, local, _ = held6(ns6)
+    assert proxies == {"2001:db8:0:2:e::1", "2001:db8:0:2:e::2", "2001:db8:0:2:e::3"} and POOL6 in local
+    assert sysctl(ns6, "net.ipv6.conf.eth0.proxy_ndp") == "1" and sysctl(ns6, "net.ipv6.neigh.eth0.proxy_delay") == "0"
+
+
+def old_layout6(ns: Netns, addresses: list[str]) -> None:
+    """What the previous version left: a /128 per IPv6 address (nodad), recorded in the ip6 table."""
+    ns.run(["ip", "-6", "-batch", "-"], "".join(f"addr add {a}/128 dev eth0 nodad\n" for a in addresses))
+    ns.run(["nft", "-f", "-"], "table ip6 egressportal {\n  set egress_addresses {\n    type ipv6_addr\n"
+           f"    elements = {{ {', '.join(addresses)} }}\n  }}\n}}\n")  # fmt: skip
+
+
+def test_a_gateway_on_the_old_ipv6_layout_migrates_make_before_break(ns6):
+    reads = dp.gateway_read_commands("eth0")
+    v6 = ["2001:db8:0:2:e::1", "2001:db8:0:2:e::2", "2001:db8:0:2:e::3"]
+    old_layout6(ns6, v6)
+    _, out = exec_plan(ns6, dp.Plan(), reads)
+    old = gw_state(out)
+    assert {str(a) for a in old.legacy_addresses} == set(v6) and not [p for p in old.pools if p.version == 6]
+    plan = dp.plan_gateway(old, GW_POOL)
+    # Make (pool route, proxy entries) before the nft step, break (the /128s) after it.
+    assert plan.pre_ip6[:2] == [f"route replace local {POOL6} dev lo table 255 proto 250",
+                                "neigh add proxy 2001:db8:0:2:e::1 dev eth0 proto 250"]  # fmt: skip
+    assert plan.post_ip6 == [f"addr del {a}/128 dev eth0" for a in v6]
+    assert "3 /128 addresses moved to pool routes" in plan.changes
+    steps = [argv[:3] for argv, _ in plan.steps()]
+    assert steps.index(["ip", "-6", "-batch"]) < steps.index(["nft", "-f", "-"])
+    failures, out = exec_plan(ns6, plan, reads)
+    assert failures == [] and gw_state(out) == GW_POOL
+    proxies, local, addrs = held6(ns6)
+    assert proxies == set(v6) and POOL6 in local and "2001:db8:0:2:e::" not in addrs
+
+
+def test_a_failed_migration_keeps_the_128s(ns6):
+    """The batch stops at its first failing line: a /128 never goes unless its replacement is in place."""
+    reads = dp.gateway_read_commands("eth0")
+    old_layout6(ns6, ["2001:db8:0:2:e::1"])
+    _, out = exec_plan(ns6, dp.Plan(), reads)
+    plan = dp.plan_gateway(gw_state(out), GW_POOL)
+    # Break the make step: a proxy entry on an interface that does not exist.
+    broken = dp.Plan(**{**plan.__dict__, "pre_ip6": [*plan.pre_ip6[:1], "neigh add proxy 2001:db8:0:2:e::1 dev nosuch0"]})
+    failures, out = exec_plan(ns6, broken, reads)
+    assert failures and failures[0][0][:2] == ["ip", "-6"]
+    assert "2001:db8:0:2:e::1/128" in ns6.run(["ip", "-6", "addr", "show", "dev", "eth0"]).stdout

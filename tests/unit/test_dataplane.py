@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import pytest
 
+import egressportal.dataplane.render as dp_render
 from egressportal.dataplane import (
     ANNOUNCE_MAX,
     UNROUTED,
@@ -399,7 +400,7 @@ def test_gateway_plan_from_scratch():
     assert plan.nft == render_gateway_nft(desired)
     assert plan.post_nft is None
     assert [argv[:2] for argv, _ in plan.steps()] == [["ip", "-batch"], ["nft", "-f"], ["ip", "-batch"], ["sh", "-c"]]
-    assert plan.announce[3:] == ("announce", "eth0", "203.0.113.10", "203.0.113.11")
+    assert plan.announce[3:] == ("announce", dp_render.NA_SENDER, "eth0", "203.0.113.10", "203.0.113.11")
     assert plan.summary() == "+2 addresses, +1 pool route, snat 0->3 entries, +2 routes, guarded sources 1"
 
 
@@ -424,7 +425,7 @@ def test_gateway_plan_is_make_before_break():
     assert steps == ["ip", "nft", "ip", "nft", "sh"]
     # ... then the guard is rewritten without it.
     assert "203.0.113.10" not in plan.post_nft and "203.0.113.12" in plan.post_nft
-    assert plan.announce[4:] == ("eth0", "203.0.113.12")
+    assert plan.announce[5:] == ("eth0", "203.0.113.12")
     assert plan.summary() == (
         "+1 address, -1 address, +2 pool routes, -1 pool route, snat 3->2 entries, ~1 route, -1 route"
     )
@@ -451,8 +452,12 @@ def test_gateway_plan_migrates_the_old_layout_without_a_gap():
 
 def test_announce_is_bounded():
     many = [IPv4Address("203.0.112.0") + i for i in range(ANNOUNCE_MAX + 5)]
+    many6 = [IPv6Address("2001:db8:0:2:e::") + i for i in range(ANNOUNCE_MAX + 5)]
     argv = announce_argv("eth0", many)
-    assert len(argv) == 5 + ANNOUNCE_MAX and argv[5] == "203.0.112.0"
+    assert len(argv) == 6 + ANNOUNCE_MAX and argv[6] == "203.0.112.0"
+    # At most ANNOUNCE_MAX of each family: ARP for IPv4, an unsolicited neighbour advertisement for IPv6.
+    both = announce_argv("eth0", many6 + many)
+    assert len(both) == 6 + 2 * ANNOUNCE_MAX and both[6] == "203.0.112.0" and both[6 + ANNOUNCE_MAX] == "2001:db8:0:2:e::"
     assert announce_argv("eth0", []) == ()
 
 

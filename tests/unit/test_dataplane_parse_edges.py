@@ -61,7 +61,9 @@ def test_read_commands_are_exactly_these():
         "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
         "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
         "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", "eth0"],
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "proto", "250"],
+        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", "250"],
+        "proxy6": ["ip", "-N", "-j", "-6", "neigh", "show", "proxy", "dev", "eth0"],
+        "ndp": ["sysctl", "-n", "net/ipv6/conf/eth0/proxy_ndp", "net/ipv6/neigh/eth0/proxy_delay"],
     }
     assert node_read_commands() == {
         "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],

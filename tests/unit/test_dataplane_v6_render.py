@@ -116,7 +116,7 @@ def host_gateway_nft(state: GatewayState, version: int) -> str | None:
 
 def host_gateway_arp(state: GatewayState) -> str:
     items = _hdr("arp") + [
-        _set("arp", "pool_prefixes", "ipv4_addr", [_prefix(n) for n in sorted(state.pools)]),
+        _set("arp", "pool_prefixes", "ipv4_addr", [_prefix(n) for n in sorted(dp.model.by_family(state.pools, 4))]),
         _set("arp", "egress_addresses", "ipv4_addr", sorted(str(a) for a in state.addresses if a.version == 4)),
         _chain("arp", "input", {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"}),
         _rule("arp", "input", [
@@ -130,15 +130,25 @@ def host_gateway_arp(state: GatewayState) -> str:
 
 def host_gateway_addr(state: GatewayState, version: int) -> str:
     fam, plen = ("inet", 32) if version == 4 else ("inet6", 128)
-    # IPv4 egress addresses are pool routes (anyIP), not interface addresses.
-    infos = [{"family": fam, "local": str(a), "prefixlen": plen} for a in state.addresses if a.version == 6 == version]
+    # Egress addresses are pool routes (anyIP), not interface addresses, but for the old layout's.
+    infos = [{"family": fam, "local": str(a), "prefixlen": plen} for a in state.legacy_addresses if a.version == version]
     if version == 6:  # always there, never ours
         infos.append({"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "253"})
     return json.dumps([{"ifname": state.public_interface, "addr_info": infos}])
 
 
+def host_proxy6(state: GatewayState) -> str:
+    # As iproute2 6.1 lists "ip -N -j -6 neigh show proxy dev IF" (one of another owner among them).
+    entries = [{"dst": str(a), "proxy": None, "protocol": "250"}
+               for a in state.addresses - state.legacy_addresses if a.version == 6]  # fmt: skip
+    return json.dumps([*entries, {"dst": "2001:db8:0:2::99", "proxy": None}])
+
+
+NDP_ON = "1\n0\n"
+
+
 def host_routes(routes: dict, version: int, pools=()) -> str:
-    local = [{"type": "2", "dst": str(n), "dev": "lo", "table": "255"} for n in pools]
+    local = [{"type": "2", "dst": str(n), "dev": "lo", "table": "255"} for n in pools if n.version == version]
     via = [{"dst": str(k), "gateway": str(x), "dev": "t0"} for k, x in routes.items() if k.version == version]
     return json.dumps(local + via)
 
@@ -149,7 +159,8 @@ def read_gateway(state: GatewayState) -> GatewayState:
         host_gateway_nft(state, 4), host_gateway_addr(state, 4), host_routes(state.return_routes, 4, state.pools),
         "eth1",
         nft6_json=host_gateway_nft(state, 6) if has6 else None, arp_json=host_gateway_arp(state),
-        addr6_json=host_gateway_addr(state, 6), route6_json=host_routes(state.return_routes, 6),
+        addr6_json=host_gateway_addr(state, 6), route6_json=host_routes(state.return_routes, 6, state.pools),
+        proxy6_json=host_proxy6(state), ndp_text=NDP_ON,
     )  # fmt: skip
 
 
@@ -225,19 +236,29 @@ def test_node_ipv6_table_same_marks():
 
 
 def test_plans_put_ipv6_commands_in_their_own_batch_in_make_before_break_order():
-    plan = plan_gateway(None, GatewayState.build(**GW6))
+    plan = plan_gateway(None, GatewayState.build(**{**GW6, "pools": ["203.0.113.0/24", "2001:db8:0:2::/64"]}))
+    # IPv6 anyIP: the pool route and one proxy NDP entry per address, before the nft transaction that SNATs
+    # to them (nothing to guard: the kernel answers solicitations for its proxy entries only).
     assert plan.pre_ip6 == [
-        "addr replace 2001:db8:0:2::10/128 dev eth1 nodad",
-        "addr replace 2001:db8:0:2::11/128 dev eth1 nodad",
+        "route replace local 2001:db8:0:2::/64 dev lo table 255 proto 250",
+        "neigh add proxy 2001:db8:0:2::10 dev eth1 proto 250",
+        "neigh add proxy 2001:db8:0:2::11 dev eth1 proto 250",
         "route replace 2001:db8:10:1::/64 via 2001:db8:0:1::11 proto 250",
     ]
     assert all("2001:" not in line for line in plan.pre_ip)
     assert [argv[:3] for argv, _ in plan.steps()] == [
-        ["ip", "-batch", "-"], ["ip", "-6", "-batch"], ["nft", "-f", "-"], ["ip", "-batch", "-"],
-        ["sh", "-c", dp.render.ANNOUNCE_SCRIPT],
+        ["sysctl", "-q", "-w"], ["ip", "-batch", "-"], ["ip", "-6", "-batch"], ["nft", "-f", "-"],
+        ["ip", "-batch", "-"], ["sh", "-c", dp.render.ANNOUNCE_SCRIPT],
     ]
-    assert plan.post_ip == ["route replace local 203.0.113.10/32 dev lo table 255 proto 250"]  # IPv4: anyIP
-    assert plan.announce[-1] == "203.0.113.10"  # IPv6 addresses are not announced by ARP
+    assert plan.sysctl == dp.ndp_sysctl_argv("eth1") == (
+        "sysctl", "-q", "-w", "net/ipv6/conf/eth1/proxy_ndp=1", "net/ipv6/neigh/eth1/proxy_delay=0"
+    )
+    assert plan.post_ip == ["route replace local 203.0.113.0/24 dev lo table 255 proto 250"]  # IPv4: anyIP
+    # ARP for the IPv4 address, an unsolicited neighbour advertisement for each IPv6 one.
+    assert plan.announce[-3:] == ("203.0.113.10", "2001:db8:0:2::10", "2001:db8:0:2::11")
+    # A desired IPv6 address outside the pools is refused (it would be answered but not local).
+    with pytest.raises(DataplaneValueError, match="2001:db8:0:2::10 lies in none of this gateway's pools"):
+        plan_gateway(None, GatewayState.build(**{**GW6, "pools": ["203.0.113.0/24", "2001:db8:0:3::/64"]}))
     node = plan_node(None, NodeState.build(**NODE6))
     assert node.pre_ip6 == [
         "route replace default via 2001:db8:0:1::2 table 7101 proto 250",
@@ -252,15 +273,23 @@ def test_removing_every_ipv6_entry_drops_the_ip6_table_after_the_ip_commands():
     actual, desired = GatewayState.build(**GW6), GatewayState.build(**GW4)
     plan = plan_gateway(actual, desired)
     assert plan.post_ip6 == [
+        "neigh del proxy 2001:db8:0:2::10 dev eth1",
+        "neigh del proxy 2001:db8:0:2::11 dev eth1",
+        "route del local 2001:db8:0:2::10/127 dev lo table 255 proto 250",  # the two /128 pools, collapsed
         "route del 2001:db8:10:1::/64 via 2001:db8:0:1::11 proto 250",
-        "addr del 2001:db8:0:2::10/128 dev eth1",
-        "addr del 2001:db8:0:2::11/128 dev eth1",
     ]
-    # The nft step still records the stale IPv6 addresses as ours (ip6 table kept) until post_ip6 removed them;
-    # the record written afterwards drops the table.
+    # The nft step stops SNAT to them and drops the ip6 table (proxy entries are their own record: proto
+    # 250), then the proxy entries and pool routes go.
+    assert plan.nft.endswith("table ip6 egressportal {}\ndelete table ip6 egressportal\n")
+    assert plan.post_nft is None
+    assert [argv[1] for argv, _ in plan.steps()] == ["-f", "-6"]
+    # The old layout's /128s stay recorded until post_ip6 removed them; the record written afterwards
+    # drops the table.
+    old = GatewayState.build(**{**GW6, "legacy_addresses": ["2001:db8:0:2::10", "2001:db8:0:2::11"]})
+    plan = plan_gateway(old, desired)
+    assert plan.post_ip6[:2] == ["addr del 2001:db8:0:2::10/128 dev eth1", "addr del 2001:db8:0:2::11/128 dev eth1"]
     assert "table ip6 egressportal {\n" in plan.nft
     assert plan.post_nft.endswith("table ip6 egressportal {}\ndelete table ip6 egressportal\n")
-    assert [argv[1] for argv, _ in plan.steps()] == ["-f", "-6", "-f"]
     node = plan_node(NodeState.build(**NODE6), NodeState.build(**NODE4))
     assert node.nft.endswith("table ip6 egressportal {}\ndelete table ip6 egressportal\n")
     assert node.post_ip6 == [
@@ -281,9 +310,10 @@ def test_ipv4_plans_unchanged_by_ipv6_support():
 def test_decommission_removes_both_families():
     plan = plan_gateway_decommission(GatewayState.build(**GW6), table_exists=True)
     assert plan.pre_ip6 == [
+        "neigh del proxy 2001:db8:0:2::10 dev eth1",
+        "neigh del proxy 2001:db8:0:2::11 dev eth1",
+        "route del local 2001:db8:0:2::10/127 dev lo table 255 proto 250",  # the two /128 pools, collapsed
         "route del 2001:db8:10:1::/64 via 2001:db8:0:1::11 proto 250",
-        "addr del 2001:db8:0:2::10/128 dev eth1",
-        "addr del 2001:db8:0:2::11/128 dev eth1",
     ]
     assert plan.nft == (
         "delete table ip egressportal\ntable arp egressportal {}\ndelete table arp egressportal\n"

@@ -5,7 +5,7 @@ it fail."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from egressportal.core.rules.desired import (
     GatewayIP,
@@ -199,3 +199,20 @@ def test_gateway_holds_the_pools_of_its_addresses_as_anyip():
     # A disabling app's address that is released here takes its pool with it.
     released = GatewaySnapshot(**{**snap.__dict__, "ips": [GatewayIP(1, "203.0.113.130", APP, False, pool_id=7)]})
     assert gateway_plan(released).state.pools == set()
+
+
+def test_gateway_holds_the_ipv6_pools_of_its_partners_as_anyip():
+    snap = gw_snap(
+        GatewayIP(1, "203.0.113.130", APP, True, "2001:db8:0:2:e::5", pool_id=7),
+        GatewayIP(2, "203.0.113.131", OTHER, True, "2001:db8:0:9::5", pool_id=7),  # in no IPv6 pool any more
+    )
+    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {7: ["203.0.113.128/25"]}, "pool6_prefixes": {
+        "2001:db8:0:2:e::/80": ["2001:db8:0:2:e::1/128", "2001:db8:0:2:e::2/127"],
+        "2001:db8:0:3::/64": ["2001:db8:0:3::1/128"],  # no address of it held here: no route
+    }})
+    state = gateway_plan(snap).state
+    assert {p for p in state.pools if p.version == 6} == {
+        IPv6Network("2001:db8:0:2:e::1/128"), IPv6Network("2001:db8:0:2:e::2/127"), IPv6Network("2001:db8:0:9::5/128"),
+        # Outside the pool's usable prefixes (excluded since it was handed out): held as its own /128.
+        IPv6Network("2001:db8:0:2:e::5/128"),
+    }

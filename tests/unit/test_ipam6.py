@@ -129,3 +129,17 @@ def test_next_free_never_scans_a_huge_pool():
     net = IPv6Network("2001:db8::/64")
     top = int(net.broadcast_address)
     assert ipam6.next_free6(net, top=top, used=[top]) is None  # returns at once instead of walking 2**64
+
+
+def test_usable_prefixes6_cover_exactly_what_a_pool_hands_out():
+    from ipaddress import IPv6Address, IPv6Network
+
+    from egressportal.core.ipam6 import usable_prefixes6
+
+    net = IPv6Network("2001:db8:0:2::/64")
+    prefixes = usable_prefixes6(net, [IPv6Address("2001:db8:0:2::1")])  # the segment's router
+    assert len(prefixes) < 130  # a few dozen routes, not one per address
+    covered = [p for p in prefixes if IPv6Address("2001:db8:0:2::1") in p or net.network_address in p]
+    assert covered == []  # never the subnet-router anycast address, never the router
+    assert sum(p.num_addresses for p in prefixes) == 2**64 - 2
+    assert usable_prefixes6(IPv6Network("2001:db8::/127")) == [IPv6Network("2001:db8::/127")]

@@ -582,7 +582,9 @@ class Lab:
         h = self.host_plan[name]
         ns = self.netns(name)
         links = [IF.TRANSIT, IF.PUBLIC] + ([IF.PODS] if h.role == "node" else [])
-        self._enable_ipv6(ns, links, forwarding=True)
+        # A gateway holds its IPv6 egress pools as local routes through lo (anyIP), as a host whose IPv6
+        # is not switched off does; only the lab starts namespaces with IPv6 off everywhere.
+        self._enable_ipv6(ns, links + (["lo"] if h.role == "gateway" else []), forwarding=True)
         # nodad: addresses usable at once (the lab owns the whole plan, nothing can duplicate them).
         lines = [
             f"addr replace {h.transit_address6}/64 dev {IF.TRANSIT} nodad",
@@ -1004,7 +1006,8 @@ class Lab:
         self._flush_product_state6(host)
 
     def _flush_product_state6(self, host: str) -> None:
-        # The IPv6 half of flush_product_state: table ip6, the /128s it recorded, IPv6 routes and rules.
+        # The IPv6 half of flush_product_state: table ip6, the /128s it recorded, IPv6 routes (the anyIP pool
+        # routes too), proxy NDP entries and rules.
         listed = self.host_exec(host, ["nft", "-j", "list", "set", "ip6", PRODUCT_TABLE, "egress_addresses"], check=False)
         addresses: set[str] = set()
         if listed.returncode == 0:
@@ -1018,10 +1021,20 @@ class Lab:
                     lines.append(f"addr del {a['local']}/128 dev {link['ifname']}")
         for r in json.loads(self.host_exec(host, ["ip", "-N", "-j", "-6", "route", "show", "table", "all"]).stdout or "[]"):
             table = int(r.get("table", 254)) if str(r.get("table", "254")).isdigit() else 254
-            if (str(r.get("protocol")) == str(PRODUCT_RT_PROTO) or table in PRODUCT_TABLES) and r.get(
+            if str(r.get("protocol")) == str(PRODUCT_RT_PROTO) and str(r.get("type")) in ("local", "2"):
+                lines.append(f"route del local {r['dst']} table {table}")  # an anyIP pool route
+            elif (str(r.get("protocol")) == str(PRODUCT_RT_PROTO) or table in PRODUCT_TABLES) and r.get(
                 "type", "unicast"
             ) == "unicast":
                 lines.append(f"route del {r['dst']} table {table}")
+        # The anyIP addresses' proxy NDP entries (tagged with the product's protocol), and the sysctls a
+        # reboot resets.
+        for e in json.loads(self.host_exec(host, ["ip", "-N", "-j", "-6", "neigh", "show", "proxy"]).stdout or "[]"):
+            if str(e.get("protocol")) == str(PRODUCT_RT_PROTO) and e.get("dev"):
+                lines.append(f"neigh del proxy {e['dst']} dev {e['dev']}")
+        if self.host_plan.get(host) is not None and self.host_plan[host].role == "gateway":
+            self._sysctl(self.netns(host), {f"net.ipv6.conf.{IF.PUBLIC}.proxy_ndp": 0,
+                                            f"net.ipv6.neigh.{IF.PUBLIC}.proxy_delay": 80})
         for rule in json.loads(self.host_exec(host, ["ip", "-N", "-j", "-6", "rule", "show"]).stdout or "[]"):
             if str(rule.get("protocol")) == str(PRODUCT_RT_PROTO):
                 lines.append(f"rule del priority {rule['priority']}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, collapse_addresses, ip_network
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
 from typing import NamedTuple
 
 from ...dataplane import GatewayState, NodeState, ipv4_address, uncovered
@@ -89,6 +89,9 @@ class GatewaySnapshot:
     node_transits6: Mapping[str, str] = field(default_factory=dict)
     # pool id -> the CIDRs covering the addresses it can hand out (ipam.usable_prefixes): held as anyIP
     pool_prefixes: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    # The region's IPv6 pools: CIDR -> the CIDRs covering the addresses it can hand out
+    # (ipam6.usable_prefixes6); an IPv6 partner has no pool id of its own, its address says which pool.
+    pool6_prefixes: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,16 +193,26 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
     )
 
 
-def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Network]:
-    """The pools a gateway holds as anyIP: those of the addresses it holds. An address its pool does not
-    cover (unknown pool, or excluded since it was handed out) is held as its own /32 prefix."""
-    pools: set[IPv4Network] = set()
+def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Network | IPv6Network]:
+    """The pools a gateway holds as anyIP: those of the addresses it holds (both families). An address its
+    pool does not cover (unknown pool, or excluded since it was handed out) is held as its own /32 or /128
+    prefix."""
+    pools: set[IPv4Network | IPv6Network] = set()
     for pool_id in {ip.pool_id for ip in held}:
         pools.update(ip_network(p) for p in snap.pool_prefixes.get(pool_id, ()))
     # A bisection over the pools' bounds (10,000 addresses against dozens of pools); the texts are
     # validated by the dataplane's validators, which the state's own validation then finds done.
     for address in uncovered([ipv4_address(ip.address) for ip in held], collapse_addresses(pools)):
         pools.add(ip_network(f"{address}/32"))
+    # IPv6: the region's pools that hold one of the partners here, then a /128 for any partner outside them.
+    held6 = [ip_address(ip.address6) for ip in held if ip.address6]
+    if held6:
+        for cidr, prefixes in snap.pool6_prefixes.items():
+            net = ip_network(cidr)
+            if uncovered(held6, [net], 6) != held6:
+                pools.update(ip_network(p) for p in prefixes)
+        for address6 in uncovered(held6, [p for p in pools if p.version == 6], 6):
+            pools.add(ip_network(f"{address6}/128"))
     return pools
 
 
