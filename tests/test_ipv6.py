@@ -8,13 +8,14 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from egressportal.core import capacity, selectors, services
 from egressportal.core.desired import gateway_desired, node_desired
 from egressportal.core.errors import ConflictError, PoolExhausted
-from egressportal.core.models import EgressIP, EgressIPStatus, IPFamily, IPPool, Placement
+from egressportal.core.models import App, EgressIP, EgressIPStatus, Event, HostSync, IPFamily, IPPool, Placement
 from egressportal.core.services.quotas import quota_check_addresses
 from tests.helpers import place
 
@@ -362,3 +363,99 @@ class TestDesired6:
         active.gateway.__class__.objects.filter(pk=active.gateway_id).update(health="unhealthy")
         state = node_desired(infra6["nodes"][0]).state
         assert dict(state.steering) == {ip_network("2001:db8:10:1::17/128"): standby.gateway.slot}
+
+
+class TestBackfill6:
+    """Apps enabled before their region had IPv6 get their IPv6 addresses when an IPv6 pool is created or
+    grows (services.egress6_backfill), through the admin and the API alike."""
+
+    def _enabled(self, make_app, owner, n=2):
+        apps = [services.egress_enable(app=make_app(owner), actor=owner)[0] for _ in range(n)]
+        # Live already: their gateways and nodes had caught up before the region got IPv6.
+        EgressIP.objects.filter(app__in=apps).update(programmed=True)
+        HostSync.objects.filter(app__in=apps).delete()
+        App.objects.filter(pk__in=[a.pk for a in apps]).update(egress_status="assigned", egress_message="")
+        return apps
+
+    def test_a_new_ipv6_pool_partners_every_address_of_the_enabled_apps(self, infra, make_app, alice, bob, staff):
+        a, b = self._enabled(make_app, alice)
+        shared = make_app(bob)
+        releasing = self._enabled(make_app, bob, n=1)[0]
+        services.egress_disable(app=releasing, actor=bob)
+        pool = services.pool_create(region=infra["region"], name="late6", cidr=POOL6, actor=staff)
+        assert (pool.backfill6.apps, pool.backfill6.addresses, pool.backfill6.left) == (2, 4, ())
+        rows = {(ip.app_id, ip.role): ip for ip in EgressIP.objects.filter(app__in=[a, b])}
+        assert [rows[(x.pk, r)].address6 for x in (a, b) for r in ("active", "standby")] == [
+            "2001:db8:0:2::1", "2001:db8:0:2::2", "2001:db8:0:2::3", "2001:db8:0:2::4"
+        ]
+        assert all(ip.pool6_id == pool.pk for ip in rows.values())
+        assert not EgressIP.objects.filter(last_app=releasing).exclude(address6=None).exists()
+        assert not EgressIP.objects.filter(app=shared).exists()
+        gw1, gw2 = infra["gateways"]
+        node1 = infra["nodes"][0]
+        for app in (a, b):
+            # Gateways first (they hold the new addresses), then the node the app runs on; nothing else.
+            assert sorted(HostSync.objects.filter(app=app).values_list("gateway_id", "node_id"), key=str) == sorted(
+                [(gw1.pk, None), (gw2.pk, None), (None, node1.pk)], key=str)
+            app.refresh_from_db()
+            assert app.egress_status == "assigned"  # its IPv4 egress works on meanwhile
+            assert app.egress_message == "Adding IPv6 egress addresses on the gateways."
+            added = Event.objects.get(app=app, kind="egress.ipv6_added")
+            assert "2001:db8:0:2::" in added.message and added.actor_name == staff.username
+        # What the gateways must hold now includes the new addresses, each beside its IPv4 one.
+        for gw in (gw1, gw2):
+            held = gateway_desired(gw).state.addresses
+            for ip in rows.values():
+                if ip.gateway_id == gw.pk:
+                    assert {ip_address(ip.address), ip_address(ip.address6)} <= held
+        summary = Event.objects.get(kind="region.ipv6_backfill")
+        assert summary.level == "info" and "2 app(s) got 4 IPv6 address(es)" in summary.message
+        # Nothing left to do: saving the pool again changes nothing.
+        again = services.pool_update(pool=pool, description="again")
+        assert (again.backfill6.apps, again.backfill6.left) == (0, ())
+        assert Event.objects.filter(kind="region.ipv6_backfill").count() == 1
+
+    def test_an_exhausted_ipv6_pool_loses_nothing_and_says_so_then_growing_it_serves_the_rest(
+        self, infra, make_app, alice
+    ):
+        a, b = self._enabled(make_app, alice)
+        before_b = sorted(EgressIP.objects.filter(app=b).values_list("address", "gateway_id", "role", "programmed"))
+        # A /125 has 7 usable addresses; 4 excluded leave 3: one app's pair, never half of the other's (an app
+        # with IPv6 on its active gateway only would lose it, silently, on failover).
+        excluded = [f"2001:db8:0:2::{n}" for n in range(4, 8)]
+        pool = services.pool_create(region=infra["region"], name="tiny6", cidr="2001:db8:0:2::/125", excluded=excluded)
+        assert (pool.backfill6.apps, pool.backfill6.left) == (1, (b.name,))
+        assert "1 app(s) stay IPv4-only because the region's IPv6 pools are exhausted" in pool.backfill6.message
+        assert sorted(EgressIP.objects.filter(app=a).values_list("address6", flat=True)) == [
+            "2001:db8:0:2::1", "2001:db8:0:2::2"
+        ]
+        assert list(EgressIP.objects.filter(app=b).values_list("address6", flat=True)) == [None, None]
+        assert sorted(EgressIP.objects.filter(app=b).values_list("address", "gateway_id", "role", "programmed")) == before_b
+        assert not HostSync.objects.filter(app=b).exists()
+        b.refresh_from_db()
+        assert (b.egress_status, b.egress_message) == ("assigned", "")
+        unavailable = Event.objects.get(app=b, kind="egress.ipv6_unavailable")
+        assert unavailable.level == "warning" and "exhausted" in unavailable.message
+        assert Event.objects.get(kind="region.ipv6_backfill").level == "warning"
+        # The pool grows (addresses excluded no more): the app left out gets its pair.
+        grown = services.pool_update(pool=pool, excluded=[])
+        assert (grown.backfill6.apps, grown.backfill6.left) == (1, ())
+        assert sorted(EgressIP.objects.filter(app=b).values_list("address6", flat=True)) == [
+            "2001:db8:0:2::3", "2001:db8:0:2::4"
+        ]
+
+    def test_backfill_queries_do_not_grow_with_the_apps(self, infra, make_app, alice, settings):
+        settings.EGRESS_QUOTA_APPS = settings.EGRESS_QUOTA_ADDRESSES = 1000
+        services.pool_create(region=infra["region"], name="big", cidr="203.0.113.128/25")
+        counts = []
+        for n, cidr in ((3, "2001:db8:0:2::/64"), (30, "2001:db8:0:3::/64")):
+            apps = self._enabled(make_app, alice, n=n)
+            pool = services.pool_create(region=infra["region"], name=f"p{n}", cidr=cidr)
+            services.pool_update(pool=pool, excluded=[])  # nothing to do: but count the work of a full run
+            EgressIP.objects.filter(app__in=apps).update(pool6=None, address6=None, address6_hex=None)
+            with CaptureQueriesContext(connection) as queries:
+                result = services.egress6_backfill(region=infra["region"])
+            assert result.apps == n
+            counts.append(len(queries))
+            IPPool.objects.filter(family=6).update()  # keep pools; the next round adds apps
+        assert counts[0] == counts[1], counts

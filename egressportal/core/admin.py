@@ -140,11 +140,11 @@ class IPPoolAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: IPPool, form: IPPoolForm, change: bool) -> None:
         data = form.cleaned_data
         if change:
-            services.pool_update(
+            saved = services.pool_update(
                 pool=obj, excluded=data["excluded"], description=data.get("description", ""), actor=request.user
             )
         else:
-            created = services.pool_create(
+            saved = services.pool_create(
                 region=data["region"],
                 name=data["name"],
                 cidr=data["cidr"],
@@ -152,7 +152,13 @@ class IPPoolAdmin(admin.ModelAdmin):
                 description=data.get("description", ""),
                 actor=request.user,
             )
-            obj.pk = created.pk
+            obj.pk = saved.pk
+        # An IPv6 pool gives the region's enabled apps their IPv6 addresses (services.egress6_backfill): say
+        # how many, and which apps stay IPv4-only when the pool ran out.
+        backfill = getattr(saved, "backfill6", None)
+        if backfill is not None and (backfill.apps or backfill.left or backfill.failed):
+            level = messages.WARNING if backfill.left or backfill.failed else messages.INFO
+            messages.add_message(request, level, backfill.message)
 
     def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         try:

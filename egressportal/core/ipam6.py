@@ -29,6 +29,7 @@ __all__ = [
     "is_ipv6_text",
     "network_keys",
     "next_free6",
+    "next_free6_many",
     "parse_address6",
     "parse_address_any",
     "parse_network6",
@@ -206,18 +207,35 @@ def next_free6(
     """The address to take next from a pool: the one after the highest ever taken (``top``), skipping
     excluded ones; once the top of the range is reached, the lowest never taken (``used``: every address
     ever taken, needed only then, so only small pools ever list them)."""
+    found = next_free6_many(net, top=top, count=1, used=used, excluded=excluded)
+    return found[0] if found else None
+
+
+def next_free6_many(
+    net: IPv6Network,
+    *,
+    top: int | None,
+    count: int,
+    used: Iterable[int] | None = None,
+    excluded: Iterable[IPv6Address] = (),
+) -> list[IPv6Address]:
+    """The next ``count`` addresses to take from a pool (fewer when it runs out), in the order
+    ``next_free6`` taking one at a time would give them: upwards from ``top``, then, with ``used`` given,
+    the gaps below it lowest first (never in a pool wider than the scan limit)."""
     first, last = usable_range6(net)
     skip = {int(a) for a in excluded}
+    out: list[int] = []
     candidate = first if top is None else max(first, top + 1)
-    while candidate <= last and candidate in skip:
+    while len(out) < count and candidate <= last:
+        if candidate not in skip:
+            out.append(candidate)
         candidate += 1
-    if candidate <= last:
-        return IPv6Address(candidate)
-    if used is None or last - first > _SCAN_LIMIT:
-        return None
-    taken = set(used) | skip
-    # Reached only when the top was taken, i.e. in a small pool (a /64 never gets there).
-    for value in range(first, last + 1):
-        if value not in taken:
-            return IPv6Address(value)
-    return None
+    if len(out) < count and used is not None and last - first <= _SCAN_LIMIT:
+        # Reached only once the top was taken, i.e. in a small pool (a /64 never gets there).
+        taken = set(used) | skip | set(out)
+        for value in range(first, last + 1):
+            if len(out) >= count:
+                break
+            if value not in taken:
+                out.append(value)
+    return [IPv6Address(v) for v in out]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.urls import reverse
 from django.utils import timezone
 
 from egressportal.core import services
@@ -58,6 +59,26 @@ def test_pools_ordered_by_cidr_are_ipv4_first_then_ipv6_each_by_number(staff_api
     assert cidrs("cidr") == ipv4 + ipv6
     assert cidrs("-cidr") == ipv6[::-1] + ipv4[::-1]
     assert cidrs("region,cidr") == ipv4 + ipv6
+
+
+def test_the_admin_and_the_api_backfill_ipv6_through_the_one_service(infra, make_app, alice, client, staff,
+                                                                 staff_api):
+    """A new IPv6 pool gives the apps enabled before their IPv6 addresses (services.egress6_backfill)."""
+    a, b = (services.egress_enable(app=make_app(alice), actor=alice)[0] for _ in range(2))
+    client.force_login(staff)
+    form = {"region": infra["region"].pk, "name": "tiny6", "cidr": "2001:db8:0:2::/126",
+            "excluded_text": "2001:db8:0:2::3", "description": ""}
+    response = client.post(reverse("admin:core_ippool_add"), form, follow=True)
+    shown = [(m.level_tag, m.message) for m in response.context["messages"]]
+    assert any(tag == "warning" and "stay IPv4-only because the region's IPv6 pools are exhausted" in text
+               and b.name in text for tag, text in shown), shown
+    # The API's pool creation does the same (a second pool serves the app left out).
+    created = staff_api.post("/api/v1/pools/", {"name": "more6", "region": infra["region"].slug,
+                                                    "cidr": "2001:db8:0:3::/64"}, format="json")
+    assert created.status_code == 201, created.content
+    assert sorted(EgressIP.objects.filter(app=b).values_list("address6", flat=True)) == [
+        "2001:db8:0:3::1", "2001:db8:0:3::2"
+    ]
 
 
 def test_pool_create_and_utilization(staff_api, alice, make_app, infra):

@@ -143,3 +143,26 @@ def test_usable_prefixes6_cover_exactly_what_a_pool_hands_out():
     assert covered == []  # never the subnet-router anycast address, never the router
     assert sum(p.num_addresses for p in prefixes) == 2**64 - 2
     assert usable_prefixes6(IPv6Network("2001:db8::/127")) == [IPv6Network("2001:db8::/127")]
+
+
+def test_next_free6_many_gives_what_one_at_a_time_would():
+    """The bulk enable and the backfill take many addresses at once; they must be the very addresses
+    that taking one at a time (each enable on its own) would have given, gaps of small pools included."""
+    for net, top, used, excluded in [
+        (IPv6Network("2001:db8::/64"), None, None, []),
+        (IPv6Network("2001:db8::/64"), int(IPv6Address("2001:db8::5")), None, [IPv6Address("2001:db8::7")]),
+        (IPv6Network("2001:db8::/124"), int(IPv6Address("2001:db8::c")), [1, 4, 12], [IPv6Address("2001:db8::e")]),
+        (IPv6Network("2001:db8::/126"), int(IPv6Address("2001:db8::3")), [3], []),
+    ]:
+        used_ints = [int(net.network_address) + u for u in used] if used else used
+        one_by_one, t, u = [], top, list(used_ints) if used_ints is not None else None
+        for _ in range(20):
+            addr = ipam6.next_free6(net, top=t, used=u, excluded=excluded)
+            if addr is None:
+                break
+            one_by_one.append(addr)
+            t = max(t or 0, int(addr))
+            if u is not None:
+                u.append(int(addr))
+        assert ipam6.next_free6_many(net, top=top, count=20, used=used_ints, excluded=excluded) == one_by_one
+        assert ipam6.next_free6_many(net, top=top, count=3, used=used_ints, excluded=excluded) == one_by_one[:3]

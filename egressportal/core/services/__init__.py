@@ -11,6 +11,7 @@ from .apps import (
     egress_set,
 )
 from .drain import gateway_drain, gateway_undrain
+from .egress6 import egress6_backfill
 from .events import event_record
 from .hosts import gateway_create, host_accept_presented_key, host_create, host_delete, host_update, node_create
 from .network import (
@@ -32,6 +33,7 @@ __all__ = [
     "app_delete",
     "app_hosts_mark_pending",
     "app_update",
+    "egress6_backfill",
     "egress_disable",
     "egress_enable",
     "egress_enable_many",

@@ -4,7 +4,6 @@ the hosts concerned once the transaction commits."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,16 +23,15 @@ from ..models import (
     EgressType,
     Event,
     HostSync,
-    IPFamily,
-    IPPool,
     Placement,
     Region,
 )
 from ..validators import validate_app_name
+from .egress6 import pools_lock_for_ipv6
 from .events import event_build, event_record
 from .network import ALLOCATION_ATTEMPTS, egress_ips_allocate, egress_ips_allocate_many
 from .quotas import quota_check_addresses, quota_check_apps, quota_lock_owner, quota_room
-from .reconcile import reconcile_request
+from .reconcile import host_syncs_renew, reconcile_request
 
 __all__ = [
     "app_create",
@@ -68,32 +66,6 @@ def app_create(*, owner: Any, region: Region, name: str, actor: Any = None) -> A
             data={"after": {"region": region.slug, "owner": getattr(owner, "pk", owner)}},
         )
     return app
-
-
-def host_syncs_renew(syncs: Sequence[HostSync]) -> None:
-    """Record that these hosts owe these apps a reconcile towards the state being written now.
-
-    A row the host already owes is replaced by a new one (a new id), never reused: a reconcile in flight
-    read its pending rows before the desired state (core/desired.py) and settles exactly the ids it read,
-    so it must not settle a request it did not see. Reusing the row let a node that had just stopped
-    steering a disabled app settle the app's re-enable, which then went "assigned" with nothing steered."""
-    by_gateway: dict[int, set[int]] = defaultdict(set)
-    by_node: dict[int, set[int]] = defaultdict(set)
-    for sync in syncs:
-        if sync.gateway_id is not None:
-            by_gateway[sync.gateway_id].add(sync.app_id)
-        else:
-            by_node[sync.node_id].add(sync.app_id)
-    owed = Q()
-    for gateway_id, app_ids in by_gateway.items():
-        owed |= Q(gateway_id=gateway_id, app_id__in=app_ids)
-    for node_id, app_ids in by_node.items():
-        owed |= Q(node_id=node_id, app_id__in=app_ids)
-    if not owed:
-        return
-    HostSync.objects.filter(owed).delete()
-    # A row another transaction inserted meanwhile is as new as ours.
-    HostSync.objects.bulk_create(syncs, ignore_conflicts=True, batch_size=1000)
 
 
 def app_hosts_mark_pending(app: App, *, gateways: Sequence[Any] = (), nodes: Sequence[Any] = ()) -> None:
@@ -238,8 +210,9 @@ def egress_enable_many(*, apps: Sequence[App], actor: Any = None) -> dict[int, E
     carries the error; it is left unchanged); the others go ahead.
 
     The common case (the app holds no address and has none to take back) is done for all apps at once:
-    apps and owners locked in one query each, the addresses picked by ``egress_ips_allocate_many``, the
-    apps, host syncs and events written in bulk, and one reconcile request for all the gateways on commit.
+    apps and owners locked in one query each, the addresses (with their IPv6 partners where the region has
+    IPv6 pools) picked by ``egress_ips_allocate_many``, the apps, host syncs and events written in bulk,
+    and one reconcile request for all the gateways on commit.
     Any other app goes through ``egress_enable`` itself, in a savepoint, after them."""
     for attempt in range(ALLOCATION_ATTEMPTS):
         try:
@@ -279,13 +252,10 @@ def _enable_many(pks: list[int], *, actor: Any) -> dict[int, EnableOutcome]:
     for last_app, last_owner in reusable.values_list("last_app_id", "last_owner_id"):
         back_apps.add(last_app)
         back_owners.add(last_owner)
-    # An IPv6 partner per address is taken app by app (services/egress6.py): those regions go the long way too.
-    v6 = set(IPPool.objects.filter(region_id__in={a.region_id for a in candidates}, family=IPFamily.IPV6)
-             .values_list("region_id", flat=True))
-    common = [
-        a for a in candidates
-        if a.pk not in special and a.pk not in back_apps and a.owner_id not in back_owners and a.region_id not in v6
-    ]
+    # Regions with IPv6: their pools locked now, in the enable path's order (IPv4 pools, then IPv6 ones), so
+    # the apps that go the long way below never wait for an IPv4 pool while this holds an IPv6 one.
+    pools_lock_for_ipv6({a.region_id for a in candidates})
+    common = [a for a in candidates if a.pk not in special and a.pk not in back_apps and a.owner_id not in back_owners]
     budget = {owner_id: quota_room(owner=owner_id) for owner_id in owners}
     served = egress_ips_allocate_many(apps=common, budget=budget)
     _enabled_in_bulk([a for a in common if a.pk in served], served, actor=actor)

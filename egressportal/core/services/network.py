@@ -38,7 +38,16 @@ from ..models import (
     IPPool,
     Region,
 )
-from .egress6 import egress_ips6_attach, pool6_create, pool6_delete, pool6_excluded_clean, pool6_in_use
+from .egress6 import (
+    egress6_backfill,
+    egress_ips6_attach,
+    partners6_supply,
+    partners6_write,
+    pool6_create,
+    pool6_delete,
+    pool6_excluded_clean,
+    pool6_in_use,
+)
 from .events import event_record
 
 __all__ = [
@@ -224,6 +233,9 @@ def pool_update(
         subject=pool.name,
         data={"before": before, "after": {"excluded": pool.excluded, "description": pool.description}},
     )
+    if pool.is_ipv6:
+        # Addresses excluded no more may serve apps that were left IPv4-only when the pools ran out.
+        pool.backfill6 = egress6_backfill(region=pool.region, actor=actor)  # type: ignore[attr-defined]
     return pool
 
 
@@ -433,15 +445,19 @@ def egress_ips_allocate_many(
     row-locked in one query and claimed in a few bulk updates.
 
     ``budget``: addresses each owner may still take (quotas); an app that would go over it is not served.
+    Where the region has IPv6 pools, the addresses get their IPv6 partners in bulk too (the caller holds
+    the pools' locks: ``egress6.pools_lock_for_ipv6``).
+
     Returns {app pk: its addresses} for the apps served, in order; the others (no gateway, the rows made
-    ahead ran out, or over budget) are left for ``egress_ips_allocate``, which makes more rows, takes
-    from quarantine or says exactly why not."""
+    ahead ran out, the IPv6 pools ran out, or over budget) are left for ``egress_ips_allocate``, which
+    makes more rows, takes from quarantine or says exactly why not."""
     now = now or timezone.now()
     served: dict[int, list[EgressIP]] = {}
     by_region: dict[int, list[App]] = {}
     for app in apps:
         by_region.setdefault(app.region_id, []).append(app)
     claims: list[EgressIP] = []
+    partnered: list[EgressIP] = []
     for group in by_region.values():
         region = group[0].region
         gateways = _candidate_gateways(region)
@@ -457,10 +473,17 @@ def egress_ips_allocate_many(
             if len(rows) >= need or EgressIP.objects.filter(pool=pool).count() < pool.size:
                 break  # enough, or this pool still has addresses to make rows for before the next is used
         rows.reverse()  # pop() hands out the lowest first
+        # Where the region has IPv6 pools, each address gets its partner as egress_ips6_attach would give it
+        # (the same addresses, in the same order); an app they cannot serve is left to egress_ips_allocate.
+        pools6 = list(IPPool.objects.filter(region=region, family=IPFamily.IPV6).order_by("pk"))
+        supply6 = partners6_supply(pools6, sum(1 for ip in rows if not ip.address6)) if pools6 else []
         load = {g.pk: g.load for g in gateways}
         for app in group:
             if len(rows) < target:
                 break
+            lacking6 = sum(1 for ip in rows[-target:] if not ip.address6) if pools6 else 0
+            if lacking6 > len(supply6):
+                continue
             if budget is not None:
                 if budget.get(app.owner_id, 0) < target:
                     continue
@@ -472,11 +495,16 @@ def egress_ips_allocate_many(
                 ip.status, ip.app, ip.gateway, ip.programmed = EgressIPStatus.ASSIGNED, app, gateway, False
                 ip.role = EgressIPRole.ACTIVE if n == 0 else EgressIPRole.STANDBY
                 ip.assigned_at, ip.released_at, ip.last_app, ip.last_owner_id = now, None, app, app.owner_id
+                if pools6 and not ip.address6:
+                    pool6, addr6 = supply6.pop(0)
+                    ip.pool6, ip.address6, ip.address6_hex = pool6, str(addr6), ipam6.hex_key(addr6)
+                    partnered.append(ip)
                 load[gateway.pk] += 1
                 ips.append(ip)
             served[app.pk] = ips
             claims += ips
     _claim_many(claims, now)
+    partners6_write(partnered)
     return served
 
 

@@ -1,4 +1,5 @@
-"""Asking the workers to reconcile hosts, with coalescing.
+"""Asking the workers to reconcile hosts, with coalescing, and recording which hosts owe which apps a
+reconcile (``host_syncs_renew``).
 
 A host has at most one reconcile message waiting in the broker: a request
 while one waits is absorbed by it (the waiting task reads the newest desired
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.db import transaction
@@ -21,9 +23,16 @@ from django.utils import timezone
 
 from ...celery import RECONCILE_TASK
 from ...celery import app as celery_app
-from ..models import Gateway, Node, host_model
+from ..models import Gateway, HostSync, Node, host_model
 
-__all__ = ["reconcile_request", "reconcile_dispatch", "reconcile_mark_queued", "reconcile_retry_expected", "RECONCILE_TASK"]
+__all__ = [
+    "RECONCILE_TASK",
+    "host_syncs_renew",
+    "reconcile_dispatch",
+    "reconcile_mark_queued",
+    "reconcile_request",
+    "reconcile_retry_expected",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +91,29 @@ def reconcile_mark_queued(*, kind: str, pk: int, retry_in: float | None = None) 
     now = timezone.now()
     retry_at = now + dt.timedelta(seconds=retry_in) if retry_in is not None else None
     host_model(kind).objects.filter(pk=pk).update(reconcile_queued_at=now, reconcile_retry_at=retry_at)
+
+
+def host_syncs_renew(syncs: Sequence[HostSync]) -> None:
+    """Record that these hosts owe these apps a reconcile towards the state being written now.
+
+    A row the host already owes is replaced by a new one (a new id), never reused: a reconcile in flight
+    read its pending rows before the desired state (core/desired.py) and settles exactly the ids it read,
+    so it must not settle a request it did not see. Reusing the row let a node that had just stopped
+    steering a disabled app settle the app's re-enable, which then went "assigned" with nothing steered."""
+    by_gateway: dict[int, set[int]] = defaultdict(set)
+    by_node: dict[int, set[int]] = defaultdict(set)
+    for sync in syncs:
+        if sync.gateway_id is not None:
+            by_gateway[sync.gateway_id].add(sync.app_id)
+        else:
+            by_node[sync.node_id].add(sync.app_id)
+    owed = Q()
+    for gateway_id, app_ids in by_gateway.items():
+        owed |= Q(gateway_id=gateway_id, app_id__in=app_ids)
+    for node_id, app_ids in by_node.items():
+        owed |= Q(node_id=node_id, app_id__in=app_ids)
+    if not owed:
+        return
+    HostSync.objects.filter(owed).delete()
+    # A row another transaction inserted meanwhile is as new as ours.
+    HostSync.objects.bulk_create(syncs, ignore_conflicts=True, batch_size=1000)
