@@ -18,8 +18,8 @@ def test_a_status_change_is_announced_once_and_a_new_message_alone_is_not(make_a
     app.refresh_from_db()
     heard: list[tuple[str, str, str]] = []
 
-    def listen(sender, *, app, old_status, new_status, message="", **_):
-        heard.append((old_status, new_status, message))
+    def listen(sender, *, changes, **_):
+        heard.extend((c.old_status, c.new_status, c.message) for c in changes)
 
     egress_status_changed.connect(listen, dispatch_uid="test-status-signal")
     try:

