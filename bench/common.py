@@ -342,7 +342,7 @@ def bulk_apps(
         apps = list(App.objects.filter(name__startswith=prefix).order_by("name"))
     if not nodes:
         return apps
-    pods = [(node, [ipaddress.IPv4Network(p) for p in node.pod_cidrs]) for node in nodes]
+    pods = [(node, [ipaddress.IPv4Network(p) for p in node.pod_cidrs if ":" not in p]) for node in nodes]
     rows = []
     for app, cidr in zip(apps, cidrs, strict=True):
         net = ipaddress.IPv4Network(cidr)
@@ -361,6 +361,14 @@ def pod_cidrs_add(node: Any, cidr: str) -> Any:
     if cidr in node.pod_cidrs:
         return node
     return services.host_update(host=node, pod_cidrs=[*node.pod_cidrs, cidr])
+
+
+def last_pod_cidr4(node: Any) -> Any:
+    """A node's highest IPv4 pod CIDR: the block pod_cidrs_add gave it (pod CIDRs are kept sorted, IPv4 first
+    and IPv6 after, so on the dual-stack lab the last one is the node's IPv6 /64)."""
+    import ipaddress
+
+    return ipaddress.IPv4Network([p for p in node.pod_cidrs if ":" not in p][-1])
 
 
 def subnets(cidr: str, prefixlen: int, count: int) -> list[str]:

@@ -41,6 +41,7 @@ from common import (
     RESULTS,
     BenchEnv,
     bulk_apps,
+    last_pod_cidr4,
     log,
     pod_cidrs_add,
     print_table,
@@ -90,7 +91,7 @@ def setup_fleet(env: BenchEnv) -> dict:
     cidrs: list[str] = []
     for i in range(APPS):
         node = nodes[i % len(nodes)]
-        cidrs.append(f"{ipaddress.IPv4Network(node.pod_cidrs[-1]).network_address + 1 + i // len(nodes)}/32")
+        cidrs.append(f"{last_pod_cidr4(node).network_address + 1 + i // len(nodes)}/32")
     owner = get_user_model().objects.create_user(username="fleet")
     started = time.perf_counter()
     bulk_apps(owner=owner, region=region, prefix="f", cidrs=cidrs, nodes=nodes)

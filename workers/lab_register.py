@@ -1,6 +1,10 @@
-"""Registering the lab (workers/lab) in the database: region, pool, gateways, nodes and, for the demo,
-users with apps; and the lab acting as the platform: it reports where each lab app runs (its /28 on its
-node) through the same service a scheduler uses (node_placements_set), as the lab's platform account.
+"""Registering the lab (workers/lab) in the database: region, pools, gateways, nodes and, for the demo,
+users with apps; and the lab acting as the platform: it reports where each lab app runs (its /28 and its
+IPv6 /120 on its node) through the same service a scheduler uses (node_placements_set), as the lab's
+platform account.
+
+Dual-stack like the lab: an IPv6 pool beside the IPv4 one (so every egress address gets its IPv6 partner),
+the hosts' IPv6 transit addresses, the nodes' IPv6 pod /64s and the apps' IPv6 placements.
 
 Idempotent: after a lab rebuild (new host keys, another management index) it updates what changed
 instead of failing on what exists.
@@ -28,9 +32,11 @@ from egressportal.core.services import (
 )
 
 from .lab import DEMO_APPS, EGRESS_POOL, Lab, LabApp
+from .lab.plan import EGRESS_POOL6
 
 __all__ = [
     "LAB_PLATFORM_USER",
+    "LAB_POOL6_NAME",
     "LAB_POOL_NAME",
     "lab_app_owner",
     "lab_place",
@@ -40,6 +46,7 @@ __all__ = [
 ]
 
 LAB_POOL_NAME = "lab-public"
+LAB_POOL6_NAME = "lab-public6"
 LAB_PLATFORM_USER = "lab-platform"
 GATEWAY_SLOTS = {"gw1": 1, "gw2": 2}
 
@@ -59,6 +66,15 @@ def _pool(region: Region) -> IPPool:
     return pool
 
 
+def _pool6(region: Region) -> IPPool:
+    pool = IPPool.objects.filter(cidr=str(EGRESS_POOL6)).first()
+    if pool is None:
+        pool = pool_create(
+            region=region, name=LAB_POOL6_NAME, cidr=str(EGRESS_POOL6), description="IPv6 egress addresses of the lab."
+        )
+    return pool
+
+
 def _host_fields(host: Any) -> dict[str, Any]:
     return {
         "mgmt_address": host.mgmt_address,
@@ -66,6 +82,7 @@ def _host_fields(host: Any) -> dict[str, Any]:
         "ssh_user": host.ssh_user,
         "host_key": host.host_key,
         "transit_address": host.transit_address,
+        "transit_address6": host.transit_address6 or None,
     }
 
 
@@ -85,13 +102,14 @@ def _register_hosts(lab: Lab, region: Region) -> tuple[dict[str, Gateway], dict[
                 gw = host_update(host=gw, **fields)
             gateways[name] = gw
         else:
+            own = [c for c in (host.pod_cidr, host.pod_cidr6) if c]
             node = Node.objects.filter(name=name).first()
             if node is None:
-                node = node_create(region=region, name=name, pod_cidrs=[host.pod_cidr], **fields)
+                node = node_create(region=region, name=name, pod_cidrs=own, **fields)
             else:
-                # Pod CIDRs an admin added since (room for more apps) stay; the lab's own comes first.
-                extra = [c for c in node.pod_cidrs if c != host.pod_cidr]
-                node = host_update(host=node, pod_cidrs=[host.pod_cidr, *extra], **fields)
+                # Pod CIDRs an admin added since (room for more apps) stay; the lab's own come first.
+                extra = [c for c in node.pod_cidrs if c not in own]
+                node = host_update(host=node, pod_cidrs=[*own, *extra], **fields)
             nodes[name] = node
     return gateways, nodes
 
@@ -134,7 +152,7 @@ def lab_app_owner(name: str, lab_app: LabApp, region: Region) -> App | None:
 
 def lab_report_placements(lab: Lab, *, region_slug: str = "lab") -> dict[str, Any]:
     """Report every lab node's complete set of placements, as a scheduler would after a deploy: each
-    lab app instance's /28 on its node, for its database app. Nodes whose set did not change are left
+    lab app instance's /28 and IPv6 /120 on its node, for its database app. Nodes whose set did not change are left
     alone (the report is idempotent); returns the reports by node name."""
     region = Region.objects.get(slug=region_slug)
     actor = lab_platform_account()
@@ -142,7 +160,7 @@ def lab_report_placements(lab: Lab, *, region_slug: str = "lab") -> dict[str, An
     for name, lab_app in sorted(lab.apps.items()):
         app = lab_app_owner(name, lab_app, region)
         if app is not None:
-            per_node.setdefault(lab_app.node, []).append({"app": app.pk, "addresses": [lab_app.cidr]})
+            per_node.setdefault(lab_app.node, []).append({"app": app.pk, "addresses": [lab_app.cidr, lab_app.cidr6]})
     reports = {}
     for node_name, entries in per_node.items():
         node = Node.objects.get(name=node_name, region=region)
@@ -176,6 +194,8 @@ def _app_mapping(lab: Lab, region: Region) -> dict[str, dict[str, Any]]:
             "node": lab_app.node,
             "address": lab_app.address,
             "cidr": lab_app.cidr,
+            "address6": lab_app.address6,
+            "cidr6": lab_app.cidr6,
             "app_id": app.pk if app else None,
         }
     return mapping
@@ -189,6 +209,7 @@ def lab_register(lab: Lab, *, region_slug: str = "lab", demo: bool = True) -> di
     with transaction.atomic():
         region = _region(region_slug)
         pool = _pool(region)
+        pool6 = _pool6(region)
         gateways, nodes = _register_hosts(lab, region)
         new_passwords: dict[str, str] = {}
         users: dict[str, Any] = {}
@@ -200,6 +221,8 @@ def lab_register(lab: Lab, *, region_slug: str = "lab", demo: bool = True) -> di
             "region_id": region.pk,
             "pool": pool.name,
             "pool_cidr": pool.cidr,
+            "pool6": pool6.name,
+            "pool6_cidr": pool6.cidr,
             "gateways": {name: gw.pk for name, gw in gateways.items()},
             "nodes": {name: node.pk for name, node in nodes.items()},
             "users": sorted(users),

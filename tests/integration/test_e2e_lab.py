@@ -31,7 +31,9 @@ def test_life_of_an_app_through_the_api_alone(lab, worker):
     app_id = created.json()["id"]
     # The platform deploys it on node1 and reports where it runs.
     instance = lab_place(lab, name="api-e2e", node="node1")
-    assert api.get(f"/api/v1/apps/{app_id}/").json()["placements"] == [{"node": "node1", "addresses": [instance.cidr]}]
+    assert api.get(f"/api/v1/apps/{app_id}/").json()["placements"] == [
+        {"node": "node1", "addresses": [instance.cidr, instance.cidr6]}  # the lab is dual-stack
+    ]
     assert lab.seen_ip("api-e2e") == NODE1_IP
 
     put = api.put(f"/api/v1/apps/{app_id}/egress/", {"type": "dedicated"}, format="json")

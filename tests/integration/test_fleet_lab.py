@@ -124,11 +124,13 @@ def add_dedicated_apps(count: int, *, tag: str) -> None:
     nodes = list(Node.objects.order_by("pk"))
     gateways = list(Gateway.objects.order_by("pk"))
     blocks = list(SYNTHETIC_PODS.subnets(new_prefix=23))
+    block_of = {}  # pod CIDRs are kept sorted (IPv4 first): the block is not necessarily the last one
     for i, node in enumerate(nodes):
-        block = str(blocks[int(node.name.removeprefix("node")) - 1])
-        if block not in node.pod_cidrs:
-            services.host_update(host=node, pod_cidrs=[*node.pod_cidrs, block])
+        block = blocks[int(node.name.removeprefix("node")) - 1]
+        if str(block) not in node.pod_cidrs:
+            services.host_update(host=node, pod_cidrs=[*node.pod_cidrs, str(block)])
         nodes[i] = Node.objects.get(pk=node.pk)
+        block_of[node.pk] = block
     used = {node.pk: Placement.objects.filter(node=node, app__owner=owner).count() for node in nodes}
     apps = App.objects.bulk_create([
         App(owner=owner, region=region, name=f"{tag}{i:05d}", egress_type="dedicated", egress_status="assigned")
@@ -141,7 +143,7 @@ def add_dedicated_apps(count: int, *, tag: str) -> None:
     now = timezone.now()
     for i, app in enumerate(apps):
         node = nodes[i % len(nodes)]
-        address = ipaddress.IPv4Network(node.pod_cidrs[-1]).network_address + 1 + used[node.pk]
+        address = block_of[node.pk].network_address + 1 + used[node.pk]
         used[node.pk] += 1
         rows.append(Placement(region=region, node=node, app=app, cidr=f"{address}/32", first_int=int(address),
                               last_int=int(address)))

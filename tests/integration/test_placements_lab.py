@@ -106,7 +106,7 @@ def test_a_redeploy_on_the_other_node_keeps_the_dedicated_ip_with_no_owner_actio
     assert shop.egress_status == "assigned" and shop.egress_generation == generation
     assert sorted(EgressIP.objects.filter(app=shop).values_list("address", flat=True)) == addresses
     assert shop.events.filter(actor=shop.owner).count() == owner_events  # the owner did nothing
-    assert selectors.app_placements(shop) == [{"node": "node2", "addresses": [moved.cidr]}]
+    assert selectors.app_placements(shop) == [{"node": "node2", "addresses": [moved.cidr, moved.cidr6]}]  # dual-stack
     # Each node's map holds only what runs on it.
     assert moved.cidr in node_table(lab, "node2") and moved.cidr not in node_table(lab, "node1")
     assert old.cidr not in node_table(lab, "node1")

@@ -152,7 +152,9 @@ def test_walk_every_state_in_the_browser(lab, start_worker, browser, live_server
     expect(status).to_have_attribute("data-view", "reduced")
     expect(status).to_contain_text("reduced redundancy")
     plain = page.locator("#snippet-plain").text_content().split()
-    assert set(plain) == {active.address, standby.address}, plain
+    # The lab is dual-stack: each address comes with its IPv6 partner, and the allow-list keeps both.
+    assert active.address6 and standby.address6
+    assert set(plain) == {active.address, active.address6, standby.address, standby.address6}, plain
     expect(page.get_by_test_id("reserved-ip")).to_have_count(1)
     _shot(page, "drained-reduced")
     services.gateway_undrain(gateway=Gateway.objects.get(pk=active.gateway_id), actor="test")

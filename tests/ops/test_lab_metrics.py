@@ -44,7 +44,9 @@ def test_metrics_move_with_a_real_enable(lab_world, start_worker, staff_client):
     shop = App.objects.get(name="shop-api")
     before = scrape(staff_client)
     assigned_before = value(before, "egress_apps", status="assigned")
-    used_before = value(before, "egress_pool_used_addresses")
+    # The lab is dual-stack: both addresses come with an IPv6 partner from the IPv6 pool.
+    used_before = value(before, "egress_pool_used_addresses", pool="lab-public")
+    used6_before = value(before, "egress_pool_used_addresses", pool="lab-public6")
     latency_before = value(before, "egress_toggle_to_assigned_seconds_count")
     success_before = reconciles(before, "success")
 
@@ -57,7 +59,8 @@ def test_metrics_move_with_a_real_enable(lab_world, start_worker, staff_client):
 
     after = wait_for(latency_recorded, timeout=10, what="the toggle latency observation")
     assert value(after, "egress_apps", status="assigned") == assigned_before + 1
-    assert value(after, "egress_pool_used_addresses") == used_before + 2
+    assert value(after, "egress_pool_used_addresses", pool="lab-public") == used_before + 2
+    assert value(after, "egress_pool_used_addresses", pool="lab-public6") == used6_before + 2
     assert value(after, "egress_toggle_to_assigned_seconds_count") == latency_before + 1
     latency = value(after, "egress_toggle_to_assigned_seconds_sum") - value(before, "egress_toggle_to_assigned_seconds_sum")
     assert 0 < latency < 30

@@ -112,9 +112,11 @@ class Command(BaseCommand):
                 w(f"  {a.name:<16} {a.node:<6} {a.cidr:<18} {a.netns}")
         w("")
         w(f"  echo server: {lab.echo_url}   egress pool: {info.get('pool_cidr', '203.0.113.128/25')}")
+        if info.get("pool6_cidr"):
+            w(f"  IPv6: echo server {lab.echo_url6}   egress pool: {info['pool6_cidr']}")
         w(f"  workers' SSH key: {lab.config.ssh_key_file}")
         where = next(iter(lab.apps.values())).netns if lab.apps else lab.netns("node1")
-        w(f"  try: ip netns exec {where} curl -s {lab.echo_url}")
+        w(f"  try: ip netns exec {where} curl -s {lab.echo_url}   (IPv6: curl -s '{lab.echo_url6}')")
         for user, password in info.get("new_passwords", {}).items():
             w(self.style.WARNING(f"  created user {user} with password {password} (shown once)"))
 
