@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -278,7 +279,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
 # Above the longest task, so a slow task is not redelivered while it still runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT * 2,
+    # A worker polls its queues in the order given (user lane "celery" first, then "sweep"), not round
+    # robin: a sweep's backlog never delays a toggle (egressportal/celery.py, the lanes).
+    "queue_order_strategy": "priority",
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # Remote control rides on Redis PUB/SUB, whose reconnect path in kombu 5.7
@@ -287,6 +293,8 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep trying while Redis restarts
 # Health probes run every second on their own queue, served by their own
 # worker process, so a burst of reconciles never delays failover detection.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# The two lanes (egressportal/celery.py RECONCILE_QUEUE, SWEEP_QUEUE), user lane first.
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("sweep"))
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env.bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", default=False)
 # One scheduler: beat's own file scheduler; the schedule is code (workers/celery.py), the file only keeps

@@ -162,7 +162,7 @@ def main() -> None:
         spawn("portal", [PY, "-m", "gunicorn", "egressportal.wsgi", "--bind", f"127.0.0.1:{PORT}",
                          "--workers", "2", "--threads", "4", "--access-logfile", "-"], env)
         spawn("worker", [PY, "-m", "celery", "-A", "workers.celery", "worker", "--loglevel", "INFO",
-                         "--concurrency", "2", "--without-gossip", "--without-mingle", "--queues", "celery",
+                         "--concurrency", "2", "--without-gossip", "--without-mingle", "--queues", "celery,sweep",
                          "--hostname", "reconcile@%h"], env)
         # Two probers: one leads (detects and fails over), the other stands by hot (docs/OPERATIONS.md).
         spawn("prober1", [PY, "manage.py", "prober", "--name", "prober1"], env)

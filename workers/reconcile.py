@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from egressportal import dataplane as dp
+from egressportal.celery import LANE_USER
 from egressportal.core.desired import GatewayPlan, NodePlan, gateway_desired, node_desired
 from egressportal.core.models import Gateway, Node, host_model
 from egressportal.core.secrets import SecretsError, decrypt, load_private_key
@@ -36,6 +37,7 @@ from egressportal.core.services.hostsync import (
     host_reconcile_failed,
     host_reconcile_succeeded,
 )
+from egressportal.core.services.reconcile import reconcile_lane_started
 from egressportal.ops import logs as ops_logs
 
 from .ssh import CommandFailed, HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
@@ -209,14 +211,15 @@ def _apply_and_read(
     return failure, _state_from_outputs(host, cmds, reads)
 
 
-def host_reconcile(*, kind: str, pk: int) -> ReconcileResult | None:
+def host_reconcile(*, kind: str, pk: int, lane: str = LANE_USER) -> ReconcileResult | None:
     """Bring one host to its desired state. Returns None when the host is gone
     or disabled; raises HostBusy when another worker holds it, SSHError or
-    DataplaneValueError on failure (after recording it for users to see)."""
+    DataplaneValueError on failure (after recording it for users to see).
+    ``lane``: which lane's message this is (its coalescing marker is cleared)."""
     model = host_model(kind)
-    # From here on, a new request must enqueue a new task: this one may
+    # From here on, a new request of this lane must enqueue a new task: this one may
     # already have read the state it will apply.
-    model.objects.filter(pk=pk).update(reconcile_queued_at=None)
+    reconcile_lane_started(kind=kind, pk=pk, lane=lane)
     token = _lease_acquire(model, pk)
     if token is None:
         if not model.objects.filter(pk=pk).exists():

@@ -8,7 +8,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from egressportal.celery import EMAIL_TASK, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
+from egressportal.celery import EMAIL_TASK, LANE_USER, RECONCILE_QUEUE, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
 from egressportal.core.models import host_model
 from egressportal.core.services.reconcile import reconcile_mark_queued, reconcile_retry_expected
 from egressportal.dataplane import DataplaneValueError
@@ -38,9 +38,10 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 60.0) -> float:
 # until it is free (the lease expires); failures pass their own limit below.
 # The names are egressportal/celery.py's: the portal sends by name and never imports this module.
 @shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True, max_retries=None)
-def reconcile_host(self, kind: str, pk: int) -> dict | None:
+def reconcile_host(self, kind: str, pk: int, lane: str = LANE_USER) -> dict | None:
+    # ``lane``: "sweep" for the periodic sweep's messages (egressportal/core/services/reconcile.py).
     try:
-        result = host_reconcile(kind=kind, pk=pk)
+        result = host_reconcile(kind=kind, pk=pk, lane=lane)
     except HostBusy:
         name = host_model(kind).objects.filter(pk=pk).values_list("name", flat=True).first()
         reconcile_busy(kind=kind, name=name or str(pk))
@@ -56,9 +57,14 @@ def reconcile_host(self, kind: str, pk: int) -> dict | None:
             reconcile_retry_expected(kind=kind, pk=pk, retry_in=settings.EGRESS_SWEEP_SECONDS)
             return None
         # A retry is scheduled: tell the coalescer so requests don't pile up tasks, and the apps when it runs.
+        # It goes on the user lane whatever lane failed: user requests meanwhile are absorbed by it, so it
+        # must not wait behind a sweep.
         countdown = backoff(self.request.retries)
         reconcile_mark_queued(kind=kind, pk=pk, retry_in=countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from None
+        raise self.retry(
+            exc=exc, countdown=countdown, max_retries=MAX_RETRIES, args=[kind, pk], kwargs={},
+            queue=RECONCILE_QUEUE, priority=0,
+        ) from None
     if result is None:
         return None
     return {"host": result.host, "changed": result.changed, "summary": result.summary, "duration": result.duration}

@@ -198,8 +198,9 @@ def _broker_metrics() -> Iterable[Metric]:
 
 
 def _queue_names() -> list[str]:
-    """The default queue and every queue a task route names (e.g. a separate one for health probes)."""
+    """The default queue, the declared ones (the sweep lane) and every queue a task route names."""
     names = {settings.CELERY_TASK_DEFAULT_QUEUE}
+    names |= {q.name for q in getattr(settings, "CELERY_TASK_QUEUES", None) or ()}
     routes = settings.CELERY_TASK_ROUTES or {}
     if isinstance(routes, dict):
         names |= {route["queue"] for route in routes.values() if isinstance(route, dict) and route.get("queue")}

@@ -14,6 +14,7 @@ from celery import Celery, bootsteps
 from celery.signals import setup_logging, task_postrun, task_prerun, task_received
 from celery.worker import state as worker_state
 from django.conf import settings
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from ..celery import SWEEP_TASK
 from . import logs
@@ -71,7 +72,8 @@ def _queued(worker: Any) -> int | None:
         client = redis_client(settings.CELERY_BROKER_URL, timeout=1.0)
         pipe = client.pipeline(transaction=False)
         for name in names:
-            pipe.llen(name)
+            for step in PRIORITY_STEPS:  # kombu keeps a list per priority step (the sweep lane's: 9)
+                pipe.llen(name if step == 0 else f"{name}{Channel.sep}{step}")
         return sum(int(n) for n in pipe.execute())
     except Exception:  # Redis down: no verdict now
         return None

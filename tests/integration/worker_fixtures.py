@@ -19,6 +19,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from egressportal.celery import WORKER_QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -89,7 +91,7 @@ class WorkerProcess:
         argv = [
             sys.executable, "-m", "celery", "-A", "workers.celery", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
-            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--queues", "celery,health",
+            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--queues", f"{WORKER_QUEUES},health",
         ]
         if beat:
             argv += ["--beat", "--schedule", str(self.log.with_suffix(".beat"))]

@@ -1,16 +1,24 @@
-"""Asking the workers to reconcile hosts, with coalescing, and recording which hosts owe which apps a
-reconcile (``host_syncs_renew``).
+"""Asking the workers to reconcile hosts, with coalescing, in two lanes, and recording which hosts owe
+which apps a reconcile (``host_syncs_renew``).
 
-A host has at most one reconcile message waiting in the broker: a request
-while one waits is absorbed by it (the waiting task reads the newest desired
-state when it starts). 1,000 toggles in a burst thus become a handful of
-transactions per host. The marker is cleared when the task starts; a marker
-older than EGRESS_COALESCE_STALE_SECONDS is ignored, so a message lost with
-Redis never blocks a host for long (the sweep also re-requests).
+User lane (writes, a host's success asking for the next hosts, health changes, the admin): a host has
+at most one such message waiting in the broker; a request while one waits is absorbed by it (the
+waiting task reads the newest desired state when it starts). 1,000 toggles in a burst thus become a
+handful of transactions per host. The marker (``reconcile_queued_at``) is cleared when the task
+starts; a marker older than EGRESS_COALESCE_STALE_SECONDS is ignored, so a message lost with Redis
+never blocks a host for long (the sweep also re-requests).
+
+Sweep lane (the periodic sweep, workers/sweep.py): its messages go to the sweep queue at the lowest
+priority, which workers serve only when the user lane is empty. A sweep request is absorbed by any
+message waiting for the host (a user one does the same work sooner); a user request is NEVER absorbed
+by a waiting sweep message (it would wait behind the whole sweep): only user-lane messages set the
+database marker. The sweep lane's own marker is a Redis key with the same expiry, so two sweeps do not
+stack messages for a host; it is cleared when the sweep task starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -21,17 +29,20 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ...celery import RECONCILE_TASK
+from ...celery import LANE_SWEEP, LANE_USER, RECONCILE_QUEUE, RECONCILE_TASK, SWEEP_PRIORITY, SWEEP_QUEUE
 from ...celery import app as celery_app
+from ...ops.store import redis_client
 from ..models import Gateway, HostSync, Node, host_model
 
 __all__ = [
     "RECONCILE_TASK",
     "host_syncs_renew",
     "reconcile_dispatch",
+    "reconcile_lane_started",
     "reconcile_mark_queued",
     "reconcile_request",
     "reconcile_retry_expected",
+    "reconcile_sweep_dispatch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,8 +61,14 @@ def reconcile_request(*, gateways: Iterable[Gateway | int] = (), nodes: Iterable
     transaction.on_commit(lambda: reconcile_dispatch(targets))
 
 
+# Fail fast when the broker is down: a user's request must not hang on retries, and the sweep re-sends
+# whatever the database says is owed.
+_SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+
+
 def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = False) -> int:
-    """Send reconcile messages now; returns how many were sent."""
+    """Send user-lane reconcile messages now (absorbed only by a waiting user-lane message; ``force``:
+    always send); returns how many were sent."""
     mode = settings.EGRESS_RECONCILE_DISPATCH
     if mode == "none":
         return 0
@@ -63,21 +80,75 @@ def reconcile_dispatch(targets: Iterable[tuple[str, int]], *, force: bool = Fals
         if not force:
             claim = claim.filter(Q(reconcile_queued_at__isnull=True) | Q(reconcile_queued_at__lt=now - _stale_after()))
         if not claim.update(reconcile_queued_at=now):
-            continue  # a waiting message will pick this change up
+            continue  # a waiting user-lane message will pick this change up
         try:
-            # Fail fast when the broker is down: a user's request must not hang
-            # on retries, and the sweep re-sends whatever the database says is owed.
             celery_app.send_task(
-                RECONCILE_TASK,
-                args=[kind, pk],
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1},
+                RECONCILE_TASK, args=[kind, pk], queue=RECONCILE_QUEUE, retry=True, retry_policy=_SEND_RETRY
             )
             sent += 1
         except Exception as exc:  # broker down: the sweep will re-request
             model.objects.filter(pk=pk).update(reconcile_queued_at=None)
             logger.warning("could not enqueue reconcile of %s %s: %s", kind, pk, exc)
     return sent
+
+
+def _sweep_marker(kind: str, pk: int) -> str:
+    return f"egress:sweep-queued:{kind}:{pk}"
+
+
+def reconcile_sweep_dispatch(targets: Iterable[tuple[str, int]]) -> int:
+    """Send sweep-lane reconcile messages (lowest priority) for the hosts that have no message waiting in
+    either lane; returns how many were sent."""
+    if settings.EGRESS_RECONCILE_DISPATCH == "none":
+        return 0
+    targets = list(dict.fromkeys(targets))
+    now = timezone.now()
+    # A user-lane message waits for these: it does the sweep's work, sooner.
+    waiting = {
+        (model.kind, pk)
+        for model in (Gateway, Node)
+        for pk in model.objects.filter(
+            pk__in=[pk for kind, pk in targets if kind == model.kind], reconcile_queued_at__gte=now - _stale_after()
+        ).values_list("pk", flat=True)
+    }
+    client = redis_client(settings.REDIS_URL, timeout=1.0)
+    expiry = max(1, round(settings.EGRESS_COALESCE_STALE_SECONDS))
+    sent = 0
+    for kind, pk in targets:
+        if (kind, pk) in waiting:
+            continue
+        marker = _sweep_marker(kind, pk)
+        try:
+            if not client.set(marker, "1", nx=True, ex=expiry):
+                continue  # a sweep message still waits for this host
+            celery_app.send_task(
+                RECONCILE_TASK,
+                args=[kind, pk],
+                kwargs={"lane": LANE_SWEEP},
+                queue=SWEEP_QUEUE,
+                priority=SWEEP_PRIORITY,
+                retry=True,
+                retry_policy=_SEND_RETRY,
+            )
+            sent += 1
+        except Exception as exc:  # broker down: the next sweep tries again
+            with contextlib.suppress(Exception):
+                client.delete(marker)
+            logger.warning("could not enqueue the sweep's reconcile of %s %s: %s", kind, pk, exc)
+    return sent
+
+
+def reconcile_lane_started(*, kind: str, pk: int, lane: str) -> None:
+    """A reconcile task of ``lane`` starts: from here on, a new request of that lane must send a new
+    message (this task may already have read the state it will apply). A sweep task leaves the user
+    lane's marker alone: a user message still waiting will run after it anyway."""
+    if lane == LANE_USER:
+        host_model(kind).objects.filter(pk=pk).update(reconcile_queued_at=None)
+        return
+    try:
+        redis_client(settings.REDIS_URL, timeout=1.0).delete(_sweep_marker(kind, pk))
+    except Exception as exc:  # the marker expires on its own
+        logger.info("cannot clear the sweep marker of %s %s: %s", kind, pk, exc)
 
 
 def reconcile_retry_expected(*, kind: str, pk: int, retry_in: float) -> None:
