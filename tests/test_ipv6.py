@@ -16,6 +16,7 @@ from egressportal.core import capacity, selectors, services
 from egressportal.core.desired import gateway_desired, node_desired
 from egressportal.core.errors import ConflictError, PoolExhausted
 from egressportal.core.models import App, EgressIP, EgressIPStatus, Event, HostSync, IPFamily, IPPool, Placement
+from egressportal.core.services.hostsync import host_reconcile_succeeded
 from egressportal.core.services.quotas import quota_check_addresses
 from tests.helpers import place
 
@@ -343,7 +344,8 @@ class TestDesired6:
             assert state.return_routes[ip_network("2001:db8:10:1::/64")] == ip_address("2001:db8:0:1::21")
             assert ip_network("2001:db8:10:2::/64") not in state.return_routes
             assert ip_network("2001:db8:10:2::/64") in state.guarded_sources
-        EgressIP.objects.filter(status="assigned").update(programmed=True)
+        # As the gateways' reconcile marks them once applied (services.hostsync).
+        EgressIP.objects.filter(status="assigned").update(programmed=True, programmed6=True)
         active = next(ip for ip in pairs.values() if ip.role == "active")
         state = node_desired(node1).state
         assert dict(state.steering) == {
@@ -357,7 +359,7 @@ class TestDesired6:
         app = make_app(alice, cidrs=[])
         place(app, ["2001:db8:10:1::17"], node=infra6["nodes"][0])
         services.egress_enable(app=app, actor=alice)
-        EgressIP.objects.filter(status="assigned").update(programmed=True)
+        EgressIP.objects.filter(status="assigned").update(programmed=True, programmed6=True)
         active = EgressIP.objects.get(app=app, role="active")
         standby = EgressIP.objects.get(app=app, role="standby")
         active.gateway.__class__.objects.filter(pk=active.gateway_id).update(health="unhealthy")
@@ -443,6 +445,34 @@ class TestBackfill6:
         assert sorted(EgressIP.objects.filter(app=b).values_list("address6", flat=True)) == [
             "2001:db8:0:2::3", "2001:db8:0:2::4"
         ]
+
+    def test_nodes_steer_the_new_ipv6_addresses_only_once_their_gateways_hold_them(self, infra, make_app, alice):
+        gw1, gw2 = infra["gateways"]
+        node1 = infra["nodes"][0]
+        services.host_update(host=gw1, transit_address6="2001:db8:0:1::11")
+        services.host_update(host=gw2, transit_address6="2001:db8:0:1::12")
+        services.host_update(host=node1, transit_address6="2001:db8:0:1::21",
+                             pod_cidrs=[*node1.pod_cidrs, "2001:db8:10:1::/64"])
+        app = make_app(alice, cidrs=[])
+        place(app, ["198.18.128.16/28", "2001:db8:10:1::100/120"], node=node1)
+        self._enabled(lambda owner: app, alice, n=1)
+        v4, v6 = ip_network("198.18.128.16/28"), ip_network("2001:db8:10:1::100/120")
+        active = EgressIP.objects.get(app=app, role="active").gateway
+        assert dict(node_desired(node1).state.steering) == {v4: active.slot}
+        services.pool_create(region=infra["region"], name="late6", cidr=POOL6)
+        # The partners exist, but no gateway holds them yet: IPv6 still leaves from the node, and the node
+        # keeps owing the app a reconcile (its sync row does not settle).
+        plan = node_desired(node1)
+        assert dict(plan.state.steering) == {v4: active.slot}
+        node_sync = HostSync.objects.get(app=app, node=node1)
+        assert node_sync.pk not in plan.settles
+        for gw in (gw1, gw2):
+            host_reconcile_succeeded(host=gw, plan=gateway_desired(gw), changed=True, summary="applied",
+                                              changes=[], duration=0.01)
+        assert set(EgressIP.objects.filter(app=app).values_list("programmed6", flat=True)) == {True}
+        plan = node_desired(node1)
+        assert dict(plan.state.steering) == {v4: active.slot, v6: active.slot}
+        assert node_sync.pk in plan.settles
 
     def test_backfill_queries_do_not_grow_with_the_apps(self, infra, make_app, alice, settings):
         settings.EGRESS_QUOTA_APPS = settings.EGRESS_QUOTA_ADDRESSES = 1000

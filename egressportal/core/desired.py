@@ -120,12 +120,15 @@ def node_snapshot(node: Node) -> NodeSnapshot:
         status=EgressIPStatus.ASSIGNED,
         app__egress_type=EgressType.DEDICATED,
         gateway__enabled=True,
-    ).values_list("app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name", "address6")
+    ).values_list(
+        "app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name", "address6", "programmed6"
+    )
     app_ips: dict[int, list[SteerIP]] = defaultdict(list)
-    for app_id, role, programmed, health, slot, name, address6 in rows:
+    for app_id, role, programmed, health, slot, name, address6, programmed6 in rows:
         app_ips[app_id].append(
             SteerIP(
-                role == EgressIPRole.ACTIVE, programmed, health == HealthStatus.UNHEALTHY, slot, name, address6 is not None
+                role == EgressIPRole.ACTIVE, programmed, health == HealthStatus.UNHEALTHY, slot, name,
+                address6 is not None, address6 is not None and not programmed6,
             )
         )
     pod_cidrs = [

@@ -123,3 +123,22 @@ def test_the_dataplane_refuses_ipv6_steering_without_an_ipv6_gateway():
 
     with pytest.raises(DataplaneValueError, match="no IPv6 gateway"):
         NodeState.build(steering={CIDR6: 1}, gateways={1: "198.18.32.1"})
+
+
+def test_a_partner_its_gateway_does_not_hold_yet_is_not_steered_and_the_node_still_owes_the_app():
+    """An IPv6 backfill gives a live address its partner: until the gateway's reconcile applied it, IPv6
+    keeps leaving from the node (steering it to the gateway would drop it there: make before break), and
+    the node's sync row stays, so the node is asked again once the gateway holds it."""
+    from dataclasses import replace
+
+    waiting = SteerIP(True, True, False, 1, "gw1", True, True)
+    snap = replace(node_snap([waiting, ip(2, active=False)]), pending=[(7, APP)], pending_dedicated=frozenset({APP}))
+    plan = node_plan(snap)
+    assert dict(plan.state.steering) == {IPv4Network(CIDR): 1}
+    assert plan.settles == [] and plan.steered == {}
+    plan = node_plan(replace(snap, app_ips={APP: [waiting._replace(v6_pending=False), ip(2, active=False)]}))
+    assert dict(plan.state.steering) == {IPv4Network(CIDR): 1, IPv6Network(CIDR6): 1}
+    assert plan.settles == [7] and plan.steered == {APP: "gw1"}
+    # A gateway without IPv6 transit carries no IPv6 anyway: nothing to wait for.
+    plan = node_plan(replace(snap, gateways6={2: "2001:db8:0:1::12"}))
+    assert plan.settles == [7]

@@ -157,6 +157,10 @@ class EgressIP(models.Model):
         protocol="IPv6", null=True, blank=True, unique=True, editable=False, validators=[validate_ipv6_address]
     )
     address6_hex = models.CharField(max_length=32, null=True, editable=False)
+    # False while a partner given to an address already live (an IPv6 backfill, services/egress6.py) waits
+    # for its gateway: until then the nodes do not steer the app's IPv6 there (make before break). Set again
+    # by the gateway's reconcile once it holds the partner.
+    programmed6 = models.BooleanField(default=True, editable=False)
 
     class Meta:
         ordering = ["address_int"]

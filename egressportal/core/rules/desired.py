@@ -17,7 +17,8 @@ The rules (docs/ARCHITECTURE.md, "Make before break"):
 - IPv6 rides along (issue 20): an app's address on a gateway may have an IPv6 partner. The gateway holds
   it beside the IPv4 one and SNATs the app's IPv6 placements to it; a node steers the app's IPv6
   placements to the very gateway it steers the IPv4 ones to (same slot, failover included), through that
-  gateway's IPv6 transit address, and only when that gateway holds the app's IPv6 address. IPv6 pod
+  gateway's IPv6 transit address, and only when that gateway holds the app's IPv6 address (a partner given
+  to a live address counts once that gateway's reconcile applied it: ``v6_pending``). IPv6 pod
   CIDRs route back through the nodes' IPv6 transit addresses; without one they are guarded (dropped),
   never leaked. An IPv6 placement without an IPv6 egress address is not steered: it leaves from the node.
 - A drained gateway that holds no address any more is decommissioned: nothing of ours stays on it.
@@ -69,6 +70,9 @@ class SteerIP(NamedTuple):
     slot: int  # the gateway's routing slot
     gateway: str  # the gateway's name (for events)
     has_v6: bool = False  # the address has an IPv6 partner (live together with it)
+    # The partner was added to an address that is live already (an IPv6 backfill) and its gateway does not
+    # hold it yet: no IPv6 steered there, and the node still owes the app a reconcile.
+    v6_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,10 +243,14 @@ def node_plan(snap: NodeSnapshot) -> NodePlan:
             continue
         # While the preferred gateway is still being configured, traffic may already use another live
         # address of the app, but the node still owes the app a reconcile (towards the preferred one).
-        if choice == steering_choice(ip._replace(programmed=True) for ip in ips):
-            steered[app_id] = choice[1]
         # IPv6 goes the same way as IPv4, when the chosen gateway holds the app's IPv6 address too.
-        v6 = choice[0] in snap.gateways6 and any(ip.has_v6 and ip.programmed and ip.slot == choice[0] for ip in ips)
+        carries6 = choice[0] in snap.gateways6
+        there = [ip for ip in ips if ip.has_v6 and ip.programmed and ip.slot == choice[0]]
+        v6 = carries6 and any(not ip.v6_pending for ip in there)
+        # A partner its gateway does not hold yet: the node owes the app its IPv6 steering still.
+        owes6 = carries6 and any(ip.v6_pending for ip in there)
+        if choice == steering_choice(ip._replace(programmed=True) for ip in ips) and not owes6:
+            steered[app_id] = choice[1]
         for cidr in snap.app_cidrs.get(app_id, ()):
             if v6 or not _is6(cidr):
                 steering[cidr] = choice[0]

@@ -213,16 +213,22 @@ def _partner(ip: EgressIP, pool: IPPool, addr: ipam6.IPv6Address) -> None:
 
 def partners6_write(ips: Sequence[EgressIP]) -> None:
     """Store the partners set on ``ips`` on rows that have none yet: one statement sent for all rows, then
-    read back. A row that got a partner concurrently raises IntegrityError (the caller retries)."""
+    read back. A row that got a partner concurrently raises IntegrityError (the caller retries).
+
+    A new partner is not programmed (``programmed6``) until its gateway's reconcile applied it: for a row
+    that is live already (a backfill, or an app's held address partnered at its next allocation) the
+    nodes must not steer IPv6 to a gateway that does not hold the partner yet."""
     if not ips:
         return
     table = connection.ops.quote_name(EgressIP._meta.db_table)
     sql = (
-        f"UPDATE {table} SET pool6_id = %s, address6 = %s, address6_hex = %s "  # noqa: S608
+        f"UPDATE {table} SET pool6_id = %s, address6 = %s, address6_hex = %s, programmed6 = %s "  # noqa: S608
         "WHERE id = %s AND address6 IS NULL"
     )
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [(ip.pool6_id, ip.address6, ip.address6_hex, ip.pk) for ip in ips])
+        cursor.executemany(sql, [(ip.pool6_id, ip.address6, ip.address6_hex, False, ip.pk) for ip in ips])
+    for ip in ips:
+        ip.programmed6 = False
     expected = {ip.pk: ip.address6 for ip in ips}
     for start in range(0, len(ips), 1000):
         batch = [ip.pk for ip in ips[start:start + 1000]]
@@ -303,27 +309,35 @@ def egress6_backfill(*, region: Region, actor: Any = None) -> Backfill6:
     result = Backfill6(region=region.slug)
     if not region_has_ipv6(region.pk):
         return result
-    app_ids = list(
-        EgressIP.objects.filter(
-            status=EgressIPStatus.ASSIGNED, address6__isnull=True, app__region=region,
-            app__egress_type=EgressType.DEDICATED,
-        ).order_by("app_id").values_list("app_id", flat=True).distinct()
-    )
     apps = addresses = 0
     left: list[str] = []
     failed = ""
-    for start in range(0, len(app_ids), BACKFILL_BATCH):
-        batch = app_ids[start:start + BACKFILL_BATCH]
-        try:
-            with transaction.atomic():
-                served, n, unserved = _backfill_batch(region=region, app_ids=batch, actor=actor)
-        except (DatabaseError, DomainError) as exc:
-            logger.exception("IPv6 backfill of region %s stopped", region.slug)
-            failed = f"{type(exc).__name__}: {exc}"
+    seen: set[int] = set()
+    # A second look once the first is done: an enable that read the region's pools just before the new
+    # one was committed, and committed itself after the first look, holds addresses without partners.
+    for _ in range(2):
+        app_ids = [
+            pk for pk in EgressIP.objects.filter(
+                status=EgressIPStatus.ASSIGNED, address6__isnull=True, app__region=region,
+                app__egress_type=EgressType.DEDICATED,
+            ).order_by("app_id").values_list("app_id", flat=True).distinct()
+            if pk not in seen
+        ]
+        seen.update(app_ids)
+        for start in range(0, len(app_ids), BACKFILL_BATCH):
+            batch = app_ids[start:start + BACKFILL_BATCH]
+            try:
+                with transaction.atomic():
+                    served, n, unserved = _backfill_batch(region=region, app_ids=batch, actor=actor)
+            except (DatabaseError, DomainError) as exc:
+                logger.exception("IPv6 backfill of region %s stopped", region.slug)
+                failed = f"{type(exc).__name__}: {exc}"
+                break
+            apps, addresses, left = apps + served, addresses + n, left + unserved
+        if failed or not app_ids:
             break
-        apps, addresses, left = apps + served, addresses + n, left + unserved
     result = Backfill6(region=region.slug, apps=apps, addresses=addresses, left=tuple(left), failed=failed)
-    if app_ids:
+    if seen:
         event_record(
             kind="region.ipv6_backfill",
             message=result.message,

@@ -86,6 +86,9 @@ def host_reconcile_succeeded(
         list(App.objects.select_for_update().filter(pk__in=plan.apps).order_by("pk").values_list("pk", flat=True))
         if isinstance(plan, GatewayPlan):
             EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed=False).update(programmed=True)
+            # Partners given to live addresses (IPv6 backfill): live once this applied state held them.
+            held6 = [str(a) for a in plan.state.addresses if a.version == 6]
+            EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed6=False, address6__in=held6).update(programmed6=True)
             EgressIP.objects.filter(pk__in=plan.removed_ip_ids, programmed=True).update(programmed=False)
         # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
         # id, services/apps.py host_syncs_renew), which stays for the next reconcile.
