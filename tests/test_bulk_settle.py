@@ -264,6 +264,29 @@ def test_settling_10_or_500_apps_costs_the_same_queries(burst, alice, bob, reque
     assert max(len(v) for v in small.values()) < 40, {k: len(v) for k, v in small.items()}
 
 
+def test_a_failed_reconcile_marks_a_burst_in_the_same_queries_for_10_or_500_apps(burst, requests, heard):
+    from egressportal.core.models import Gateway
+
+    gw1 = burst["gateways"][0]
+
+    def fail(n: int) -> list[str]:
+        apps = burst["make"](n)
+        enable(apps)
+        del heard[:]
+        Gateway.objects.filter(pk=gw1.pk).update(reconcile_failures=0)  # each a first failure (one host event)
+        host = Gateway.objects.get(pk=gw1.pk)
+        with CaptureQueriesContext(connection) as ctx:
+            hostsync.host_reconcile_failed(host=host, reason="connection refused",
+                                           app_ids={a.pk for a in apps}, duration=0.2, ssh_error_kind="connect")
+        # A first enable that cannot reach a gateway: nothing steers to a dedicated address yet.
+        assert {s for _, s, _ in statuses(apps)} == {"failed"}
+        assert Event.objects.filter(app__in=apps, kind="egress.failed").count() == n
+        assert heard == [[(a.pk, "assigning", "failed") for a in apps]]
+        return [q["sql"] for q in ctx.captured_queries if connection.vendor != "sqlite" or not q["sql"].startswith("INSERT")]
+
+    assert len(fail(500)) == len(fail(10))
+
+
 def test_a_webhook_per_status_change_of_a_burst(burst, alice, requests):
     from egressportal.notifications import services as notifications
 

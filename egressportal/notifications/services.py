@@ -193,17 +193,21 @@ def notifications_apps_status_changed(*, changes: Sequence[StatusChange]) -> int
     (assigned → assigned with new words does not). Returns webhooks queued.
 
     The owners' webhooks and subscriptions are read once for all the changes (a burst of 1,000 apps
-    going "assigned" costs the same few queries as one); only an app whose owner has a webhook for the
-    event has its payload read."""
+    going "assigned" costs the same few queries as one); only the apps of owners who subscribed to
+    something are read again, and only an app whose owner has a webhook for the event has its payload
+    read."""
     notifying = [c for c in changes if c.old_status != c.new_status and c.new_status in STATUS_EVENTS]
     if not notifying:
         return 0
-    apps = App.objects.select_related("region", "owner").in_bulk([c.app.pk for c in notifying])
-    owners = {app.owner_id for app in apps.values()}
+    owners = {c.app.owner_id for c in notifying}
     endpoints_of: dict[int, list[WebhookEndpoint]] = {}
     for endpoint in WebhookEndpoint.objects.filter(owner_id__in=owners, enabled=True).order_by("pk"):
         endpoints_of.setdefault(endpoint.owner_id, []).append(endpoint)
     subscriptions = {s.user_id: s for s in EmailSubscription.objects.filter(user_id__in=owners)}
+    notifying = [c for c in notifying if c.app.owner_id in endpoints_of or c.app.owner_id in subscriptions]
+    if not notifying:
+        return 0
+    apps = App.objects.select_related("region", "owner").in_bulk([c.app.pk for c in notifying])
     deliveries: list[WebhookDelivery] = []
     for change in notifying:
         app = apps.get(change.app.pk)

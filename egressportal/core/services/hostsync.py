@@ -304,17 +304,27 @@ def apps_status_set(writes: Sequence[tuple[App, str, str]], now: dt.datetime) ->
         egress_status_changed.send(sender=App, changes=changes)
 
 
-def app_failure_status(app: App) -> str:
-    """What a failed reconcile makes of an app waiting for the host: "failed" only when its traffic
+def apps_failure_status(apps: Sequence[App]) -> dict[int, str]:
+    """What a failed reconcile makes of apps waiting for the host: "failed" only when an app's traffic
     cannot use dedicated egress (nothing steered to a live address yet, or on its way back to shared);
-    an app whose traffic already leaves from a dedicated address is "degraded" while the workers retry."""
-    if app.egress_type != EgressType.DEDICATED:
-        return EgressStatus.FAILED
-    if app.egress_status in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED):
-        return EgressStatus.DEGRADED
-    steering = not app.host_syncs.filter(node__isnull=False).exists()
-    live = app.egress_ips.filter(programmed=True).exists()
-    return EgressStatus.DEGRADED if steering and live else EgressStatus.FAILED
+    an app whose traffic already leaves from a dedicated address is "degraded" while the workers retry.
+    Two queries for any number of apps."""
+    undecided = [
+        app.pk for app in apps
+        if app.egress_type == EgressType.DEDICATED and app.egress_status not in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED)
+    ]
+    not_steered = set(HostSync.objects.filter(app_id__in=undecided, node__isnull=False).values_list("app_id", flat=True))
+    live = set(EgressIP.objects.filter(app_id__in=undecided, programmed=True).values_list("app_id", flat=True))
+    out: dict[int, str] = {}
+    for app in apps:
+        if app.egress_type != EgressType.DEDICATED:
+            out[app.pk] = EgressStatus.FAILED
+        elif app.egress_status in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED):
+            out[app.pk] = EgressStatus.DEGRADED
+        else:
+            steering = app.pk not in not_steered
+            out[app.pk] = EgressStatus.DEGRADED if steering and app.pk in live else EgressStatus.FAILED
+    return out
 
 
 def host_reconcile_failed(
@@ -342,23 +352,27 @@ def host_reconcile_failed(
                 data={"error": reason, "attempt": failures},
                 **_host_kw(host),
             )
-        pending = App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct()
+        pending = list(App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct().order_by("pk"))
+        failure = apps_failure_status(pending)
+        writes: list[tuple[App, str, str]] = []
+        events: list[Event] = []
         for app in pending:
-            status = app_failure_status(app)
+            status = failure[app.pk]
             if (status, tenant_message) == (app.egress_status, app.egress_message):
                 continue
-            was = app.egress_status
-            app_status_set(app, status, tenant_message, now)
-            if status != was or status == EgressStatus.FAILED:
+            writes.append((app, status, tenant_message))
+            if status != app.egress_status or status == EgressStatus.FAILED:
                 failed = status == EgressStatus.FAILED
-                event_record(
+                events.append(event_build(
                     kind="egress.failed" if failed else "egress.degraded",
                     message=tenant_message,
                     level=EventLevel.ERROR if failed else EventLevel.WARNING,
                     actor=WORKER,
                     app=app,
                     **_host_kw(host),
-                )
+                ))
+        apps_status_set(writes, now)
+        Event.objects.bulk_create(events, batch_size=_BATCH)
     logger.warning("reconcile of %s %s failed: %s", host.kind, host.name, reason)
 
 
