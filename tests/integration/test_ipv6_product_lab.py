@@ -65,12 +65,14 @@ def node_own(node: str) -> tuple[str, str]:
 def app_traces(lab, values: set[str]) -> list[str]:
     """Where any of ``values`` (the app's egress addresses and source CIDRs) still shows on a lab host, as
     the host's own tools list it (not the product's parser): the whole nft ruleset, IPv6 addresses, IPv6
-    rules and the IPv6 routes of every table."""
+    rules, the IPv6 routes of every table and the proxy NDP entries. A gateway's pool routes (``local … dev
+    lo … proto 250``) are the pool's, not the app's: the first of a pool's prefixes is its first address."""
     found = []
     for host in HOST_PLAN:
         for argv in (["nft", "list", "ruleset"], ["ip", "-6", "addr", "show"], ["ip", "-6", "rule", "show"],
-                     ["ip", "-6", "route", "show", "table", "all"]):
+                     ["ip", "-6", "neigh", "show", "proxy"], ["ip", "-6", "route", "show", "table", "all"]):
             out = lab.host_exec(host, argv).stdout
+            out = re.sub(r"(?m)^local \S+ dev lo .*proto 250.*$", "", out)
             for v in values:
                 # A whole token: 2001:db8:0:2:e::1 is not a trace of 2001:db8:0:2:e::10.
                 if re.search(rf"(?<![0-9a-f:.]){re.escape(v)}(?![0-9a-f:.])", out):
