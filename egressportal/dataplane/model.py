@@ -79,7 +79,7 @@ class FrozenMap(Mapping[K, V]):
         if len(d) != len(pairs):
             raise v.DataplaneValueError("duplicate keys")
         self._items: tuple[tuple[K, V], ...] = tuple(sorted(d.items(), key=lambda kv: family_key(kv[0])))
-        self._dict = dict(self._items)
+        self._dict = d  # the same pairs (lookups only; iteration follows _items)
 
     def __getitem__(self, key: K) -> V:
         return self._dict[key]
@@ -112,6 +112,11 @@ def family_key(value: Any) -> tuple[Any, ...]:
     """Sort key that orders IPv4 before IPv6 (ipaddress refuses to compare across families), then as
     ipaddress orders them (a network by its address, then its prefix length), as integers: sorting
     10,000 entries compares ints in C, not ipaddress objects in Python."""
+    cls = type(value)
+    if cls is IPv4Network:  # the common case, by ipaddress's own fields (its int()/prefixlen are Python calls)
+        return (4, value.network_address._ip, value._prefixlen)
+    if cls is IPv4Address:
+        return (4, value._ip)
     if isinstance(value, _NETWORK_TYPES):
         return (value.version, int(value.network_address), value.prefixlen)
     if isinstance(value, _ADDRESS_TYPES):
