@@ -91,7 +91,7 @@ def host_reconcile_succeeded(
             EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed6=False, address6__in=held6).update(programmed6=True)
             EgressIP.objects.filter(pk__in=plan.removed_ip_ids, programmed=True).update(programmed=False)
         # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
-        # id, services/apps.py host_syncs_renew), which stays for the next reconcile.
+        # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile.
         settled_apps = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
         HostSync.objects.filter(pk__in=plan.settles).delete()
         fields = {
