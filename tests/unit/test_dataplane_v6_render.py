@@ -438,3 +438,48 @@ def test_an_ipv4_table_listed_as_ipv6_is_refused():
         parse_gateway(None, "[]", "[]", "eth1", nft6_json=host_gateway_nft(GatewayState.build(**GW4), 4))
     with pytest.raises(DataplaneParseError, match="outside table ip egressportal"):
         parse_gateway(host_gateway_nft(GatewayState.build(**GW6), 6), "[]", "[]", "eth1")
+
+
+# --- the IPv6 anyIP read-back: proxy entries and proxy NDP sysctls ------------------------------------------
+
+POOLED = {**GW6, "pools": ["203.0.113.0/24", "2001:db8:0:2::/64"]}
+
+
+def read_pooled(state: GatewayState, *, proxy6: str | None = None, ndp: str | None = NDP_ON) -> GatewayState:
+    return parse_gateway(
+        host_gateway_nft(state, 4), host_gateway_addr(state, 4), host_routes(state.return_routes, 4, state.pools),
+        "eth1", nft6_json=host_gateway_nft(state, 6), arp_json=host_gateway_arp(state),
+        addr6_json=host_gateway_addr(state, 6), route6_json=host_routes(state.return_routes, 6, state.pools),
+        proxy6_json=host_proxy6(state) if proxy6 is None else proxy6, ndp_text=ndp,
+    )  # fmt: skip
+
+
+def test_ipv6_pools_count_only_while_proxy_ndp_answers_at_once():
+    state = GatewayState.build(**POOLED)
+    assert read_pooled(state) == state
+    for ndp in (None, "", "0\n0\n", "1\n80\n", "1\n"):
+        got = read_pooled(state, ndp=ndp)
+        assert all(p.version == 4 for p in got.pools) and got.addresses == state.addresses
+        plan = plan_gateway(got, state)
+        assert plan.sysctl == dp.ndp_sysctl_argv("eth1")
+        assert plan.pre_ip6 == ["route replace local 2001:db8:0:2::/64 dev lo table 255 proto 250"]
+
+
+def test_only_our_proxy_entries_count_and_a_stray_one_is_removed():
+    state = GatewayState.build(**POOLED)
+    entries = json.loads(host_proxy6(state)) + [
+        {"dst": "2001:db8:0:2::50", "proxy": None, "protocol": "250"},  # ours, not wanted here
+        {"dst": "2001:db8:0:2::51", "proxy": None, "protocol": "4"},  # another owner's
+        {"dst": "2001:db8:0:2::52", "dev": "eth9", "proxy": None, "protocol": "250"},  # another interface
+    ]
+    got = read_pooled(state, proxy6=json.dumps(entries))
+    assert {str(a) for a in got.addresses if a.version == 6} == {"2001:db8:0:2::10", "2001:db8:0:2::11", "2001:db8:0:2::50"}
+    assert plan_gateway(got, state).post_ip6 == ["neigh del proxy 2001:db8:0:2::50 dev eth1"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE + ["fe80::1", "2001:db8::/64", None, 7])
+def test_hostile_proxy_output_is_a_parse_error(bad):
+    with pytest.raises(DataplaneParseError):
+        parse_gateway(None, "[]", "[]", "eth1", proxy6_json=json.dumps([{"dst": bad, "proxy": None, "protocol": "250"}]))
+    with pytest.raises(DataplaneParseError):
+        parse_gateway(None, "[]", "[]", "eth1", proxy6_json=json.dumps({"dst": "2001:db8::1"}))
