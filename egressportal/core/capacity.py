@@ -9,6 +9,7 @@ ran out while the allocator would hand out an address (or the other way round).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -28,6 +29,7 @@ __all__ = [
     "egress_enable_problem",
     "egress_enable_refusal",
     "quarantine_cutoff",
+    "quota_problem",
 ]
 
 NO_GATEWAY = "This region has no egress gateway yet; dedicated egress cannot be enabled."
@@ -36,6 +38,13 @@ OUT_OF_ADDRESSES6 = (
     "This region has run out of dedicated IPv6 egress addresses; a platform admin must add an IPv6 pool."
 )
 BEING_DELETED = "This app is being deleted."
+
+
+class QuotaFigures(Protocol):
+    """A tenant's address quota and use (services.quotas.Quota)."""
+
+    max_addresses: int
+    addresses: int
 
 
 def quarantine_cutoff(now: dt.datetime | None = None) -> dt.datetime:
@@ -96,10 +105,11 @@ def egress_enable_refusal(app: App) -> str | None:
     return None
 
 
-def egress_enable_problem(app: App, *, held: int | None = None) -> str | None:
+def egress_enable_problem(app: App, *, held: int | None = None, quota: QuotaFigures | None = None) -> str | None:
     """Why enabling dedicated egress would fail right now, in words a user can act on; None when it would
     go ahead. Told before the user clicks (portal) with the refusals of ``egress_enable`` and the
-    allocator's own counting, so nothing is offered that cannot happen and nothing refused that can."""
+    allocator's own counting, so nothing is offered that cannot happen and nothing refused that can.
+    With ``quota`` (the owner's, services.quota_usage) the address quota is checked too."""
     refusal = egress_enable_refusal(app)
     if refusal:
         return refusal
@@ -116,4 +126,26 @@ def egress_enable_problem(app: App, *, held: int | None = None) -> str | None:
     available6 = addresses6_available(app=app)
     if available6 is not None and available6 < needed:
         return OUT_OF_ADDRESSES6
+    if quota is not None:
+        return quota_problem(app, quota=quota, needed=needed)
     return None
+
+
+def quota_problem(app: App, *, quota: QuotaFigures, needed: int, now: dt.datetime | None = None) -> str | None:
+    """Whether enabling ``app`` (``needed`` addresses) would take its owner over the address quota, as
+    ``services.quotas.quota_check_addresses`` would find after allocating: addresses taken back from the
+    owner's quarantine count already while their quarantine lasts, any other address counts anew. Never
+    stricter than the check itself (it counts only the quarantined addresses that still count as taken
+    back), so an app the enable would serve is never refused here."""
+    counted_back = EgressIP.objects.filter(
+        addresses_reusable_by(app), pool__region_id=app.region_id, released_at__gte=quarantine_cutoff(now)
+    ).count()
+    new = needed - min(needed, counted_back)
+    if quota.addresses + new <= quota.max_addresses:
+        return None
+    return (
+        f"Your dedicated address quota is used up: enabling this app needs {new} more address"
+        f"{'es' if new != 1 else ''}, and {quota.addresses} of your {quota.max_addresses} are in use (addresses "
+        "you released count until their quarantine ends). Disable dedicated egress on an app you no longer "
+        "need, or ask a platform admin to raise your quota."
+    )

@@ -135,7 +135,10 @@ def _panel_context(
         "offer_disable": not shared and not app.delete_requested,
         "offer_retry": failed and not app.delete_requested,
         "retry_type": EgressType.SHARED if shared else EgressType.DEDICATED,
-        "enable_problem": capacity.egress_enable_problem(app, held=len(assigned)) if shared else None,
+        "enable_problem": (
+            capacity.egress_enable_problem(app, held=len(assigned), quota=services.quota_usage(app.owner_id))
+            if shared else None
+        ),
         "enable_warning": _enable_warning(app) if shared else None,
         "quarantine_days": settings.EGRESS_QUARANTINE_DAYS,
         "snippets": allowlist_snippets(
@@ -202,6 +205,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filtered": bool(search or status),
             "show_owner": request.user.is_staff,
             "address_states": selectors.ADDRESS_STATES,
+            "quota": services.quota_usage(request.user),
         },
     )
 

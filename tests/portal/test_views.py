@@ -246,6 +246,39 @@ class TestErrors:
         assert not EgressIP.objects.filter(app=second).exists()
         assert not HostSync.objects.filter(app=second).exists()
 
+    def test_at_the_address_quota_the_page_and_the_dashboard_say_so_instead_of_offering_a_failing_toggle(
+        self, alice, infra, make_app, settings
+    ):
+        settings.EGRESS_QUOTA_ADDRESSES = 2
+        client = _client(alice)
+        first, second = make_app(alice, "first"), make_app(alice, "second")
+        assert 'data-testid="quota-reached"' not in client.get(reverse("portal:dashboard")).content.decode()
+        services.egress_enable(app=first, actor=alice)  # both addresses of the quota
+        page = client.get(reverse("portal:app_detail", args=[second.pk])).content.decode()
+        assert re.search(r'data-action="enable"\s+disabled aria-describedby="enable-problem"', page)
+        assert "Your dedicated address quota is used up: enabling this app needs 2 more addresses" in page
+        assert "2 of your 2 are in use" in page
+        dashboard = client.get(reverse("portal:dashboard")).content.decode()
+        assert 'data-testid="quota-reached"' in dashboard and "2 of 2 addresses in use" in dashboard
+        # The enable itself refuses the same (a stale page clicked): nothing allocated.
+        html = client.post(reverse("portal:app_egress", args=[second.pk]), {"type": "dedicated"}, **HTMX).content.decode()
+        assert "quota" in html and 'data-testid="egress-error"' in html
+        assert not EgressIP.objects.filter(app=second).exists()
+        # Addresses in quarantine still count, but an app of the same tenant takes them back without using
+        # more of the quota: offered to both apps, and the enable goes through.
+        services.egress_disable(app=first, actor=alice)
+        services.egress_ips_release(app=first)
+        for app in (first, second):
+            page = client.get(reverse("portal:app_detail", args=[app.pk])).content.decode()
+            assert 'data-testid="enable-problem"' not in page
+        services.egress_enable(app=second, actor=alice)  # as offered
+        assert "quota is used up" in client.get(reverse("portal:app_detail", args=[first.pk])).content.decode()
+        # A raised quota: offered again, and the dashboard says nothing.
+        services.tenant_quota_set(user=alice, max_addresses=4)
+        assert 'data-testid="enable-problem"' not in client.get(
+            reverse("portal:app_detail", args=[first.pk])).content.decode()
+        assert 'data-testid="quota-reached"' not in client.get(reverse("portal:dashboard")).content.decode()
+
     def test_region_without_gateway_disables_the_button(self, alice, region, make_app):
         services.pool_create(region=region, name="p", cidr="203.0.113.0/28")
         app = make_app(alice)
