@@ -20,7 +20,8 @@ pytestmark = pytest.mark.django_db
 
 # session + user + count + page of apps + placements (with nodes) + egress IPs (with gateways)
 # + the page's reserved addresses (one query for all of its apps)
-MAX_QUERIES = 7
+# + the tenant's address quota (its override, apps and addresses: whether the "quota reached" notice shows)
+MAX_QUERIES = 10
 DEDICATED_APPS = 100  # with two addresses each, so the IP columns are not empty
 
 
