@@ -62,21 +62,27 @@ def node_own(node: str) -> tuple[str, str]:
     return str(HOST_PLAN[node].public), str(HOST_PLAN[node].public6)
 
 
+# A gateway holds each pool it has an address of as anyIP: local routes through lo covering the whole pool
+# (the /80's cover starts with ::1/128, ::2/127, ...). They say nothing about one address: which addresses
+# the gateway answers for is its proxy NDP entries (ARP guard for IPv4), checked below.
+ANYIP_POOL_ROUTE = re.compile(r"^local \S+ dev lo table local proto 250 ")
+
+
 def app_traces(lab, values: set[str]) -> list[str]:
     """Where any of ``values`` (the app's egress addresses and source CIDRs) still shows on a lab host, as
     the host's own tools list it (not the product's parser): the whole nft ruleset, IPv6 addresses, IPv6
-    rules, the IPv6 routes of every table and the proxy NDP entries. A gateway's pool routes (``local … dev
-    lo … proto 250``) are the pool's, not the app's: the first of a pool's prefixes is its first address."""
+    rules, the IPv6 routes of every table and the proxy NDP entries (a gateway answers neighbour
+    solicitations for the IPv6 addresses it holds)."""
     found = []
     for host in HOST_PLAN:
         for argv in (["nft", "list", "ruleset"], ["ip", "-6", "addr", "show"], ["ip", "-6", "rule", "show"],
-                     ["ip", "-6", "neigh", "show", "proxy"], ["ip", "-6", "route", "show", "table", "all"]):
+                     ["ip", "-6", "route", "show", "table", "all"], ["ip", "-6", "neigh", "show", "proxy"]):
             out = lab.host_exec(host, argv).stdout
-            out = re.sub(r"(?m)^local \S+ dev lo .*proto 250.*$", "", out)
             for v in values:
                 # A whole token: 2001:db8:0:2:e::1 is not a trace of 2001:db8:0:2:e::10.
-                if re.search(rf"(?<![0-9a-f:.]){re.escape(v)}(?![0-9a-f:.])", out):
-                    found.append(f"{host} {' '.join(argv[:-1] if argv[-1] == 'all' else argv)}: {v}")
+                token = re.compile(rf"(?<![0-9a-f:.]){re.escape(v)}(?![0-9a-f:.])")
+                found += [f"{host} {' '.join(argv)}: {line.strip()}" for line in out.splitlines()
+                          if token.search(line) and not ANYIP_POOL_ROUTE.match(line)]
     return found
 
 
@@ -111,6 +117,11 @@ def test_dual_stack_egress_through_the_product(lab, worker):
         assert ip_address(ip["address"]) in EGRESS_POOL and ip_address(ip["address6"]) in EGRESS_POOL6, ip
     assert active["gateway"] != standby["gateway"]
     assert seen(lab) == (active["address"], active["address6"])
+    # The trace finder finds the app while it is on (its gateway holds and maps the IPv6 address, its node
+    # steers the /120): its empty answers at the end mean something.
+    held = app_traces(lab, {active["address6"], instance.cidr6})
+    assert any(t.startswith(f"{active['gateway']} ") and active["address6"] in t for t in held), held
+    assert any(t.startswith("node1 ") and instance.cidr6 in t for t in held), held
 
     # The platform moves the app to node2 (a redeploy: new /28 and /120) through its API; node1 stops
     # reporting it. The app keeps its addresses: its owner does nothing.
