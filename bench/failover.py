@@ -17,6 +17,10 @@ registered and probed), by default with one other gateway and the last node powe
 turn, each with its active address on shop-api's active gateway and its standby on shop-api's standby: a
 failover then re-steers every node of the lab, not only node1.
 
+IPv6 (the lab is dual-stack; ``BENCH_FAILOVER_IPV6=0`` turns it off): a second loop of the same kind sends
+the app's requests to the echo server's IPv6 address at the same time; the same moments are measured for it
+against the IPv6 partners of the active and standby addresses, printed beside IPv4.
+
 Targets (docs/ARCHITECTURE.md, "Targets"): standby answers p50 <= 1.0 s, max <= 1.5 s; failback loses at
 most one request.
 """
@@ -24,6 +28,7 @@ most one request.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import subprocess
@@ -33,7 +38,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BenchEnv, bulk_apps, log, pod_cidrs_add, print_table, summarize, target, wait_for, write_result
+from common import (
+    BenchEnv,
+    bulk_apps,
+    last_pod_cidr4,
+    log,
+    pod_cidrs_add,
+    print_table,
+    summarize,
+    target,
+    wait_for,
+    write_result,
+)
 
 from workers.lab import LabConfig
 
@@ -47,6 +63,7 @@ SPREAD_APPS = int(os.environ.get("BENCH_FAILOVER_SPREAD_APPS", "0"))
 ALSO_DEAD = [h for h in os.environ.get("BENCH_FAILOVER_ALSO_DEAD", f"other-gateway,node{NODES}" if FLEET else "").split(",")
              if h]
 APP = "shop-api"
+IPV6 = os.environ.get("BENCH_FAILOVER_IPV6", "1") not in ("", "0")
 
 # Runs inside the app's namespace: a request every `every` seconds, each in its own thread, one line per
 # request when it ends: "<sent monotonic> <ended monotonic> <address or ->".
@@ -94,6 +111,8 @@ class Traffic:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             sent, ended, seen = line.split()
+            if seen != "-":
+                seen = str(ipaddress.ip_address(seen))  # one spelling of an IPv6 address
             self.sent.append((float(sent), float(ended), seen))
             self.answers.append((float(ended), seen))
 
@@ -156,7 +175,7 @@ def spread_apps(active_gateway, standby_gateway, count: int) -> None:
     pool = services.pool_create(region=region, name="spread", cidr="198.19.128.0/17")
     blocks = list(ipaddress.IPv4Network("198.19.0.0/17").subnets(new_prefix=23))
     nodes = [pod_cidrs_add(n, str(blocks[int(n.name.removeprefix("node")) - 1])) for n in Node.objects.order_by("pk")]
-    cidrs = [f"{ipaddress.IPv4Network(nodes[i % len(nodes)].pod_cidrs[-1]).network_address + 1 + i // len(nodes)}/32"
+    cidrs = [f"{last_pod_cidr4(nodes[i % len(nodes)]).network_address + 1 + i // len(nodes)}/32"
              for i in range(count)]
     owner = get_user_model().objects.create_user(username="spread")
     apps = bulk_apps(owner=owner, region=region, prefix="s", cidrs=cidrs, nodes=nodes, egress_type="dedicated",
@@ -173,6 +192,7 @@ def spread_apps(active_gateway, standby_gateway, count: int) -> None:
 
 def main() -> int:
     from workers.lab import ECHO_ADDRESS
+    from workers.lab.plan import ECHO_ADDRESS6
 
     results: list[dict] = []
     name = NAME + ("_fleet" if FLEET else "") + ("_also_dead" if ALSO_DEAD else "") + ("_spread" if SPREAD_APPS else "")
@@ -206,9 +226,17 @@ def main() -> int:
             log(f"{SPREAD_APPS} dedicated apps on every node, active on {active.gateway.name}")
         log(f"active {active.address} on {active.gateway.name}, standby {standby.address} on {standby.gateway.name}"
             + (f"; also dying each run: {', '.join(ALSO_DEAD)}" if ALSO_DEAD else ""))
+        v6 = IPV6 and bool(active.address6 and standby.address6)
+        if IPV6 and not v6:
+            log(f"{APP} has no IPv6 addresses (no IPv6 pool in the region): IPv4 only")
         traffic = Traffic(env.lab.apps[APP].netns, str(ECHO_ADDRESS), 80)
+        traffic6 = Traffic(env.lab.apps[APP].netns, str(ECHO_ADDRESS6), 80) if v6 else None
         try:
             wait_for(lambda: traffic.latest() == [active.address] * 3, timeout=30, what="traffic on the active address")
+            if traffic6:
+                log(f"IPv6: active {active.address6}, standby {standby.address6}")
+                wait_for(lambda: traffic6.latest() == [active.address6] * 3, timeout=30,
+                         what="IPv6 traffic on the active address")
             for run in range(1, RUNS + 1):
                 cut, cut_wall = time.monotonic(), time.time()
                 env.lab.power_off(active.gateway.name)
@@ -216,6 +244,8 @@ def main() -> int:
                     env.lab.power_off(host)
                 seen = wait_for(lambda cut=cut: traffic.first_after(cut, standby.address), timeout=30, interval=0.01,
                                 what="traffic on the standby address")
+                seen6 = traffic6 and wait_for(lambda cut=cut: traffic6.first_after(cut, standby.address6), timeout=30,
+                                              interval=0.01, what="IPv6 traffic on the standby address")
                 time.sleep(2)  # requests sent into the dead path end (1 s timeout); the events are written
                 lost = traffic.lost_between(cut - 1.0, seen)
                 results.append({"run": run, "failover_s": seen - cut, "lost_requests": lost,
@@ -223,7 +253,11 @@ def main() -> int:
                 steered = resteers(env, active.gateway.name)
                 if len(steered) >= run:
                     results[-1]["resteer"] = dict(zip(("nodes", "ms", "left"), steered[-1], strict=True))
-                log(f"run {run}: standby after {seen - cut:.2f} s ({lost} requests unanswered)")
+                if traffic6:
+                    results[-1]["failover6_s"] = seen6 - cut
+                    results[-1]["lost6_requests"] = traffic6.lost_between(cut - 1.0, seen6)
+                log(f"run {run}: standby after {seen - cut:.2f} s ({lost} requests unanswered)"
+                    + (f"; IPv6 after {seen6 - cut:.2f} s" if traffic6 else ""))
                 restored = time.monotonic()
                 env.lab.power_on(active.gateway.name, empty=True)
                 for host in ALSO_DEAD:
@@ -231,14 +265,23 @@ def main() -> int:
                 back = wait_for(lambda r=restored: traffic.first_after(r, active.address), timeout=60, interval=0.05,
                                 what="failback to the active address")
                 results[-1]["failback_s"] = back - restored
+                if traffic6:
+                    back6 = wait_for(lambda r=restored: traffic6.first_after(r, active.address6), timeout=60,
+                                     interval=0.05, what="IPv6 failback to the active address")
+                    results[-1]["failback6_s"] = back6 - restored
                 wait_for(lambda: App.objects.get(pk=app.pk).egress_status == "assigned", timeout=30,
                          what=f"{APP} assigned again")
                 time.sleep(2)
                 results[-1]["failback_lost"] = traffic.lost_between(restored, time.monotonic() - 1.2)
+                if traffic6:
+                    results[-1]["failback6_lost"] = traffic6.lost_between(restored, time.monotonic() - 1.2)
                 log(f"run {run}: active again {back - restored:.2f} s after power-on, "
-                    f"{results[-1]['failback_lost']} requests lost around failback")
+                    f"{results[-1]['failback_lost']} requests lost around failback"
+                    + (f"; IPv6 {back6 - restored:.2f} s, {results[-1]['failback6_lost']} lost" if traffic6 else ""))
         finally:
             traffic.stop()
+            if traffic6:
+                traffic6.stop()
             if env.lab:
                 env.lab.power_on(active.gateway.name, empty=False)
                 for host in ALSO_DEAD:
@@ -269,11 +312,33 @@ def main() -> int:
         target("failover max", failover["max"], 1500, "ms"),
         target("failback lost requests (max of runs)", max(r["failback_lost"] for r in results), 1, "requests"),
     ]
+    failover6 = failback6 = None
+    if all("failover6_s" in r for r in results):
+        failover6 = summarize([r["failover6_s"] * 1000 for r in results])
+        failback6 = summarize([r["failback6_s"] * 1000 for r in results])
+        rows6 = [(r["run"], f"{r['failover6_s'] * 1000:.0f}", r["lost6_requests"], f"{r['failback6_s'] * 1000:.0f}",
+                  r["failback6_lost"]) for r in results]
+        rows6.append(("p50", f"{failover6['p50']:.0f}", "", f"{failback6['p50']:.0f}", ""))
+        rows6.append(("max", f"{failover6['max']:.0f}", "", f"{failback6['max']:.0f}",
+                      max(r["failback6_lost"] for r in results)))
+        table += "\n" + print_table(
+            f"The same power losses seen by IPv6 traffic ({APP} to the echo server's IPv6 address, a request every "
+            "100 ms, at the same time as the IPv4 loop)",
+            ["run", "power off -> IPv6 standby answers (ms)", "unanswered IPv6 requests",
+             "power on (empty) -> IPv6 active answers (ms)", "IPv6 requests lost at failback"], rows6,
+        )
+        targets += [
+            target("IPv6 failover p50", failover6["p50"], 1000, "ms"),
+            target("IPv6 failover max", failover6["max"], 1500, "ms"),
+            target("IPv6 failback lost requests (max of runs)", max(r["failback6_lost"] for r in results), 1,
+                   "requests"),
+        ]
     for t in targets:
         print(f"target {t['name']}: {t['value']:.0f} {t['unit']} {t['comparison']} {t['target']} -> "
               f"{'met' if t['met'] else 'MISSED'}")
     write_result(name, {"database": vendor, "table": table, "runs": results, "failover_ms": failover,
-                        "failback_ms": failback, "also_dead": ALSO_DEAD, "targets": targets,
+                        "failback_ms": failback, "failover6_ms": failover6, "failback6_ms": failback6,
+                        "also_dead": ALSO_DEAD, "targets": targets,
                         "lab": {"gateways": LAB.gateways, "nodes": LAB.nodes}})
     return 0
 
