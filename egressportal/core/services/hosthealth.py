@@ -7,13 +7,27 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ...ops import instruments
-from ..models import App, EgressIP, EgressIPStatus, EgressStatus, EgressType, EventLevel, Gateway, HealthStatus, Node
-from .events import WORKER, event_record
-from .hostsync import app_health_status, app_status_set
+from ..models import (
+    App,
+    EgressIP,
+    EgressIPStatus,
+    EgressStatus,
+    EgressType,
+    Event,
+    EventLevel,
+    Gateway,
+    HealthStatus,
+    HostSync,
+    Node,
+)
+from ..rules.health import app_egress_health
+from .events import WORKER, event_build, event_record
+from .hostsync import _BATCH, _app_addresses, _apps_locked, apps_status_set
 from .reconcile import reconcile_request
 
 __all__ = ["apps_health_refresh", "failover_nodes", "health_changed", "health_seen", "health_set"]
@@ -104,21 +118,38 @@ def _on_gateway_change(gateway: Gateway, *, resteer: bool) -> None:
 
 
 def apps_health_refresh(app_ids: set[int]) -> None:
-    """Settled dedicated apps show the health of their gateways (assigned or degraded, with why)."""
+    """Settled dedicated apps show the health of their gateways (assigned or degraded, with why): all of
+    them in one transaction whose queries do not grow with the number of apps (the app rows locked in pk
+    order like every other writer, their addresses read at once, one status write per distinct status,
+    the events inserted in bulk, one status announcement for all the changes)."""
+    if not app_ids:
+        return
     now = timezone.now()
-    for app in App.objects.filter(
-        pk__in=app_ids,
-        egress_type=EgressType.DEDICATED,
-        egress_status__in=[EgressStatus.ASSIGNED, EgressStatus.DEGRADED],
-        host_syncs__isnull=True,
-    ):
-        status, message = app_health_status(app)
-        if (status, message) != (app.egress_status, app.egress_message):
-            app_status_set(app, status, message, now)
-            event_record(
-                kind="egress.degraded" if status == EgressStatus.DEGRADED else "egress.assigned",
+    with transaction.atomic():
+        locked = _apps_locked(set(app_ids))
+        # Apps still waiting for a host are the reconcile's to settle (services/hostsync.py).
+        pending = set(HostSync.objects.filter(app_id__in=[app.pk for app in locked]).values_list("app_id", flat=True))
+        apps = [
+            app for app in locked
+            if app.egress_type == EgressType.DEDICATED
+            and app.egress_status in (EgressStatus.ASSIGNED, EgressStatus.DEGRADED)
+            and app.pk not in pending
+        ]
+        addresses = _app_addresses([app.pk for app in apps])
+        writes: list[tuple[App, str, str]] = []
+        events: list[Event] = []
+        for app in apps:
+            status, message = app_egress_health(addresses.get(app.pk, []), ips_per_app=settings.EGRESS_IPS_PER_APP)
+            if (status, message) == (app.egress_status, app.egress_message):
+                continue
+            writes.append((app, status, message))
+            degraded = status == EgressStatus.DEGRADED
+            events.append(event_build(
+                kind="egress.degraded" if degraded else "egress.assigned",
                 message=message or "All gateways of this app are healthy again.",
-                level=EventLevel.WARNING if status == EgressStatus.DEGRADED else EventLevel.INFO,
+                level=EventLevel.WARNING if degraded else EventLevel.INFO,
                 actor=WORKER,
                 app=app,
-            )
+            ))
+        apps_status_set(writes, now)
+        Event.objects.bulk_create(events, batch_size=_BATCH)

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from ...ops import instruments
@@ -284,18 +284,28 @@ def app_status_set(app: App, status: str, message: str, now: dt.datetime) -> Non
 
 def apps_status_set(writes: Sequence[tuple[App, str, str]], now: dt.datetime) -> None:
     """Write apps' egress statuses (the rows and the objects in hand; an app written twice ends with its
-    last write): one update per distinct status and message. The apps whose status itself changed are
-    announced with one ``signals.egress_status_changed`` (notifications listen), each change once."""
+    last write): one update per distinct status, whatever the messages (an app's own message, e.g. a
+    failover naming its standby address, is set by a CASE on the pk). The apps whose status itself changed
+    are announced with one ``signals.egress_status_changed`` (notifications listen), each change once."""
     final: dict[int, tuple[App, str, str]] = {}
     old: dict[int, str] = {}
     for app, status, message in writes:
         old.setdefault(app.pk, app.egress_status)
         final[app.pk] = (app, status, message)
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for app, status, message in final.values():
-        groups[(status, message)].append(app.pk)
+        groups[status][message].append(app.pk)
         app.egress_status, app.egress_message, app.egress_updated_at = status, message, now
-    for (status, message), pks in groups.items():
+    for status, by_message in groups.items():
+        pks = [pk for group in by_message.values() for pk in group]
+        if len(by_message) == 1:
+            message: Any = next(iter(by_message))
+        else:
+            message = Case(
+                *(When(pk__in=group, then=Value(text)) for text, group in by_message.items()),
+                default=F("egress_message"),
+                output_field=TextField(),
+            )
         App.objects.filter(pk__in=pks).update(egress_status=status, egress_message=message, egress_updated_at=now)
     changes = [
         StatusChange(app, old[app.pk], status, message) for app, status, message in final.values() if status != old[app.pk]
