@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from egressportal.core.models import App, EgressIP, Gateway, HostSync, Node
 from tests.conftest import api_token_for
-from tests.integration.test_failover import TrafficLoop
+from tests.integration.test_failover import REQUEST_TIMEOUT, TrafficLoop
 from tests.integration.worker_fixtures import wait_for
 from workers.lab import HOST_PLAN
 from workers.lab.plan import EGRESS_POOL, EGRESS_POOL6
@@ -40,7 +40,7 @@ class TrafficLoop6(TrafficLoop):
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                seen = self.lab.seen_ip6(self.app, timeout=0.5, retries=0)
+                seen = self.lab.seen_ip6(self.app, timeout=REQUEST_TIMEOUT, retries=0)
             except Exception:
                 seen = None
             self.samples.append((time.monotonic(), seen))
