@@ -4,6 +4,7 @@ never cached), typed IPv4 values taken as they are, sorting and collapsing on in
 from __future__ import annotations
 
 import random
+import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, collapse_addresses
 
 import pytest
@@ -134,3 +135,45 @@ def test_typed_ipv6_networks_in_a_state_are_checked():
             _gateway(["2001:db8:1::10"], {IPv6Network("fe80::/64"): "2001:db8:1::10"}, [])
         with pytest.raises(v.DataplaneValueError, match="shorter"):
             NodeState.build(steering={}, gateways={}, internal=[IPv6Network("2000::/3")])
+
+
+def test_validation_messages_name_the_value_and_what_was_wanted():
+    with pytest.raises(v.DataplaneValueError, match=r"^IPv6 address must be a string, got int$"):
+        v.ipv6_address(5)
+    with pytest.raises(v.DataplaneValueError, match=r"^IPv6 network must be a string, got int$"):
+        v.ipv6_network(5)
+    with pytest.raises(v.DataplaneValueError, match=r"^invalid IPv6 network IPv4Network\('198.18.0.0/24'\): is IPv4$"):
+        v.ipv6_network(IPv4Network("198.18.0.0/24"))
+    with pytest.raises(v.DataplaneValueError, match=r"IPv6Address\('2001:db8::1%eth0'\): has a zone$"):
+        v.ipv6_address(IPv6Address("2001:db8::1%eth0"))
+
+
+@pytest.mark.parametrize("text", ["2001:db8::1.2.3.4", "2001:db8::1%eth0", " 2001:db8::1"])
+def test_ipv6_text_outside_hex_groups_is_refused_before_parsing(text):
+    # ipaddress would take the embedded dotted quad and the zone; the text check refuses them first.
+    for _ in range(2):
+        with pytest.raises(v.DataplaneValueError, match=rf"^invalid IPv6 address {re.escape(repr(text))}$"):
+            v.ipv6_address(text)
+
+
+def test_state_messages_are_exact():
+    with pytest.raises(v.DataplaneValueError, match=r"^a legacy /32 address must be one of the gateway's addresses$"):
+        GatewayState.build(public_interface="eth0", addresses=["203.0.113.10"], pools=["203.0.113.0/24"],
+                           legacy_addresses=["203.0.113.11"])
+    with pytest.raises(v.DataplaneValueError, match=r"^SNAT 198\.19\.1\.0/24 -> 2001:db8:1::10: mixes IPv4 and IPv6$"):
+        _gateway(["2001:db8:1::10"], {"198.19.1.0/24": "2001:db8:1::10"}, [])
+    with pytest.raises(v.DataplaneValueError, match=r"^return route 198\.19\.1\.0/24 -> 2001:db8::1: mixes IPv4 and IPv6$"):
+        GatewayState.build(public_interface="eth0", return_routes={"198.19.1.0/24": "2001:db8::1"})
+    with pytest.raises(v.DataplaneValueError, match=r"^not a stored dataplane state$"):
+        m.state_from_doc("gateway")
+    with pytest.raises(v.DataplaneValueError, match=r"^not a stored dataplane state: .*public_interface"):
+        m.state_from_doc({"kind": "gateway"})
+
+
+def test_covered():
+    prefixes = [IPv4Network("203.0.113.0/25"), IPv6Network("2001:db8::/64")]
+    assert m.covered(IPv4Address("203.0.113.5"), prefixes)
+    assert not m.covered(IPv4Address("203.0.113.200"), prefixes)
+    assert m.covered(IPv6Address("2001:db8::5"), prefixes)
+    assert not m.covered(IPv6Address("2001:db8:1::5"), prefixes)
+    assert not m.covered(IPv4Address("203.0.113.5"), [])
