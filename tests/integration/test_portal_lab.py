@@ -20,10 +20,12 @@ from egressportal.notifications import signing
 from tests.integration.worker_fixtures import wait_for
 from tests.notifications.receiver import Receiver
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
+from workers.lab import HOST_PLAN
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker, pytest.mark.browser]
 
 NODE1_IP = "203.0.113.21"
+NODE1_IP6 = str(HOST_PLAN["node1"].public6)
 PASSWORD = "browser-lab-pass"
 
 
@@ -88,6 +90,8 @@ def test_walk_every_state_in_the_browser(lab, start_worker, browser, live_server
     page.goto(f"{live_server.url}/apps/{shop.pk}/")
     page.click("[data-testid=check-egress]")
     expect(page.get_by_test_id("check-egress-result")).to_contain_text(NODE1_IP)
+    # The lab is dual-stack: Check egress asks the echo server over IPv6 as well.
+    expect(page.get_by_test_id("check-egress-result")).to_have_attribute("data-seen6", NODE1_IP6)
     started = time.monotonic()
     page.click("[data-testid=egress-toggle][data-action=enable]")
     status = page.get_by_test_id("egress-status")
@@ -97,8 +101,11 @@ def test_walk_every_state_in_the_browser(lab, start_worker, browser, live_server
     expect(status).to_have_attribute("data-view", "assigned")
     active = EgressIP.objects.select_related("gateway").get(app=shop, role="active")
     standby = EgressIP.objects.select_related("gateway").get(app=shop, role="standby")
+    assert active.address6 and standby.address6, "the lab's region has an IPv6 pool"
     page.click("[data-testid=check-egress]")
     expect(page.get_by_test_id("check-egress-result")).to_have_attribute("data-seen", active.address)
+    expect(page.get_by_test_id("check-egress-result")).to_have_attribute("data-seen6", active.address6)
+    expect(page.get_by_test_id("check-egress-result")).to_contain_text("this app's dedicated IPv6 address")
     expect(page.locator("[data-testid=event][data-kind='egress.assigned']")).to_have_count(1)
     expect(page.locator("[data-testid=event][data-kind^='egress.node_configured']")).to_have_count(0)
     _shot(page, "assigned")
@@ -123,6 +130,7 @@ def test_walk_every_state_in_the_browser(lab, start_worker, browser, live_server
             "data-state", "in_use")
         page.click("[data-testid=check-egress]")
         expect(page.get_by_test_id("check-egress-result")).to_have_attribute("data-seen", standby.address)
+        expect(page.get_by_test_id("check-egress-result")).to_have_attribute("data-seen6", standby.address6)
         _shot(page, "failover")
         degraded = wait_for(lambda: _events(receiver, "egress.degraded"), timeout=20, what="egress.degraded webhook")
         assert signing.verify(secret, degraded[0].headers["X-Egress-Signature"], degraded[0].body,
