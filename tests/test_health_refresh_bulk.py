@@ -15,7 +15,6 @@ import itertools
 
 import pytest
 from django.db import connection
-from django.db.models import Case, Value, When
 from django.test.utils import CaptureQueriesContext
 
 from egressportal.core import services
@@ -59,9 +58,12 @@ def fleet(infra, settings, alice, monkeypatch):
             ("assigned", "")
         }
         # Every third app active on gw-b, standby on gw-a: a failover of gw-a degrades the others only.
-        EgressIP.objects.filter(app__in=apps[::3]).update(role=Case(
-            When(role=EgressIPRole.ACTIVE, then=Value(EgressIPRole.STANDBY)), default=Value(EgressIPRole.ACTIVE)
-        ))
+        # In two steps: one UPDATE swapping both roles can meet the one-active-per-app index half-way
+        # (PostgreSQL checks it row by row, in whatever order it visits the rows).
+        swapped = EgressIP.objects.filter(app__in=apps[::3])
+        was_active = list(swapped.filter(role=EgressIPRole.ACTIVE).values_list("pk", flat=True))
+        swapped.filter(pk__in=was_active).update(role=EgressIPRole.STANDBY)
+        swapped.exclude(pk__in=was_active).update(role=EgressIPRole.ACTIVE)
         return apps
 
     infra["live"] = live
