@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, TextField, Value, When
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.utils import timezone
 
 from ...ops import instruments
@@ -81,17 +81,19 @@ def host_reconcile_succeeded(
     now = timezone.now()
     is_gateway = isinstance(host, Gateway)
     with transaction.atomic():
-        # Same lock order as the services (app rows first, in pk order, then their addresses and syncs),
-        # so a toggle racing this bookkeeping waits instead of deadlocking.
-        list(App.objects.select_for_update().filter(pk__in=plan.apps).order_by("pk").values_list("pk", flat=True))
-        if isinstance(plan, GatewayPlan):
-            EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed=False).update(programmed=True)
-            # Partners given to live addresses (IPv6 backfill): live once this applied state held them.
-            held6 = [str(a) for a in plan.state.addresses if a.version == 6]
-            EgressIP.objects.filter(pk__in=plan.live_ip_ids, programmed6=False, address6__in=held6).update(programmed6=True)
-            EgressIP.objects.filter(pk__in=plan.removed_ip_ids, programmed=True).update(programmed=False)
+        # Only the apps whose rows this bookkeeping writes are locked: the addresses whose "programmed"
+        # flags change and the apps whose sync rows it settles. A steady reconcile of a gateway holding
+        # 10,000 addresses thus locks nothing and passes no list of 10,000 ids (the plan's), which cost
+        # more than the rest of the bookkeeping together. Same lock order as the services (app rows
+        # first, in pk order, then their addresses and syncs), so a toggle racing this waits instead of
+        # deadlocking; the flags are checked again under the locks.
+        flips = _programmed_flips(host, plan) if isinstance(plan, GatewayPlan) else _Flips()
+        settling = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
+        _apps_locked(flips.apps | settling)
+        _programmed_write(flips)
         # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
-        # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile.
+        # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile. Read again
+        # under the locks: a row can only have gone since, so these apps are among the locked ones.
         settled_apps = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
         HostSync.objects.filter(pk__in=plan.settles).delete()
         fields = {
@@ -139,6 +141,63 @@ def host_reconcile_succeeded(
         except Exception:  # the reconcile itself succeeded; the sweep retries this
             logger.exception("drain progress after reconciling %s failed", host.name)
     return len(settled_apps)
+
+
+@dataclass
+class _Flips:
+    """The addresses whose "programmed" flags an applied gateway plan changes, and their apps."""
+
+    program: list[int] = field(default_factory=list)
+    program6: list[int] = field(default_factory=list)
+    unprogram: list[int] = field(default_factory=list)
+    apps: set[int] = field(default_factory=set)
+
+
+def _programmed_flips(host: Gateway, plan: GatewayPlan) -> _Flips:
+    """Which flags the applied plan flips: live addresses not yet marked programmed, IPv6 partners of live
+    addresses (IPv6 backfill) that this applied state held, and removed addresses still marked. One query
+    whatever the data, over the gateway's own rows that may flip (a handful in the steady state) rather
+    than by the plan's ids of every address held; an address that moved to another gateway since the plan
+    is not this one's to mark."""
+    flips = _Flips()
+    live, removed = set(plan.live_ip_ids), set(plan.removed_ip_ids)
+    held6 = {str(a) for a in plan.state.addresses if a.version == 6}
+    may_flip = Q(programmed=False) | Q(programmed6=False, address6__isnull=False)
+    if removed:  # (an empty IN would drop out of the OR anyway; spelled out for the reader)
+        may_flip |= Q(pk__in=removed, programmed=True)
+    rows = EgressIP.objects.filter(gateway_id=host.pk).filter(may_flip)
+    for pk, app_id, programmed, programmed6, address6 in rows.values_list(
+        "pk", "app_id", "programmed", "programmed6", "address6"
+    ):
+        flipped = False
+        if pk in live and not programmed:
+            flips.program.append(pk)
+            flipped = True
+        if pk in live and address6 and not programmed6 and address6 in held6:
+            flips.program6.append(pk)
+            flipped = True
+        if pk in removed and programmed:
+            flips.unprogram.append(pk)
+            flipped = True
+        if flipped and app_id is not None:
+            flips.apps.add(app_id)
+    return flips
+
+
+def _programmed_write(flips: _Flips) -> None:
+    """The flips in one UPDATE (none when nothing flips), so the bookkeeping's queries do not depend on
+    which kinds of flag flip."""
+    ids = {*flips.program, *flips.program6, *flips.unprogram}
+    if not ids:
+        return
+    fields: dict[str, Any] = {}
+    if flips.program or flips.unprogram:
+        whens = [When(pk__in=flips.program, then=Value(True))] if flips.program else []
+        whens += [When(pk__in=flips.unprogram, then=Value(False))] if flips.unprogram else []
+        fields["programmed"] = Case(*whens, default=F("programmed"))
+    if flips.program6:
+        fields["programmed6"] = Case(When(pk__in=flips.program6, then=Value(True)), default=F("programmed6"))
+    EgressIP.objects.filter(pk__in=ids).update(**fields)
 
 
 def app_settle(*, app_id: int) -> tuple[set[int], set[int]]:
