@@ -14,6 +14,7 @@ from django.db import connection
 from egressportal.core import services
 from egressportal.core.models import Node, Region
 from egressportal.core.roles import PLATFORM_GROUP
+from egressportal.core.signals import egress_status_changed
 from tests.helpers import place
 
 pytest_plugins = ["tests.integration.worker_fixtures"] + (
@@ -152,3 +153,17 @@ def make_app(region):
         return app
 
     return make
+
+
+@pytest.fixture
+def heard():
+    """The status changes announced by ``egress_status_changed``: one list of (app id, old, new) per signal
+    sent (a bulk write sends one signal for all of its apps)."""
+    sends: list[list[tuple[int, str, str]]] = []
+
+    def listen(sender, *, changes, **_):
+        sends.append([(c.app.pk, c.old_status, c.new_status) for c in changes])
+
+    egress_status_changed.connect(listen, dispatch_uid="tests-heard")
+    yield sends
+    egress_status_changed.disconnect(dispatch_uid="tests-heard")

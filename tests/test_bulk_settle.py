@@ -22,7 +22,6 @@ from egressportal.core.desired import gateway_desired, node_desired
 from egressportal.core.models import App, EgressIP, EgressStatus, EgressType, Event, HostSync, Placement
 from egressportal.core.rules.settle import GATEWAYS_READY, NODES_DONE
 from egressportal.core.services import hostsync
-from egressportal.core.signals import egress_status_changed
 from egressportal.notifications.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -65,18 +64,6 @@ def requests(monkeypatch):
                         lambda *, gateways=(), nodes=(): made.append((set(gateways), set(nodes))))
     return made
 
-
-@pytest.fixture
-def heard():
-    """The status changes announced (one list per signal sent)."""
-    sends: list[list[tuple[int, str, str]]] = []
-
-    def listen(sender, *, changes, **_):
-        sends.append([(c.app.pk, c.old_status, c.new_status) for c in changes])
-
-    egress_status_changed.connect(listen, dispatch_uid="test-bulk-settle")
-    yield sends
-    egress_status_changed.disconnect(dispatch_uid="test-bulk-settle")
 
 
 def verified(host, plan) -> int:

@@ -21,7 +21,6 @@ from egressportal.core import services
 from egressportal.core.desired import gateway_desired, node_desired
 from egressportal.core.models import App, EgressIP, EgressIPRole, Event, Gateway, HostSync, Placement
 from egressportal.core.services import hosthealth, hostsync
-from egressportal.core.signals import egress_status_changed
 
 pytestmark = pytest.mark.django_db
 
@@ -69,18 +68,6 @@ def fleet(infra, settings, alice, monkeypatch):
     infra["live"] = live
     return infra
 
-
-@pytest.fixture
-def heard():
-    """The status changes announced (one list per signal sent)."""
-    sends: list[list[tuple[int, str, str]]] = []
-
-    def listen(sender, *, changes, **_):
-        sends.append([(c.app.pk, c.old_status, c.new_status) for c in changes])
-
-    egress_status_changed.connect(listen, dispatch_uid="test-health-refresh-bulk")
-    yield sends
-    egress_status_changed.disconnect(dispatch_uid="test-health-refresh-bulk")
 
 
 def _health(gateway: Gateway, health: str, message: str) -> list[str]:
