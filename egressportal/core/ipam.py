@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from typing import Any
 
 __all__ = [
     "IPAMError",
@@ -98,12 +99,20 @@ def usable_prefixes(net: IPv4Network, excluded: Iterable[IPv4Address] = ()) -> l
     """The fewest CIDRs covering exactly the addresses the pool can hand out (what a gateway holds of the
     pool as anyIP: never its network/broadcast address or an excluded one, which may be a router's)."""
     first, last = usable_range(net)
+    return range_cover(first, last, excluded, IPv4Address)
+
+
+def range_cover(
+    first: int, last: int, excluded: Iterable[IPv4Address | IPv6Address], address: type[IPv4Address] | type[IPv6Address]
+) -> list[Any]:
+    """The fewest CIDRs of ``address``'s family covering the integers first..last except ``excluded``
+    (one family's addresses; IPv4 and IPv6 pools alike: ipam6.usable_prefixes6)."""
     skip = sorted({int(a) for a in excluded if first <= int(a) <= last})
-    out: list[IPv4Network] = []
+    out: list[Any] = []
     low = first
     for value in [*skip, last + 1]:
         if low < value:
-            out += ipaddress.summarize_address_range(IPv4Address(low), IPv4Address(value - 1))
+            out += ipaddress.summarize_address_range(address(low), address(value - 1))
         low = value + 1
     return out
 

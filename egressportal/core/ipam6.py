@@ -191,14 +191,7 @@ def usable_prefixes6(net: IPv6Network, excluded: Iterable[IPv6Address] = ()) -> 
     pool as anyIP: never the subnet-router anycast address or an excluded one, which may be a router's).
     A /64 without exclusions is 64 prefixes; each excluded address adds at most 128."""
     first, last = usable_range6(net)
-    skip = sorted({int(a) for a in excluded if first <= int(a) <= last})
-    out: list[IPv6Network] = []
-    low = first
-    for value in [*skip, last + 1]:
-        if low < value:
-            out += ipaddress.summarize_address_range(IPv6Address(low), IPv6Address(value - 1))
-        low = value + 1
-    return out
+    return ipam.range_cover(first, last, excluded, IPv6Address)
 
 
 def next_free6(
