@@ -37,19 +37,29 @@ from egressportal.core.services.hostsync import (
     host_reconcile_failed,
     host_reconcile_succeeded,
 )
-from egressportal.core.services.reconcile import reconcile_lane_started
+from egressportal.core.services.reconcile import (
+    reconcile_lane_started,
+    reconcile_rerun_pending,
+    reconcile_rerun_request,
+    reconcile_rerun_take,
+)
 from egressportal.ops import logs as ops_logs
 
 from .ssh import CommandFailed, HostKeyMismatch, HostTarget, SSHError, SSHSession, get_session
 from .verified import verified_forget, verified_recall, verified_remember
 
-__all__ = ["ReconcileResult", "HostBusy", "host_reconcile", "host_session", "host_target", "host_read_actual"]
+__all__ = ["MAX_RUNS", "ReconcileResult", "HostBusy", "host_reconcile", "host_session", "host_target", "host_read_actual"]
 
 logger = logging.getLogger(__name__)
 
 
 class HostBusy(Exception):
-    """Another worker holds this host's lease; try again shortly."""
+    """Another worker holds this host's lease. ``rerun``: the holder was asked to run once more for this
+    request (the host's rerun flag); else try again shortly."""
+
+    def __init__(self, message: str, *, rerun: bool = False) -> None:
+        super().__init__(message)
+        self.rerun = rerun
 
 
 @dataclass
@@ -211,28 +221,51 @@ def _apply_and_read(
     return failure, _state_from_outputs(host, cmds, reads)
 
 
+# How many times one task reconciles a host back to back when asked again meanwhile (the rerun flag);
+# a host asked without pause beyond that is left to the next task, so one task never runs for ever.
+MAX_RUNS = 4
+
+
 def host_reconcile(*, kind: str, pk: int, lane: str = LANE_USER) -> ReconcileResult | None:
     """Bring one host to its desired state. Returns None when the host is gone
     or disabled; raises HostBusy when another worker holds it, SSHError or
     DataplaneValueError on failure (after recording it for users to see).
-    ``lane``: which lane's message this is (its coalescing marker is cleared)."""
+    ``lane``: which lane's message this is (its coalescing marker is cleared).
+
+    A user-lane request that finds the host held raises the host's rerun flag before HostBusy: the
+    holder runs once more, at once, so the request waits for one reconcile instead of a retry. The
+    holder takes the flag before each run and looks at it once the lease is released."""
     model = host_model(kind)
     # From here on, a new request of this lane must enqueue a new task: this one may
     # already have read the state it will apply.
     reconcile_lane_started(kind=kind, pk=pk, lane=lane)
-    token = _lease_acquire(model, pk)
-    if token is None:
-        if not model.objects.filter(pk=pk).exists():
-            return None
-        raise HostBusy(f"{kind} {pk} is being reconciled by another worker")
-    try:
-        host = model.objects.select_related("region").get(pk=pk)
-        if not host.enabled:
-            return None
-        with ops_logs.log_context(host=host.name):
-            return _reconcile(host, model, token)
-    finally:
-        _lease_release(model, pk, token)
+    result: ReconcileResult | None = None
+    runs = 0
+    while True:
+        token = _lease_acquire(model, pk)
+        if token is None:
+            if runs:
+                return result  # another worker took the host after us: it reads newer state than any request
+            if not model.objects.filter(pk=pk).exists():
+                return None
+            raise HostBusy(
+                f"{kind} {pk} is being reconciled by another worker",
+                rerun=lane == LANE_USER and reconcile_rerun_request(kind=kind, pk=pk),
+            )
+        try:
+            # Taken before the run reads anything: a request from now on raises it again.
+            reconcile_rerun_take(kind=kind, pk=pk)
+            host = model.objects.select_related("region").get(pk=pk)
+            if not host.enabled:
+                return None
+            with ops_logs.log_context(host=host.name):
+                result = _reconcile(host, model, token)
+            runs += 1
+        finally:
+            _lease_release(model, pk, token)
+        # A request while it ran found the lease held and raised the flag: run for it.
+        if runs >= MAX_RUNS or not reconcile_rerun_pending(kind=kind, pk=pk):
+            return result
 
 
 def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: str) -> ReconcileResult:

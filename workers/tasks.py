@@ -10,7 +10,11 @@ from django.conf import settings
 
 from egressportal.celery import EMAIL_TASK, LANE_USER, RECONCILE_QUEUE, RECONCILE_TASK, SWEEP_TASK, WEBHOOK_TASK
 from egressportal.core.models import host_model
-from egressportal.core.services.reconcile import reconcile_mark_queued, reconcile_retry_expected
+from egressportal.core.services.reconcile import (
+    reconcile_mark_queued,
+    reconcile_rerun_pending,
+    reconcile_retry_expected,
+)
 from egressportal.dataplane import DataplaneValueError
 from egressportal.notifications.services import notification_email_send, webhook_attempt
 from egressportal.ops.instruments import reconcile_busy
@@ -38,15 +42,27 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 60.0) -> float:
 # until it is free (the lease expires); failures pass their own limit below.
 # The names are egressportal/celery.py's: the portal sends by name and never imports this module.
 @shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True, max_retries=None)
-def reconcile_host(self, kind: str, pk: int, lane: str = LANE_USER) -> dict | None:
+def reconcile_host(self, kind: str, pk: int, lane: str = LANE_USER, only_if_asked: bool = False) -> dict | None:
     # ``lane``: "sweep" for the periodic sweep's messages (egressportal/core/services/reconcile.py).
+    # ``only_if_asked``: the late retry of a request that found the host held (see HostBusy below).
+    if only_if_asked and not reconcile_rerun_pending(kind=kind, pk=pk):
+        return None  # the holder ran again for this request (it took the flag): nothing left to do
     try:
         result = host_reconcile(kind=kind, pk=pk, lane=lane)
-    except HostBusy:
+    except HostBusy as busy:
         name = host_model(kind).objects.filter(pk=pk).values_list("name", flat=True).first()
         reconcile_busy(kind=kind, name=name or str(pk))
-        # Another worker is on this host; run again right after it so that
-        # changes it may not have seen are applied.
+        if lane != LANE_USER:
+            return None  # a sweep only wants the host verified: the holder's reconcile verifies it
+        if busy.rerun:
+            # The holder runs again for this request as soon as it is done. Only if it died meanwhile
+            # (its lease then expires) is the flag still up later: this late retry runs then, else
+            # does nothing.
+            raise self.retry(
+                countdown=settings.EGRESS_LEASE_SECONDS + random.uniform(0, 1),  # noqa: S311 - jitter
+                max_retries=None, kwargs={"lane": lane, "only_if_asked": True},
+            ) from None
+        # No rerun flag (Redis unreachable): run again right after the holder.
         raise self.retry(countdown=random.uniform(0.2, 0.6), max_retries=None) from None  # noqa: S311
     except HostKeyMismatch:
         # Needs a person: the periodic sweep tries again, nothing is retried in a loop.

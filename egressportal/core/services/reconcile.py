@@ -14,6 +14,12 @@ message waiting for the host (a user one does the same work sooner); a user requ
 by a waiting sweep message (it would wait behind the whole sweep): only user-lane messages set the
 database marker. The sweep lane's own marker is a Redis key with the same expiry, so two sweeps do not
 stack messages for a host; it is cleared when the sweep task starts.
+
+A request that finds the host being reconciled (its lease held by another worker) does not wait to try
+again: it raises the host's rerun flag (``reconcile_rerun_request``, a Redis key) and the worker holding
+the lease runs the reconcile once more, at once, before it lets the host go
+(``reconcile_rerun_take``). A toggle's node, asked by both of the app's gateways one right after the
+other, is thus reconciled twice back to back instead of a retry some hundreds of milliseconds later.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ __all__ = [
     "reconcile_lane_started",
     "reconcile_mark_queued",
     "reconcile_request",
+    "reconcile_rerun_pending",
+    "reconcile_rerun_request",
+    "reconcile_rerun_take",
     "reconcile_retry_expected",
     "reconcile_sweep_dispatch",
 ]
@@ -149,6 +158,44 @@ def reconcile_lane_started(*, kind: str, pk: int, lane: str) -> None:
         redis_client(settings.REDIS_URL, timeout=1.0).delete(_sweep_marker(kind, pk))
     except Exception as exc:  # the marker expires on its own
         logger.info("cannot clear the sweep marker of %s %s: %s", kind, pk, exc)
+
+
+def _rerun_key(kind: str, pk: int) -> str:
+    return f"egress:rerun:{kind}:{pk}"
+
+
+def reconcile_rerun_request(*, kind: str, pk: int) -> bool:
+    """A reconcile of this host was asked for while another worker holds it: that worker runs once more
+    before it lets the host go. False when the flag could not be raised (Redis down): then the caller
+    must try again itself."""
+    try:
+        # Expires on its own: a flag nobody takes (the holder was killed) must not live forever; the
+        # caller's own late retry covers that case.
+        redis_client(settings.REDIS_URL, timeout=1.0).set(
+            _rerun_key(kind, pk), "1", ex=max(1, round(settings.EGRESS_LEASE_SECONDS * 2))
+        )
+    except Exception as exc:
+        logger.info("cannot ask for a rerun of %s %s: %s", kind, pk, exc)
+        return False
+    return True
+
+
+def reconcile_rerun_take(*, kind: str, pk: int) -> bool:
+    """Take (clear) the host's rerun flag; True when it was raised. The holder of the host's lease takes
+    it before each run (a request from then on is seen by the next take) and after it."""
+    try:
+        return redis_client(settings.REDIS_URL, timeout=1.0).getdel(_rerun_key(kind, pk)) is not None
+    except Exception as exc:  # Redis down: no rerun; the requester's own retry covers it
+        logger.info("cannot read the rerun flag of %s %s: %s", kind, pk, exc)
+        return False
+
+
+def reconcile_rerun_pending(*, kind: str, pk: int) -> bool:
+    """Whether the host's rerun flag is raised (nobody has taken it yet)."""
+    try:
+        return bool(redis_client(settings.REDIS_URL, timeout=1.0).exists(_rerun_key(kind, pk)))
+    except Exception:  # Redis down: nobody could raise it either (requesters then retry themselves)
+        return False
 
 
 def reconcile_retry_expected(*, kind: str, pk: int, retry_in: float) -> None:
