@@ -371,3 +371,57 @@ def test_a_steady_gateway_reconcile_locks_no_app_and_sends_no_list_of_its_addres
     assert EgressIP.objects.get(pk=ip.pk).programmed
     if connection.vendor == "postgresql":
         assert [q for q in ctx.captured_queries if "FOR UPDATE" in q["sql"]], "the flipped address's app is locked"
+
+
+def _hold_lease(gateway) -> None:
+    """Another worker is reconciling ``gateway`` right now (its lease, as workers/reconcile.py takes it)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    type(gateway).objects.filter(pk=gateway.pk).update(lease_token="other-worker",
+                                                       lease_expires_at=timezone.now() + timedelta(seconds=30))
+
+
+def test_the_first_gateway_done_leaves_the_nodes_to_the_other_while_that_one_is_being_reconciled(
+    burst, requests, heard
+):
+    gw1, gw2 = burst["gateways"]
+    node = burst["nodes"][0]
+    apps = burst["make"](3)
+    enable(apps)
+    _hold_lease(gw2)
+    assert verified(gw1, gateway_desired(gw1)) == 3
+    assert requests == [(set(), set())], "gw2 is at work and asks the nodes itself in a moment: steer once"
+    type(gw2).objects.filter(pk=gw2.pk).update(lease_token="", lease_expires_at=None)
+    assert verified(gw2, gateway_desired(gw2)) == 3
+    assert requests[1] == (set(), {node.pk})
+
+
+def test_an_expired_lease_of_the_other_gateway_does_not_hold_the_nodes_back(burst, requests):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    gw1, gw2 = burst["gateways"]
+    node = burst["nodes"][0]
+    apps = burst["make"](3)
+    enable(apps)
+    type(gw2).objects.filter(pk=gw2.pk).update(lease_token="dead-worker",
+                                               lease_expires_at=timezone.now() - timedelta(seconds=1))
+    verified(gw1, gateway_desired(gw1))
+    assert requests == [(set(), {node.pk})], "a worker that died on gw2 must not keep the apps unsteered"
+
+
+def test_a_gateway_that_fails_asks_the_nodes_it_held_back(burst, requests):
+    gw1, gw2 = burst["gateways"]
+    node = burst["nodes"][0]
+    apps = burst["make"](3)
+    enable(apps)
+    _hold_lease(gw2)
+    verified(gw1, gateway_desired(gw1))
+    assert requests == [(set(), set())]
+    hostsync.host_reconcile_failed(host=gw2, reason="unreachable", app_ids={a.pk for a in apps}, duration=1.0,
+                                   ssh_error_kind="unreachable")
+    # The apps go live through gw1 meanwhile: the node steers towards it.
+    assert requests[-1] == (set(), {node.pk})

@@ -132,7 +132,12 @@ def host_reconcile_succeeded(
         follow = _settle(apps, now=now)
         if is_gateway:
             # Make before break: the nodes that owe these apps may now steer towards what this gateway holds.
-            follow.nodes |= {n for app in apps for n in follow.nodes_owing.get(app.pk, ())}
+            # Not while another gateway of the app is being reconciled right now: it will ask the nodes
+            # itself in a moment (or, failing, ask them: host_reconcile_failed), and the nodes then steer
+            # once, towards both, instead of twice back to back.
+            follow.nodes |= {
+                n for app in _not_waiting_for_a_gateway(apps, follow, host) for n in follow.nodes_owing.get(app.pk, ())
+            }
         # One request for everything this settle gave work to, sent once the settle commits.
         reconcile_request(gateways=sorted(follow.gateways), nodes=sorted(follow.nodes))
     if not is_gateway:
@@ -184,6 +189,20 @@ def _programmed_flips(host: Gateway, plan: GatewayPlan) -> _Flips:
     return flips
 
 
+def _not_waiting_for_a_gateway(apps: list[App], follow: _Follow, host: Gateway) -> list[App]:
+    """The apps none of whose other owed gateways holds its lease now (one query, only when some app still
+    waits for another gateway: the first of a pair of gateways to finish a toggle)."""
+    others = {g for app in apps for g in follow.gateways_owing.get(app.pk, ())} - {host.pk}
+    if not others:
+        return apps
+    held = set(
+        Gateway.objects.filter(pk__in=others, lease_expires_at__gt=timezone.now())
+        .exclude(lease_token="")
+        .values_list("pk", flat=True)
+    )
+    return [app for app in apps if not (follow.gateways_owing.get(app.pk, set()) & held)]
+
+
 def _programmed_write(flips: _Flips) -> None:
     """The flips in one UPDATE (none when nothing flips), so the bookkeeping's queries do not depend on
     which kinds of flag flip."""
@@ -230,8 +249,9 @@ def _apps_locked(app_ids: set[int]) -> list[App]:
 class _Follow:
     gateways: set[int] = field(default_factory=set)
     nodes: set[int] = field(default_factory=set)
-    # app id -> the nodes that still owe it a reconcile (after the settle)
+    # app id -> the nodes and the gateways that still owe it a reconcile (after the settle)
     nodes_owing: dict[int, set[int]] = field(default_factory=dict)
+    gateways_owing: dict[int, set[int]] = field(default_factory=dict)
 
 
 def _settle(apps: list[App], *, now: dt.datetime) -> _Follow:
@@ -250,6 +270,7 @@ def _settle(apps: list[App], *, now: dt.datetime) -> _Follow:
         if node_id:
             nodes_left[app_id].add(node_id)
     follow.nodes_owing = nodes_left
+    follow.gateways_owing = gateways_left
     steps = {
         app.pk: settle_step(
             dedicated=app.egress_type == EgressType.DEDICATED,
@@ -442,6 +463,12 @@ def host_reconcile_failed(
                 ))
         apps_status_set(writes, now)
         Event.objects.bulk_create(events, batch_size=_BATCH)
+        if isinstance(host, Gateway) and pending:
+            # The nodes these apps wait on may have been left to this gateway (see
+            # host_reconcile_succeeded): they steer towards the app's other live gateway meanwhile.
+            reconcile_request(nodes=sorted(set(
+                HostSync.objects.filter(app__in=pending, node__isnull=False).values_list("node_id", flat=True)
+            )))
     logger.warning("reconcile of %s %s failed: %s", host.kind, host.name, reason)
 
 
