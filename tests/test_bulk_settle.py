@@ -425,3 +425,22 @@ def test_a_gateway_that_fails_asks_the_nodes_it_held_back(burst, requests):
                                    ssh_error_kind="unreachable")
     # The apps go live through gw1 meanwhile: the node steers towards it.
     assert requests[-1] == (set(), {node.pk})
+
+
+def test_a_gateway_done_with_a_disable_does_not_ask_again_for_the_other_while_it_is_at_work(burst, requests, heard):
+    gw1, gw2 = burst["gateways"]
+    node = burst["nodes"][0]
+    apps = burst["make"](3)
+    enable(apps)
+    for host in (gw1, gw2, node):
+        verified(host, (gateway_desired if host in (gw1, gw2) else node_desired)(host))
+    for app in apps:
+        services.egress_disable(app=app)
+    verified(node, node_desired(node))
+    assert requests[-1] == ({gw1.pk, gw2.pk}, set())
+    _hold_lease(gw2)  # asked by the node's settle: at work now
+    assert verified(gw1, gateway_desired(gw1)) == 3
+    assert requests[-1] == (set(), set()), "gw2 settles these apps itself: asking again would only rerun it"
+    type(gw2).objects.filter(pk=gw2.pk).update(lease_token="", lease_expires_at=None)
+    assert verified(gw2, gateway_desired(gw2)) == 3
+    assert statuses(apps) == {("shared", "disabled", "")}

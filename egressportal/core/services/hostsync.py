@@ -131,12 +131,20 @@ def host_reconcile_succeeded(
         )
         follow = _settle(apps, now=now)
         if is_gateway:
-            # Make before break: the nodes that owe these apps may now steer towards what this gateway holds.
-            # Not while another gateway of the app is being reconciled right now: it will ask the nodes
-            # itself in a moment (or, failing, ask them: host_reconcile_failed), and the nodes then steer
-            # once, towards both, instead of twice back to back.
+            # Another gateway holding its lease now (being reconciled) settles these apps itself in a moment:
+            # its run either read their sync rows already, or a request that found it held made it run
+            # again (workers/reconcile.py). Asking it again only costs it a rerun; asking the nodes now
+            # would have them steer twice back to back (towards this gateway, then both).
+            held = _gateways_held({g for app in apps for g in follow.gateways_owing.get(app.pk, ())} - {host.pk})
+            follow.gateways -= held
+            # Make before break: the nodes that owe these apps may now steer towards what this gateway holds;
+            # unless another of the app's gateways is at work: it asks them when done (or, failing, asks
+            # them: host_reconcile_failed), and the nodes then steer once, towards both.
             follow.nodes |= {
-                n for app in _not_waiting_for_a_gateway(apps, follow, host) for n in follow.nodes_owing.get(app.pk, ())
+                n
+                for app in apps
+                if not follow.gateways_owing.get(app.pk, set()) & held
+                for n in follow.nodes_owing.get(app.pk, ())
             }
         # One request for everything this settle gave work to, sent once the settle commits.
         reconcile_request(gateways=sorted(follow.gateways), nodes=sorted(follow.nodes))
@@ -189,18 +197,16 @@ def _programmed_flips(host: Gateway, plan: GatewayPlan) -> _Flips:
     return flips
 
 
-def _not_waiting_for_a_gateway(apps: list[App], follow: _Follow, host: Gateway) -> list[App]:
-    """The apps none of whose other owed gateways holds its lease now (one query, only when some app still
-    waits for another gateway: the first of a pair of gateways to finish a toggle)."""
-    others = {g for app in apps for g in follow.gateways_owing.get(app.pk, ())} - {host.pk}
-    if not others:
-        return apps
-    held = set(
-        Gateway.objects.filter(pk__in=others, lease_expires_at__gt=timezone.now())
+def _gateways_held(ids: set[int]) -> set[int]:
+    """Which of these gateways hold their lease now (one query; none when ``ids`` is empty, as in the
+    steady state: only an app still owed by another gateway, mid toggle, names one)."""
+    if not ids:
+        return set()
+    return set(
+        Gateway.objects.filter(pk__in=ids, lease_expires_at__gt=timezone.now())
         .exclude(lease_token="")
         .values_list("pk", flat=True)
     )
-    return [app for app in apps if not (follow.gateways_owing.get(app.pk, set()) & held)]
 
 
 def _programmed_write(flips: _Flips) -> None:
