@@ -95,4 +95,6 @@ def test_relative_times_never_say_zero_minutes():
     assert ago(now) == "just now"
     assert ago(now - dt.timedelta(seconds=40)) == "40 seconds ago"
     assert ago(now - dt.timedelta(minutes=3, seconds=5)) == "3\xa0minutes ago"
-    assert ago(now + dt.timedelta(days=30, hours=1)) == "in 1\xa0month"
+    # 45 days: a month and some, whatever the calendar month (30 days is "4 weeks" from a 31-day month).
+    assert ago(now + dt.timedelta(days=45)) == "in 1\xa0month"
+    assert ago(now + dt.timedelta(days=20)) == "in 2\xa0weeks"
