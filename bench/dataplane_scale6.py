@@ -96,7 +96,7 @@ class Host:
 
     def exec(self, plan: dp.Plan):
         steps = plan.steps()
-        script = dp.render_exec_script(steps, self.reads)
+        script = dp.render_exec_script(steps, self.reads, announce=plan.announce)
         out = self.lab.host_exec(self.name, dp.EXEC_ARGV, input=script, timeout=300).stdout
         outputs: dict[str, tuple[int, str]] = {}
         for name, status, text in dp.parse_exec_output(out):
@@ -166,7 +166,7 @@ def main() -> int:
             t = time.perf_counter()
             lab.host_exec("gw1", argv, input=stdin, timeout=300)
             what = f"{stdin.count(chr(10))} lines" if stdin is not None else f"{len(argv)} args"
-            name = "announce (background)" if argv[0] == "sh" else " ".join(argv[:3])
+            name = " ".join(argv[:3])
             parts[f"{name} ({what})"] = time.perf_counter() - t
         gw1.actual = gw1.exec(dp.Plan())
         assert gw1.actual == big_gw

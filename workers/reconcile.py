@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import shlex
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -136,46 +135,28 @@ def host_session(host: Gateway | Node) -> SSHSession:
     )
 
 
-# Between the outputs of the read commands run in one exec: a byte no
-# nft/ip JSON output contains, then the command's exit status.
-_READ_SEPARATOR = "\x1e"
-
-
-def _read_outputs(session: SSHSession, cmds: dict[str, list[str]], *, use_sudo: bool) -> dict[str, tuple[int, str]]:
-    """Run the read commands, in ONE round trip when possible: a fixed shell
-    script made of shlex-quoted, validated argv (never raw input). With sudo,
-    each command runs on its own so the sudo rules never need a shell."""
+def _read_outputs(session: SSHSession, cmds: dict[str, dp.HostRead], *, use_sudo: bool) -> dict[str, tuple[int, str]]:
+    """Run the read commands, in ONE round trip when possible: the exec script with no apply step (validated,
+    shell-quoted argv, never raw input). With sudo, each command runs on its own so the sudo rules never
+    need a shell."""
     if use_sudo:
         results = {}
-        for name, argv in cmds.items():
-            r = session.run(argv, check=False)
+        for name, read in cmds.items():
+            r = session.run(read.argv, stdin=read.stdin, check=False)
             results[name] = (r.exit_status, r.stdout if r.exit_status == 0 else r.stderr)
         return results
-    script = "; ".join(f"{shlex.join(argv)} 2>&1; printf '\\n{_READ_SEPARATOR}%s\\n' $?" for argv in cmds.values())
-    result = session.run(["sh", "-c", script])
-    parts = result.stdout.split(f"\n{_READ_SEPARATOR}")
-    if len(parts) != len(cmds) + 1:
-        raise dp.DataplaneParseError("the host's answer to the state read is garbled")
-    outputs: dict[str, tuple[int, str]] = {}
-    for index, name in enumerate(cmds):
-        body = parts[index] if index == 0 else parts[index].split("\n", 1)[1] if "\n" in parts[index] else ""
-        status_line = parts[index + 1].split("\n", 1)[0]
-        try:
-            status = int(status_line.strip())
-        except ValueError:
-            raise dp.DataplaneParseError("the host's answer to the state read is garbled") from None
-        outputs[name] = (status, body)
-    return outputs
+    result = session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script([], cmds))
+    return dp.exec_results(result.stdout, steps=0)[1]
 
 
-def _read_commands(host: Gateway | Node) -> dict[str, list[str]]:
+def _read_commands(host: Gateway | Node) -> dict[str, dp.HostRead]:
     if isinstance(host, Gateway):
         return dp.gateway_read_commands(host.public_interface)
     return dp.node_read_commands()
 
 
 def _state_from_outputs(
-    host: Gateway | Node, cmds: dict[str, list[str]], outputs: dict[str, tuple[int, str]]
+    host: Gateway | Node, cmds: dict[str, dp.HostRead], outputs: dict[str, tuple[int, str]]
 ) -> dp.GatewayState | dp.NodeState:
     return dp.parse_host_reads(
         cmds, outputs, public_interface=host.public_interface if isinstance(host, Gateway) else None
@@ -209,15 +190,10 @@ def _apply_and_read(
             failure = exc
         return failure, host_read_actual(session, host)
     steps = change.steps()
-    result = session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, cmds))
-    failure = None
-    reads: dict[str, tuple[int, str]] = {}
-    for name, status, text in dp.parse_exec_output(result.stdout):
-        kind, _, which = name.partition(":")
-        if kind == "apply" and status != 0:
-            failure = CommandFailed(steps[int(which)][0], status, text)
-        elif kind == "read":
-            reads[which] = (status, text)
+    # The announcement (gratuitous ARP, unsolicited NA) starts after the read-back, in the background.
+    result = session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, cmds, announce=change.announce))
+    applied, reads = dp.exec_results(result.stdout, steps=len(steps))
+    failure = next((CommandFailed(steps[i][0], status, text) for i, status, text in applied if status != 0), None)
     return failure, _state_from_outputs(host, cmds, reads)
 
 

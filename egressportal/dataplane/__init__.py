@@ -25,7 +25,9 @@ from .model import (
 )
 from .parse import (
     DataplaneParseError,
+    exec_results,
     gateway_read_commands,
+    host_read_texts,
     is_missing_table_error,
     node_read_commands,
     parse_exec_output,
@@ -40,6 +42,7 @@ from .parse import (
 from .render import (
     ANNOUNCE_MAX,
     EXEC_ARGV,
+    HostRead,
     Plan,
     announce_argv,
     ip_batch_script,
@@ -58,6 +61,7 @@ from .validate import DataplaneValueError, ipv4_address
 __all__ = [
     "ANNOUNCE_MAX",
     "EXEC_ARGV",
+    "HostRead",
     "MARK_MASK",
     "NFT_ARP_FAMILY",
     "NFT_FAMILY",
@@ -69,6 +73,7 @@ __all__ = [
     "UNROUTED",
     "UNROUTED6",
     "DataplaneParseError",
+    "exec_results",
     "DataplaneValueError",
     "ipv4_address",
     "uncovered",
@@ -78,6 +83,7 @@ __all__ = [
     "announce_argv",
     "ndp_sysctl_argv",
     "gateway_read_commands",
+    "host_read_texts",
     "ip_batch_script",
     "is_missing_table_error",
     "node_read_commands",

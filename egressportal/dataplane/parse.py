@@ -8,7 +8,7 @@ the JSON shape nft/iproute2 produce raises DataplaneParseError, never a KeyError
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, collapse_addresses, summarize_address_range
 from typing import Any
@@ -32,11 +32,13 @@ from .model import (
     slot_mark,
     uncovered,
 )
-from .render import EXEC_SECTION, KEEP_MASK
+from .render import EXEC_SECTION, KEEP_MASK, HostRead
 
 __all__ = [
     "DataplaneParseError",
+    "exec_results",
     "gateway_read_commands",
+    "host_read_texts",
     "probe_gateway_links_command",
     "probe_node_command",
     "table_exists_command",
@@ -74,36 +76,55 @@ class DataplaneParseError(v.DataplaneValueError):
     """A host reported something that is not valid nft/ip JSON of the expected shape."""
 
 
-def gateway_read_commands(public_interface: str) -> dict[str, list[str]]:
-    """argv per input of parse_gateway. Run "nft", "arp" and "nft6" with check=False: see
-    is_missing_table_error; "ndp" too (a host without IPv6 has no such keys: proxy NDP is off)."""
+def _ip_batch(version: int, lines: Mapping[str, str]) -> HostRead:
+    # One ip process per family: iproute2 prints each line's answer as one JSON document on a line of its
+    # own, and stops at the first line that fails (exit status 1: the whole read fails, as one command's
+    # would). -N: numeric protocol/table ids, independent of the host's /etc/iproute2 name files.
+    return HostRead(
+        argv=("ip", "-N", "-j", f"-{version}", "-batch", "-"),
+        stdin="".join(f"{line}\n" for line in lines.values()),
+        parts=tuple(lines),
+    )
+
+
+def gateway_read_commands(public_interface: str) -> dict[str, HostRead]:
+    """The reads of a gateway (parse_host_reads turns their answers into the inputs of parse_gateway).
+    "nft", "arp" and "nft6" may fail with a missing table (is_missing_table_error); "ndp" may fail (a host
+    without IPv6 has no such keys: proxy NDP is off)."""
     iface = v.interface_name(public_interface)
     return {
-        "nft": list(NFT_READ_ARGV),
-        # -N: numeric protocol/table ids, independent of the host's /etc/iproute2 name files.
-        "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", iface],
+        "nft": HostRead(tuple(NFT_READ_ARGV)),
+        "arp": HostRead(tuple(NFT_ARP_READ_ARGV)),
+        "nft6": HostRead(tuple(NFT6_READ_ARGV)),
         # Every table: the return routes (main) and the anyIP pool routes (local).
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
-        "arp": list(NFT_ARP_READ_ARGV),
-        "nft6": list(NFT6_READ_ARGV),
-        "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", iface],
-        # Every table: the return routes (main) and the anyIP pool routes (local).
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", str(RT_PROTO)],
-        # The IPv6 egress addresses: proxy NDP entries (ours: proto 250), answered only while proxy NDP is on.
-        "proxy6": ["ip", "-N", "-j", "-6", "neigh", "show", "proxy", "dev", iface],
-        "ndp": ["sysctl", "-n", f"net/ipv6/conf/{iface}/proxy_ndp", f"net/ipv6/neigh/{iface}/proxy_delay"],
+        "ip4": _ip_batch(4, {"addr": f"addr show dev {iface}", "routes": f"route show table all proto {RT_PROTO}"}),
+        "ip6": _ip_batch(
+            6,
+            {
+                "addr6": f"addr show dev {iface}",
+                "routes6": f"route show table all proto {RT_PROTO}",
+                # The IPv6 egress addresses: proxy NDP entries (ours: proto 250), answered only while proxy
+                # NDP is on.
+                "proxy6": f"neigh show proxy dev {iface}",
+            },
+        ),
+        # A process, not the shell's read builtin: /proc/sys answers nothing at an offset past 0, and dash
+        # reads one byte at a time (proxy_delay 80 would read as "8", and as a failure).
+        "ndp": HostRead(
+            ("sysctl", "-n", f"net/ipv6/conf/{iface}/proxy_ndp", f"net/ipv6/neigh/{iface}/proxy_delay")
+        ),
     }
 
 
-def node_read_commands() -> dict[str, list[str]]:
-    """argv per input of parse_node; "routes" output is passed as ``route_json_by_table`` directly."""
+def node_read_commands() -> dict[str, HostRead]:
+    """The reads of a node (parse_host_reads turns their answers into the inputs of parse_node; "routes" is
+    passed as ``route_json_by_table`` directly)."""
+    proto = f"route show table all proto {RT_PROTO}"
     return {
-        "nft": list(NFT_READ_ARGV),
-        "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", str(RT_PROTO)],
-        "nft6": list(NFT6_READ_ARGV),
-        "rules6": ["ip", "-N", "-j", "-6", "rule", "show"],
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", str(RT_PROTO)],
+        "nft": HostRead(tuple(NFT_READ_ARGV)),
+        "nft6": HostRead(tuple(NFT6_READ_ARGV)),
+        "ip4": _ip_batch(4, {"rules": "rule show", "routes": proto}),
+        "ip6": _ip_batch(6, {"rules6": "rule show", "routes6": proto}),
     }
 
 
@@ -123,6 +144,23 @@ def parse_exec_output(text: str) -> list[tuple[str, int, str]]:
             raise DataplaneParseError("the host's answer to the reconcile script is garbled") from None
         body = rest
     return sections
+
+
+def exec_results(text: str, *, steps: int) -> tuple[list[tuple[int, int, str]], dict[str, tuple[int, str]]]:
+    """The answer of a ``render_exec_script`` script with ``steps`` apply steps: (index, status, output) of
+    each step that ran, in order, and (status, output) by read name. A section the script never writes, out
+    of order or twice, is garbled."""
+    applied: list[tuple[int, int, str]] = []
+    reads: dict[str, tuple[int, str]] = {}
+    for name, status, body in parse_exec_output(text):
+        kind, _, which = name.partition(":")
+        if kind == "apply" and not reads and len(applied) < steps and which == str(len(applied)):
+            applied.append((len(applied), status, body))
+        elif kind == "read" and which not in reads:
+            reads[which] = (status, body)
+        else:
+            raise DataplaneParseError("the host's answer to the reconcile script is garbled")
+    return applied, reads
 
 
 def table_exists_command(version: int = 4) -> list[str]:
@@ -648,22 +686,45 @@ def parse_node(
         raise DataplaneParseError(f"node state: {exc}") from None
 
 
-def parse_host_reads(
-    reads: Mapping[str, Sequence[str]], outputs: Mapping[str, tuple[int, str]], *, public_interface: str | None
-) -> GatewayState | NodeState:
-    """A host's state from the answers (status, text) to ``gateway_read_commands`` (``public_interface``
-    given) or ``node_read_commands`` (None). A missing product table is an empty one; any other failed
+def _batch_parts(read: HostRead, text: str) -> dict[str, str]:
+    # Exactly one non-empty line per command: a missing, extra or empty line (output of something else, a
+    # truncated answer) is garbled, never "nothing"; each line is then parsed as the JSON its command gives.
+    lines = text.split("\n")
+    if len(lines) != len(read.parts) + 1 or lines[-1] or not all(line.strip() for line in lines[:-1]):
+        raise DataplaneParseError(
+            f"{' '.join(read.argv)}: expected {len(read.parts)} lines of JSON, one per command; got {text[:300]!r}"
+        )
+    return dict(zip(read.parts, lines[:-1], strict=True))
+
+
+def host_read_texts(
+    reads: Mapping[str, HostRead], outputs: Mapping[str, tuple[int, str]]
+) -> dict[str, str | None]:
+    """The inputs of parse_gateway/parse_node by name (a batch's lines under their ``parts`` names) from the
+    answers (status, text) to ``reads``. A missing product table or proxy NDP key is None; any other failed
     read, or an answer that does not match the reads asked, raises DataplaneParseError."""
     if set(outputs) != set(reads):
         raise DataplaneParseError("the host's answer to the state read is garbled")
     out: dict[str, str | None] = {}
-    for name, (status, text) in outputs.items():
+    for name, read in reads.items():
+        status, text = outputs[name]
         if status == 0:
-            out[name] = text
+            out.update(_batch_parts(read, text) if read.parts else {name: text})
         elif name in ("nft", "nft6", "arp") and is_missing_table_error(text) or name == "ndp":
             out[name] = None
         else:
-            raise DataplaneParseError(f"{' '.join(reads[name][:3])} failed: {text.strip()[:300]}")
+            # The message, not the answers a batch gave before the line that failed.
+            message = "\n".join(line for line in text.strip().splitlines() if not line.startswith(("[", "{")))
+            raise DataplaneParseError(f"{' '.join(read.argv[:4])} failed: {message[:300]}")
+    return out
+
+
+def parse_host_reads(
+    reads: Mapping[str, HostRead], outputs: Mapping[str, tuple[int, str]], *, public_interface: str | None
+) -> GatewayState | NodeState:
+    """A host's state from the answers (status, text) to ``gateway_read_commands`` (``public_interface``
+    given) or ``node_read_commands`` (None): see host_read_texts."""
+    out = host_read_texts(reads, outputs)
     if public_interface is not None:
         return parse_gateway(
             out["nft"], out["addr"] or "[]", out["routes"] or "[]", public_interface,

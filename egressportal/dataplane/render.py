@@ -37,6 +37,7 @@ __all__ = [
     "ndp_sysctl_argv",
     "EXEC_ARGV",
     "EXEC_SECTION",
+    "HostRead",
     "NFT_APPLY_ARGV",
     "IP_BATCH_ARGV",
     "IP6_BATCH_ARGV",
@@ -70,9 +71,10 @@ _ARP_TABLE = f"{NFT_ARP_FAMILY} {NFT_TABLE}"
 # Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6) for addresses new on a gateway, so
 # an upstream router with a stale entry (the address was on another gateway a moment ago) switches at once.
 # Best effort: never fails the apply (no sender, or a router that ignores it, only means the router finds out
-# when its entry goes stale). iputils arping -U waits a second after its one packet: the loop runs in the
-# background, the exec's read-back does not wait. Arguments: the NA sender's code, the interface, addresses
-# (validated: digits, dots, hex and colons only, so the unquoted $v4/$v6 split on spaces alone).
+# when its entry goes stale). iputils arping -U waits a second after its one packet: the exec script starts
+# this in the background once the host is read back (render_exec_script), so nothing waits for it.
+# Arguments: the NA sender's code, the interface, addresses (validated: digits, dots, hex and colons only, so
+# the unquoted $v4/$v6 split on spaces alone).
 ANNOUNCE_SCRIPT = (
     'na=$1; iface=$2; shift 2; v4=; v6=; '
     'for a in "$@"; do case $a in *:*) v6="$v6 $a";; *) v4="$v4 $a";; esac; done; '
@@ -408,8 +410,8 @@ class Plan:
 
     ``pre_ip``/``post_ip`` are ``ip -batch`` lines, ``pre_ip6``/``post_ip6`` ``ip -6 -batch`` lines;
     ``nft``/``post_nft`` are ``nft -f -`` scripts or None; ``sysctl`` (first) the argv that turns proxy NDP
-    on (empty: none); ``announce`` (last) the gratuitous-ARP/unsolicited-NA argv (empty: none), which never
-    fails.
+    on (empty: none); ``announce`` the gratuitous-ARP/unsolicited-NA argv (empty: none), which never fails and
+    is not one of ``steps()``: the exec script runs it after the read-back, once every step succeeded.
     """
 
     pre_ip: list[str] = field(default_factory=list)
@@ -438,7 +440,8 @@ class Plan:
         return ", ".join(self.changes) if self.changes else "no changes"
 
     def steps(self) -> list[tuple[list[str], str | None]]:
-        """(argv, stdin) pairs to run in order; stop at the first failure."""
+        """(argv, stdin) pairs to run in order; stop at the first failure. Not the announcement: it is no
+        step that can fail, and runs after the read-back (render_exec_script)."""
         out: list[tuple[list[str], str | None]] = []
         if self.sysctl:
             out.append((list(self.sysctl), None))
@@ -452,8 +455,6 @@ class Plan:
                 out.append((list(argv), "".join(f"{line}\n" for line in lines)))
         if self.post_nft is not None:
             out.append((list(NFT_APPLY_ARGV), self.post_nft))
-        if self.announce:
-            out.append((list(self.announce), None))
         return out
 
 
@@ -628,33 +629,57 @@ EXEC_SECTION = "\x1e"
 _SECTION_NAME = re.compile(r"[a-z]+:[a-z0-9]+")
 
 
-def render_exec_script(apply: Sequence[tuple[Sequence[str], str | None]], reads: Mapping[str, Sequence[str]]) -> str:
-    """A shell script that runs the ``apply`` steps in order (argv, stdin), stopping at the first that fails,
-    then every read command whatever happened: apply and read back in one round trip. Each command's
-    output (stderr merged) is followed by a section line ``<EXEC_SECTION>apply:<i> <status>`` or
-    ``<EXEC_SECTION>read:<name> <status>`` (parsed by ``parse.parse_exec_output``).
+@dataclass(frozen=True)
+class HostRead:
+    """One command that reads a host's state: ``argv``, fed ``stdin`` (an ``ip -batch`` script; None: no
+    input). ``parts``: for a batch, the name of each line of its output (one JSON document per command);
+    empty: the whole output is one input of the parser. The exec script and the sudo path (one command at
+    a time, no shell) run the same commands."""
 
-    argv tokens are shell-quoted; a step's stdin is a quoted here-document (no expansion) whose delimiter is
-    random and checked not to occur in it."""
+    argv: tuple[str, ...]
+    stdin: str | None = None
+    parts: tuple[str, ...] = ()
+
+
+def render_exec_script(
+    apply: Sequence[tuple[Sequence[str], str | None]],
+    reads: Mapping[str, HostRead],
+    *,
+    announce: Sequence[str] = (),
+) -> str:
+    """A shell script that runs the ``apply`` steps in order (argv, stdin), stopping at the first that fails,
+    then every read whatever happened: apply and read back in one round trip. Each command's output (stderr
+    merged) is followed by a section line ``<EXEC_SECTION>apply:<i> <status>`` or
+    ``<EXEC_SECTION>read:<name> <status>`` (parsed by ``parse.parse_exec_output``). Last, when every step
+    succeeded, ``announce`` (Plan.announce) starts in the background with no output: best effort, it neither
+    delays the read-back nor fails the exec.
+
+    argv tokens are shell-quoted; a command's stdin is a quoted here-document (no expansion) whose delimiter
+    is random and checked not to occur in it."""
     delimiter = f"EGRESS_EOF_{secrets.token_hex(8)}"
+
+    def with_stdin(command: str, stdin: str | None) -> list[str]:
+        if stdin is None:
+            return [f"{command} </dev/null 2>&1"]
+        body = stdin if stdin.endswith("\n") else stdin + "\n"
+        if delimiter in body.splitlines():
+            raise v.DataplaneValueError("a command's input holds the here-document delimiter")
+        return [f"{command} 2>&1 <<'{delimiter}'", body.rstrip("\n"), delimiter]
+
     lines = ["ok=0"]
     for index, (argv, stdin) in enumerate(apply):
-        command = _shell_join(argv)
         lines.append('if [ "$ok" -eq 0 ]; then')
-        if stdin is None:
-            lines.append(f"{command} </dev/null 2>&1")
-        else:
-            body = stdin if stdin.endswith("\n") else stdin + "\n"
-            if delimiter in body.splitlines():
-                raise v.DataplaneValueError("a step's input holds the here-document delimiter")
-            lines += [f"{command} 2>&1 <<'{delimiter}'", body.rstrip("\n"), delimiter]
+        lines += with_stdin(_shell_join(argv), stdin)
         lines.append(f"s=$?; printf '\\n\\036apply:{index} %s\\n' \"$s\"; [ \"$s\" -eq 0 ] || ok=1")
         lines.append("fi")
-    for name, argv in reads.items():
+    for name, read in reads.items():
         section = f"read:{name}"
         if not _SECTION_NAME.fullmatch(section):
             raise v.DataplaneValueError(f"bad read name {name!r}")
-        lines.append(f"{_shell_join(argv)} </dev/null 2>&1; printf '\\n\\036{section} %s\\n' \"$?\"")
+        lines += with_stdin(_shell_join(read.argv), read.stdin)
+        lines.append(f"printf '\\n\\036{section} %s\\n' \"$?\"")
+    if announce:
+        lines += ['if [ "$ok" -eq 0 ]; then', f"{_shell_join(announce)} </dev/null >/dev/null 2>&1 &", "fi"]
     return "\n".join(lines) + "\n"
 
 

@@ -6,19 +6,26 @@ import os
 import shutil
 import subprocess
 import uuid
+from ipaddress import ip_address
 
 import pytest
 
 from egressportal.dataplane import (
+    EXEC_ARGV,
+    DataplaneParseError,
     GatewayState,
+    HostRead,
     NodeState,
+    exec_results,
     gateway_read_commands,
     is_missing_table_error,
     node_read_commands,
     parse_gateway,
+    parse_host_reads,
     parse_node,
     plan_gateway,
     plan_node,
+    render_exec_script,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -67,16 +74,18 @@ def _nft(ns: Netns, argv: list[str]) -> str | None:
     return r.stdout
 
 
+def read_host(ns: Netns, reads: dict[str, HostRead], public_interface: str | None) -> GatewayState | NodeState:
+    """Read back as a reconcile does: every read in one ``sh -s`` (render_exec_script), then parse_host_reads."""
+    r = ns.run(EXEC_ARGV, render_exec_script([], reads))
+    return parse_host_reads(reads, exec_results(r.stdout, steps=0)[1], public_interface=public_interface)
+
+
 def read_gateway(ns: Netns) -> GatewayState:
-    c = gateway_read_commands("eth0")
-    return parse_gateway(
-        _nft(ns, c["nft"]), ns.run(c["addr"]).stdout, ns.run(c["routes"]).stdout, "eth0", arp_json=_nft(ns, c["arp"])
-    )
+    return read_host(ns, gateway_read_commands("eth0"), "eth0")
 
 
 def read_node(ns: Netns) -> NodeState:
-    c = node_read_commands()
-    return parse_node(_nft(ns, c["nft"]), ns.run(c["rules"]).stdout, ns.run(c["routes"]).stdout)
+    return read_host(ns, node_read_commands(), None)
 
 
 GW1 = GatewayState.build(
@@ -172,3 +181,49 @@ def test_node_marks_only_slot_bits(netns):
     listing = netns.run(["nft", "list", "chain", "ip", "egressportal", "mark_slot_1"]).stdout
     # nft folds the constant mask; the effect is the same: only 0x00ff0000 changes.
     assert "meta mark set meta mark & 0xff01ffff | 0x00010000" in listing
+
+
+# --- the reads: one ip process per family -----------------------------------------------------------------
+
+
+def _one_by_one(ns: Netns, read: HostRead) -> list[str]:
+    """The answer of each line of an ip batch, run as a command of its own."""
+    flags = list(read.argv[:4])  # ip -N -j -4|-6
+    return [ns.run([*flags, *line.split()]).stdout.strip() for line in read.stdin.splitlines()]
+
+
+@pytest.mark.parametrize("role", ["gateway", "node"])
+def test_a_batch_answers_each_line_as_its_command_alone_does(netns, role):
+    # iproute2 6.1: one JSON document per line of the batch, the same as the command run on its own (with
+    # state in every answer: addresses, pool and return routes, rules, an IPv6 proxy entry).
+    if role == "gateway":
+        netns.apply(plan_gateway(None, GW2))
+        netns.run(["ip", "-6", "neigh", "add", "proxy", "2001:db8::5", "dev", "eth0", "proto", "250"])
+        reads = gateway_read_commands("eth0")
+    else:
+        netns.apply(plan_node(None, NODE1))
+        reads = node_read_commands()
+    for name, read in reads.items():
+        if read.parts:
+            r = netns.run(list(read.argv), read.stdin)
+            assert r.stdout.split("\n") == [*_one_by_one(netns, read), ""], name
+    state = read_gateway(netns) if role == "gateway" else read_node(netns)
+    # The same state as parse_gateway/parse_node make of the commands run one by one.
+    if role == "gateway":
+        addr, routes = _one_by_one(netns, reads["ip4"])
+        addr6, routes6, proxy6 = _one_by_one(netns, reads["ip6"])
+        one_by_one = parse_gateway(
+            _nft(netns, list(reads["nft"].argv)), addr, routes, "eth0", arp_json=_nft(netns, list(reads["arp"].argv)),
+            addr6_json=addr6, route6_json=routes6, proxy6_json=proxy6,
+        )  # fmt: skip
+        assert state == one_by_one and state.addresses == GW2.addresses | {ip_address("2001:db8::5")}
+    else:
+        rules, routes = _one_by_one(netns, reads["ip4"])
+        assert state == parse_node(_nft(netns, list(reads["nft"].argv)), rules, routes) == NODE1
+
+
+def test_a_read_of_an_interface_that_is_not_there_fails_as_a_whole(netns):
+    # The IPv4 batch stops at "addr show dev eth7" (exit status 1): the read fails, never an empty state.
+    reads = gateway_read_commands("eth7")
+    with pytest.raises(DataplaneParseError, match='ip -N -j -4 failed: Device "eth7" does not exist'):
+        read_host(netns, reads, "eth7")

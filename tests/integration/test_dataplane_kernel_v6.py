@@ -51,29 +51,21 @@ def ns6(netns):  # noqa: F811
     return netns
 
 
-def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, list[str]]) -> tuple[list, dict[str, str | None]]:
-    """Apply and read back in one exec, as workers/reconcile.py does."""
+def exec_plan(ns: Netns, plan: dp.Plan, reads: dict[str, dp.HostRead]) -> tuple[list, dict[str, str | None]]:
+    """Apply and read back in one exec, as workers/reconcile.py does: the failed steps, and the parser's
+    inputs by name (None: a missing table, proxy NDP keys absent)."""
     steps = plan.steps()
-    r = ns.run(dp.EXEC_ARGV, dp.render_exec_script(steps, reads), check=False)
-    failures, out = [], {}
-    for name, status, text in dp.parse_exec_output(r.stdout):
-        kind, _, which = name.partition(":")
-        if kind == "apply" and status:
-            failures.append((steps[int(which)][0], text))
-        elif kind == "read":
-            if status and which in ("nft", "nft6", "arp") and dp.is_missing_table_error(text):
-                out[which] = None
-            elif status and which == "ndp":
-                out[which] = None
-            else:
-                assert status == 0, (which, text)
-                out[which] = text
-    return failures, out
+    r = ns.run(dp.EXEC_ARGV, dp.render_exec_script(steps, reads, announce=plan.announce))
+    applied, outputs = dp.exec_results(r.stdout, steps=len(steps))
+    return [(steps[i][0], text) for i, status, text in applied if status], dp.host_read_texts(reads, outputs)
 
 
 def gw_state(out: dict[str, str | None]) -> GatewayState:
-    reads = dp.gateway_read_commands("eth0")
-    return dp.parse_host_reads(reads, {k: (0, v or "") for k, v in out.items()}, public_interface="eth0")
+    return dp.parse_gateway(
+        out["nft"], out["addr"] or "[]", out["routes"] or "[]", "eth0", nft6_json=out["nft6"],
+        addr6_json=out["addr6"], route6_json=out["routes6"], arp_json=out["arp"], proxy6_json=out["proxy6"],
+        ndp_text=out["ndp"],
+    )  # fmt: skip
 
 
 def node_state(out: dict[str, str | None]) -> NodeState:

@@ -78,7 +78,7 @@ class Host:
     def exec(self, plan: dp.Plan) -> GatewayState | NodeState:
         """Apply ``plan`` and read back in ONE remote command; every step must succeed."""
         steps = plan.steps()
-        result = self.session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, self.reads))
+        result = self.session.run(dp.EXEC_ARGV, stdin=dp.render_exec_script(steps, self.reads, announce=plan.announce))
         outputs: dict[str, tuple[int, str]] = {}
         for name, status, text in dp.parse_exec_output(result.stdout):
             kind, _, which = name.partition(":")

@@ -399,7 +399,8 @@ def test_gateway_plan_from_scratch():
     assert plan.post_ip == ["route replace local 203.0.113.0/24 dev lo table 255 proto 250"]
     assert plan.nft == render_gateway_nft(desired)
     assert plan.post_nft is None
-    assert [argv[:2] for argv, _ in plan.steps()] == [["ip", "-batch"], ["nft", "-f"], ["ip", "-batch"], ["sh", "-c"]]
+    # The announcement is no step: the exec script starts it after the read-back.
+    assert [argv[:2] for argv, _ in plan.steps()] == [["ip", "-batch"], ["nft", "-f"], ["ip", "-batch"]]
     assert plan.announce[3:] == ("announce", dp_render.NA_SENDER, "eth0", "203.0.113.10", "203.0.113.11")
     assert plan.summary() == "+2 addresses, +1 pool route, snat 0->3 entries, +2 routes, guarded sources 1"
 
@@ -422,7 +423,7 @@ def test_gateway_plan_is_make_before_break():
     # The pool route that goes stays guarded until post_ip has removed it...
     assert "203.0.113.10/31" in plan.nft.split("table arp egressportal {}")[1]
     steps = [argv[0] for argv, _ in plan.steps()]
-    assert steps == ["ip", "nft", "ip", "nft", "sh"]
+    assert steps == ["ip", "nft", "ip", "nft"]
     # ... then the guard is rewritten without it.
     assert "203.0.113.10" not in plan.post_nft and "203.0.113.12" in plan.post_nft
     assert plan.announce[5:] == ("eth0", "203.0.113.12")
@@ -634,8 +635,9 @@ def test_garbage_rules_raise_parse_error():
 
 def test_read_commands():
     cmds = gateway_read_commands("eth0")
-    assert cmds["nft"] == ["nft", "-j", "list", "table", "ip", "egressportal"]
-    assert cmds["addr"] == ["ip", "-N", "-j", "-4", "addr", "show", "dev", "eth0"]
-    assert node_read_commands()["routes"][-4:] == ["table", "all", "proto", "250"]
+    assert cmds["nft"].argv == ("nft", "-j", "list", "table", "ip", "egressportal")
+    assert cmds["ip4"].argv == ("ip", "-N", "-j", "-4", "-batch", "-")
+    assert cmds["ip4"].stdin.splitlines()[0] == "addr show dev eth0"
+    assert node_read_commands()["ip4"].stdin.splitlines()[1].split()[-4:] == ["table", "all", "proto", "250"]
     with pytest.raises(DataplaneValueError):
         gateway_read_commands("eth0;reboot")

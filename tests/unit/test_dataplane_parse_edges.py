@@ -5,15 +5,19 @@ output that tells the right reading from a wrong one."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from egressportal.dataplane import (
     DataplaneParseError,
+    HostRead,
     gateway_read_commands,
+    host_read_texts,
     node_read_commands,
     parse_gateway,
+    parse_host_reads,
     parse_node,
 )
 from egressportal.dataplane.parse import (
@@ -54,25 +58,104 @@ def _rule(items: list, chain: str) -> dict:
 
 
 def test_read_commands_are_exactly_these():
-    assert gateway_read_commands("eth0") == {
-        "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
-        "arp": ["nft", "-j", "list", "table", "arp", "egressportal"],
-        "addr": ["ip", "-N", "-j", "-4", "addr", "show", "dev", "eth0"],
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
-        "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
-        "addr6": ["ip", "-N", "-j", "-6", "addr", "show", "dev", "eth0"],
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", "250"],
-        "proxy6": ["ip", "-N", "-j", "-6", "neigh", "show", "proxy", "dev", "eth0"],
-        "ndp": ["sysctl", "-n", "net/ipv6/conf/eth0/proxy_ndp", "net/ipv6/neigh/eth0/proxy_delay"],
+    def batch(version, *lines):
+        return HostRead(("ip", "-N", "-j", f"-{version}", "-batch", "-"), "".join(f"{line}\n" for line in lines))
+
+    nft = {family: HostRead(("nft", "-j", "list", "table", family, "egressportal")) for family in ("ip", "arp", "ip6")}
+    gateway = gateway_read_commands("eth0")
+    assert {name: replace(read, parts=()) for name, read in gateway.items()} == {
+        "nft": nft["ip"],
+        "arp": nft["arp"],
+        "nft6": nft["ip6"],
+        "ip4": batch(4, "addr show dev eth0", "route show table all proto 250"),
+        "ip6": batch(6, "addr show dev eth0", "route show table all proto 250", "neigh show proxy dev eth0"),
+        "ndp": HostRead(("sysctl", "-n", "net/ipv6/conf/eth0/proxy_ndp", "net/ipv6/neigh/eth0/proxy_delay")),
     }
-    assert node_read_commands() == {
-        "nft": ["nft", "-j", "list", "table", "ip", "egressportal"],
-        "rules": ["ip", "-N", "-j", "-4", "rule", "show"],
-        "routes": ["ip", "-N", "-j", "-4", "route", "show", "table", "all", "proto", "250"],
-        "nft6": ["nft", "-j", "list", "table", "ip6", "egressportal"],
-        "rules6": ["ip", "-N", "-j", "-6", "rule", "show"],
-        "routes6": ["ip", "-N", "-j", "-6", "route", "show", "table", "all", "proto", "250"],
+    assert gateway["ip4"].parts == ("addr", "routes") and gateway["ip6"].parts == ("addr6", "routes6", "proxy6")
+    node = node_read_commands()
+    assert {name: replace(read, parts=()) for name, read in node.items()} == {
+        "nft": nft["ip"],
+        "nft6": nft["ip6"],
+        "ip4": batch(4, "rule show", "route show table all proto 250"),
+        "ip6": batch(6, "rule show", "route show table all proto 250"),
     }
+    assert node["ip4"].parts == ("rules", "routes") and node["ip6"].parts == ("rules6", "routes6")
+    # The sudo path runs these argv: the README's sudo rules allow "ip -N -j -4 *" and "ip -N -j -6 *".
+    assert all(r.argv[:4] in (("ip", "-N", "-j", "-4"), ("ip", "-N", "-j", "-6")) for r in (gateway["ip4"], node["ip6"]))
+
+
+# --- batched ip reads -----------------------------------------------------------------------------------
+
+
+def _answers(reads, **texts):
+    # Every read answered: a missing table, no IPv6 (ndp), empty batches unless given.
+    out = {name: (1, "Error: No such file or directory\n") for name in ("nft", "nft6", "arp") if name in reads}
+    if "ndp" in reads:
+        out["ndp"] = (255, "sysctl: cannot stat /proc/sys/net/ipv6/conf/eth0/proxy_ndp\n")
+    for name, read in reads.items():
+        if read.parts:
+            out[name] = (0, "[]\n" * len(read.parts))
+    return {**out, **texts}
+
+
+def test_a_batch_answer_is_split_into_the_inputs_the_parser_takes():
+    reads = gateway_read_commands("eth0")
+    texts = host_read_texts(reads, _answers(reads, ip4=(0, f"{GW_ADDR_JSON}\n{GW_ROUTES_JSON}\n")))
+    assert texts["addr"] == GW_ADDR_JSON and texts["routes"] == GW_ROUTES_JSON
+    assert texts["addr6"] == texts["routes6"] == texts["proxy6"] == "[]"
+    assert texts["nft"] is texts["nft6"] is texts["arp"] is texts["ndp"] is None
+    assert parse_host_reads(reads, _answers(reads, nft=(0, GW_NFT_JSON)), public_interface="eth0") == (
+        parse_gateway(GW_NFT_JSON, "[]", "[]", "eth0")
+    )
+    node_reads = node_read_commands()
+    got = parse_host_reads(
+        node_reads,
+        _answers(node_reads, nft=(0, NODE_NFT_JSON), ip4=(0, f"{NODE_RULES_JSON}\n{NODE_ROUTES_JSON}\n")),
+        public_interface=None,
+    )
+    assert got == parse_node(NODE_NFT_JSON, NODE_RULES_JSON, NODE_ROUTES_JSON) == node()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]\n",  # a line short (a truncated answer)
+        "[]\n[]\n[]\n",  # a line too many
+        "[]\n[]",  # no end of line: cut off
+        "[]\n\n",  # an empty line is not "nothing"
+        " \n[]\n",
+        "Warning: something\n[]\n",  # mixed with other output
+        "[]\nWarning: x\n[]\n",
+        "",
+    ],
+)
+def test_a_garbled_batch_answer_raises(text):
+    reads = gateway_read_commands("eth0")
+    with pytest.raises(DataplaneParseError):
+        parse_host_reads(reads, _answers(reads, ip4=(0, text)), public_interface="eth0")
+
+
+@pytest.mark.parametrize("line", ["{}", "[][]", "[", "3", '"x"'])
+def test_a_batch_line_that_is_not_a_json_list_raises(line):
+    reads = node_read_commands()
+    with pytest.raises(DataplaneParseError):
+        parse_host_reads(reads, _answers(reads, ip6=(0, f"[]\n{line}\n")), public_interface=None)
+
+
+def test_a_failing_batch_line_fails_the_read():
+    # iproute2 stops at the failing line: the answers before it, its message, exit status 1.
+    reads = gateway_read_commands("eth0")
+    answer = (1, '[{"ifname": "eth0", "addr_info": []}]\n[]\nDevice "eth0" does not exist.\nCommand failed -:3\n')
+    with pytest.raises(DataplaneParseError, match='^ip -N -j -6 failed: Device "eth0" does not exist.\nCommand failed -:3$'):
+        parse_host_reads(reads, _answers(reads, ip6=answer), public_interface="eth0")
+
+
+def test_an_answer_for_other_reads_raises():
+    reads = gateway_read_commands("eth0")
+    answers = _answers(reads)
+    answers["addr"] = answers.pop("ip4")  # one of the batch's inputs, not the read that was asked
+    with pytest.raises(DataplaneParseError, match="garbled"):
+        host_read_texts(reads, answers)
 
 
 def test_probe_commands_are_exactly_these():
