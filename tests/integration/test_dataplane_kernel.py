@@ -227,3 +227,17 @@ def test_a_read_of_an_interface_that_is_not_there_fails_as_a_whole(netns):
     reads = gateway_read_commands("eth7")
     with pytest.raises(DataplaneParseError, match='ip -N -j -4 failed: Device "eth7" does not exist'):
         read_host(netns, reads, "eth7")
+
+
+@pytest.mark.parametrize("role", ["gateway", "node"])
+def test_the_reads_one_at_a_time_give_the_same_state(netns, role):
+    # As the sudo path runs them (workers/reconcile.py _read_outputs): each argv with its stdin, no shell.
+    netns.apply(plan_gateway(None, GW1) if role == "gateway" else plan_node(None, NODE1))
+    reads = gateway_read_commands("eth0") if role == "gateway" else node_read_commands()
+    outputs = {}
+    for name, read in reads.items():
+        r = netns.run(list(read.argv), read.stdin, check=False)
+        outputs[name] = (r.returncode, r.stdout if r.returncode == 0 else r.stderr)
+    iface = "eth0" if role == "gateway" else None
+    assert parse_host_reads(reads, outputs, public_interface=iface) == read_host(netns, reads, iface)
+    assert read_host(netns, reads, iface) == (GW1 if role == "gateway" else NODE1)

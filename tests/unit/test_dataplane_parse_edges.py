@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from fnmatch import fnmatchcase
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
@@ -683,3 +685,19 @@ def test_states_that_cannot_exist_are_parse_errors():
 def test_the_public_interface_without_addresses():
     links = [{"ifname": "eth0", "flags": ["UP"]}]
     assert parse_gateway(GW_NFT_JSON, json.dumps(links), GW_ROUTES_JSON, "eth0").addresses == set()
+
+
+def _readme_sudo_rules() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("NOPASSWD:", 1)[1].split("```", 1)[0]
+    return [rule.strip() for rule in block.replace("\\\n", " ").split(",") if rule.strip()]
+
+
+def test_the_readme_sudo_rules_allow_every_read():
+    # The sudo path runs each read's argv as it is (sudo's "*" matches any characters, spaces included).
+    rules = _readme_sudo_rules()
+    tools = {"nft": "/usr/sbin/nft", "ip": "/usr/sbin/ip", "sysctl": "/usr/sbin/sysctl"}
+    for read in [*gateway_read_commands("eth0.100").values(), *node_read_commands().values()]:
+        command = " ".join([tools[read.argv[0]], *read.argv[1:]])
+        assert any(fnmatchcase(command, rule) for rule in rules), command
+    assert not any(fnmatchcase("/usr/sbin/ip -N -j -batch -", rule) for rule in rules)  # the check can fail
