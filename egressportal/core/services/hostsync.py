@@ -89,7 +89,7 @@ def host_reconcile_succeeded(
         # deadlocking; the flags are checked again under the locks.
         flips = _programmed_flips(host, plan) if isinstance(plan, GatewayPlan) else _Flips()
         settling = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
-        _apps_locked(flips.apps | settling)
+        locked = _apps_locked(flips.apps | settling)
         _programmed_write(flips)
         # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
         # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile. Read again
@@ -104,31 +104,30 @@ def host_reconcile_succeeded(
             "reconcile_retry_at": None,
             "last_seen_at": now,
         }
+        events: list[Event] = []
         if changed:
             fields["reconcile_count"] = F("reconcile_count") + 1
-            event_record(
+            events.append(event_build(
                 kind=f"{host.kind}.reconciled",
                 message=f"{host.name}: {summary} in {duration * 1000:.0f} ms.",
                 actor=WORKER,
                 data={"duration_ms": round(duration * 1000, 1), "changes": list(changes)},
                 **_host_kw(host),
-            )
+            ))
         type(host).objects.filter(pk=host.pk).update(**fields)
-        apps = _apps_locked(settled_apps)
-        Event.objects.bulk_create(
-            [
-                event_build(
-                    kind=f"egress.{host.kind}_configured",
-                    message=f"{_label(host)} {host.name} configured.",
-                    actor=WORKER,
-                    app=app,
-                    data={"duration_ms": round(duration * 1000, 1)},
-                    **_host_kw(host),
-                )
-                for app in apps
-            ],
-            batch_size=_BATCH,
-        )
+        apps = [app for app in locked if app.pk in settled_apps]  # locked above, in pk order
+        events += [
+            event_build(
+                kind=f"egress.{host.kind}_configured",
+                message=f"{_label(host)} {host.name} configured.",
+                actor=WORKER,
+                app=app,
+                data={"duration_ms": round(duration * 1000, 1)},
+                **_host_kw(host),
+            )
+            for app in apps
+        ]
+        Event.objects.bulk_create(events, batch_size=_BATCH)
         follow = _settle(apps, now=now)
         if is_gateway:
             # Another gateway holding its lease now (being reconciled) settles these apps itself in a moment:
