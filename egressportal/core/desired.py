@@ -8,6 +8,7 @@ host a new row, never the one read here: services/apps.py, ``host_syncs_renew``)
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -23,6 +24,7 @@ from .models import (
     Gateway,
     HealthStatus,
     HostSync,
+    IPFamily,
     IPPool,
     Node,
     Placement,
@@ -55,29 +57,39 @@ def _by_app(rows: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
     return out
 
 
+# Pools change seldom and a gateway's snapshot is read on every reconcile: each pool's prefixes are
+# computed once per process (per CIDR and exclusion list, so an edited pool is computed afresh). Bounded:
+# a region has a handful of pools, the whole fleet a few hundred at most.
+@functools.lru_cache(maxsize=1024)
+def _usable_prefixes(cidr: str, excluded: tuple[str, ...]) -> tuple[str, ...]:
+    if ipam6.is_ipv6_text(cidr):
+        net6 = ipam6.parse_network6(cidr)
+        return tuple(str(n) for n in ipam6.usable_prefixes6(net6, map(ipam6.parse_address6, excluded)))
+    return tuple(str(n) for n in ipam.usable_prefixes(ipam.parse_network(cidr), map(ipam.parse_address, excluded)))
+
+
 def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
     pending = list(HostSync.objects.filter(gateway=gateway).values_list("id", "app_id"))
+    held_here = EgressIP.objects.filter(gateway=gateway, status=EgressIPStatus.ASSIGNED)
     ips = [
-        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED, address6, pool_id)
-        for ip_id, address, app_id, egress_type, address6, pool_id in EgressIP.objects.filter(
-            gateway=gateway, status=EgressIPStatus.ASSIGNED
-        ).values_list("id", "address", "app_id", "app__egress_type", "address6", "pool_id")
-    ]
-    # The pools of those addresses, held by the gateway as anyIP (one query, whatever the number of apps).
-    pool_prefixes = {
-        pool_id: [str(n) for n in ipam.usable_prefixes(ipam.parse_network(cidr), map(ipam.parse_address, excluded or []))]
-        for pool_id, cidr, excluded in IPPool.objects.filter(pk__in={ip.pool_id for ip in ips}).values_list(
-            "id", "cidr", "excluded"
+        GatewayIP(ip_id, address, app_id, egress_type == EgressType.DEDICATED, address6)
+        for ip_id, address, app_id, egress_type, address6 in held_here.values_list(
+            "id", "address", "app_id", "app__egress_type", "address6"
         )
-    }
-    # The region's IPv6 pools, when the gateway holds IPv6 partners (a handful of pools per region).
-    pool6_prefixes = {
-        cidr: [str(n) for n in ipam6.usable_prefixes6(ipam6.parse_network6(cidr), map(ipam6.parse_address6, excluded or []))]
-        for cidr, excluded in IPPool.objects.filter(region_id=gateway.region_id, family=6).values_list("cidr", "excluded")
-    } if any(ip.address6 for ip in ips) else {}
-    app_ids = {ip.app_id for ip in ips}
+    ]
+    # Every pool of the region, both families, held as anyIP whatever the gateway holds (one query).
+    pool_prefixes: dict[str, tuple[str, ...]] = {}
+    pool6_prefixes: dict[str, tuple[str, ...]] = {}
+    for cidr, excluded, family in IPPool.objects.filter(region_id=gateway.region_id).order_by().values_list(
+        "cidr", "excluded", "family"
+    ):
+        prefixes = pool6_prefixes if family == IPFamily.IPV6 else pool_prefixes
+        prefixes[cidr] = _usable_prefixes(cidr, tuple(excluded or ()))
+    # A subquery, not the list of app ids: 10,000 parameters cost more than the join.
     on_nodes = frozenset(
-        HostSync.objects.filter(app_id__in=app_ids, node__isnull=False).values_list("app_id", flat=True)
+        HostSync.objects.filter(app_id__in=held_here.values("app_id"), node__isnull=False).values_list(
+            "app_id", flat=True
+        )
     )
     nodes = list(
         Node.objects.filter(region_id=gateway.region_id, enabled=True).values_list(
@@ -90,17 +102,16 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
         pending=pending,
         ips=ips,
         apps_pending_on_nodes=on_nodes,
-        # The placed addresses (on any node) of the apps holding an address here: at most one address per
-        # app per gateway, so the join yields each placement once.
+        # The placed addresses (on any node) of the apps holding an address here, each placement once.
         app_cidrs=_by_app(
-            Placement.objects.filter(app__egress_ips__gateway=gateway, app__egress_ips__status=EgressIPStatus.ASSIGNED)
-            .values_list("app_id", "cidr")
+            Placement.objects.filter(app_id__in=held_here.values("app_id")).order_by().values_list("app_id", "cidr")
         ),
         region_nodes=region_nodes,
         draining=gateway.draining,
         node_transits6={transit: transit6 for transit, _, transit6 in nodes if transit6},
         pool_prefixes=pool_prefixes,
         pool6_prefixes=pool6_prefixes,
+        transit6=bool(gateway.transit_address6),
     )
 
 

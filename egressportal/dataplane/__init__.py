@@ -56,7 +56,7 @@ from .render import (
     render_node_ip,
     render_node_nft,
 )
-from .validate import DataplaneValueError, ipv4_address
+from .validate import DataplaneValueError, ip_address, ipv4_address
 
 __all__ = [
     "ANNOUNCE_MAX",
@@ -75,6 +75,7 @@ __all__ = [
     "DataplaneParseError",
     "exec_results",
     "DataplaneValueError",
+    "ip_address",
     "ipv4_address",
     "uncovered",
     "GatewayState",

@@ -185,34 +185,44 @@ def test_node_never_steers_traffic_to_pods_or_hosts_of_the_platform():
     assert dict(plan.state.gateways) == {1: IPv4Address("198.18.32.1"), 2: IPv4Address("198.18.32.2")}
 
 
-def test_gateway_holds_the_pools_of_its_addresses_as_anyip():
+def test_gateway_holds_every_pool_of_its_region_as_anyip():
     snap = gw_snap(
-        GatewayIP(1, "203.0.113.130", APP, True, pool_id=7),
-        GatewayIP(2, "203.0.113.9", OTHER, True, pool_id=8),  # its pool excluded it since: its own /32
+        GatewayIP(1, "203.0.113.130", APP, True),
+        GatewayIP(2, "203.0.113.9", OTHER, True),  # its pool excluded it since: its own /32
     )
-    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {7: ["203.0.113.128/25"], 8: ["203.0.113.0/29"],
-                                                                   9: ["198.51.100.0/24"]}})
+    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {
+        "203.0.113.128/25": ["203.0.113.129/32", "203.0.113.130/31"], "203.0.113.0/29": ["203.0.113.1/32"],
+        "198.51.100.0/24": ["198.51.100.1/32"],
+    }})
     state = gateway_plan(snap).state
-    # Only pools of addresses held here (pool 9 holds none of them), as one prefix each, not one per address.
-    assert state.pools == {IPv4Network("203.0.113.128/25"), IPv4Network("203.0.113.0/29"), IPv4Network("203.0.113.9/32")}
+    # Every pool of the region (198.51.100.0/24 holds none of the addresses), as its prefixes, not one per
+    # address. Before the pools became steady, 198.51.100.0/24 was left out here.
+    assert state.pools == {
+        IPv4Network("203.0.113.129/32"), IPv4Network("203.0.113.130/31"), IPv4Network("203.0.113.1/32"),
+        IPv4Network("198.51.100.1/32"), IPv4Network("203.0.113.9/32"),
+    }
     assert state.legacy_addresses == set()
-    # A disabling app's address that is released here takes its pool with it.
-    released = GatewaySnapshot(**{**snap.__dict__, "ips": [GatewayIP(1, "203.0.113.130", APP, False, pool_id=7)]})
-    assert gateway_plan(released).state.pools == set()
+    # A disabling app's address that is released here leaves the pools as they were (before the pools
+    # became steady it took its pool with it).
+    released = GatewaySnapshot(**{**snap.__dict__, "ips": [GatewayIP(1, "203.0.113.130", APP, False)]})
+    assert gateway_plan(released).state.pools == state.pools - {IPv4Network("203.0.113.9/32")}
 
 
-def test_gateway_holds_the_ipv6_pools_of_its_partners_as_anyip():
+def test_gateway_holds_the_ipv6_pools_of_its_region_with_its_partners():
     snap = gw_snap(
-        GatewayIP(1, "203.0.113.130", APP, True, "2001:db8:0:2:e::5", pool_id=7),
-        GatewayIP(2, "203.0.113.131", OTHER, True, "2001:db8:0:9::5", pool_id=7),  # in no IPv6 pool any more
+        GatewayIP(1, "203.0.113.130", APP, True, "2001:db8:0:2:e::5"),
+        GatewayIP(2, "203.0.113.131", OTHER, True, "2001:db8:0:9::5"),  # in no IPv6 pool any more
     )
-    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {7: ["203.0.113.128/25"]}, "pool6_prefixes": {
+    snap = GatewaySnapshot(**{**snap.__dict__, "pool_prefixes": {"203.0.113.128/25": ["203.0.113.128/25"]},
+                              "pool6_prefixes": {
         "2001:db8:0:2:e::/80": ["2001:db8:0:2:e::1/128", "2001:db8:0:2:e::2/127"],
-        "2001:db8:0:3::/64": ["2001:db8:0:3::1/128"],  # no address of it held here: no route
+        # No address of it held here: held all the same (before the pools became steady: no route).
+        "2001:db8:0:3::/64": ["2001:db8:0:3::1/128"],
     }})
     state = gateway_plan(snap).state
     assert {p for p in state.pools if p.version == 6} == {
         IPv6Network("2001:db8:0:2:e::1/128"), IPv6Network("2001:db8:0:2:e::2/127"), IPv6Network("2001:db8:0:9::5/128"),
+        IPv6Network("2001:db8:0:3::1/128"),
         # Outside the pool's usable prefixes (excluded since it was handed out): held as its own /128.
         IPv6Network("2001:db8:0:2:e::5/128"),
     }

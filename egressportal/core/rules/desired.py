@@ -21,7 +21,13 @@ The rules (docs/ARCHITECTURE.md, "Make before break"):
   to a live address counts once that gateway's reconcile applied it: ``v6_pending``). IPv6 pod
   CIDRs route back through the nodes' IPv6 transit addresses; without one they are guarded (dropped),
   never leaked. An IPv6 placement without an IPv6 egress address is not steered: it leaves from the node.
-- A drained gateway that holds no address any more is decommissioned: nothing of ours stays on it.
+- A gateway holds the pools of its region as anyIP (docs/ARCHITECTURE.md, "The gateway's address plan"),
+  whatever addresses it holds, so the routes do not change with the number of apps: every IPv4 pool, and
+  every IPv6 pool when it carries IPv6 (it has an IPv6 transit address, or holds an IPv6 partner); a
+  gateway with neither holds no IPv6 pool. An address outside its pool's usable prefixes is held as its
+  own /32 or /128.
+- A drained gateway that holds no address any more is decommissioned: nothing of ours stays on it, not
+  even its pools.
 - A dedicated app's gateway sync settles once the gateway holds its address; a disabling app's
   gateway sync only once its addresses are gone. A dedicated app's node sync settles once the node
   steers it towards the gateway it prefers; a disabling app's node sync as soon as the node no longer
@@ -32,10 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 from typing import NamedTuple
 
 from ...dataplane import GatewayState, NodeState, ipv4_address, uncovered
+from ...dataplane import ip_address as valid_address
 
 __all__ = [
     "GatewayIP",
@@ -58,7 +65,6 @@ class GatewayIP(NamedTuple):
     app_id: int
     dedicated: bool  # the app wants dedicated egress (else it is disabling)
     address6: str | None = None  # its IPv6 partner, if any
-    pool_id: int = 0
 
 
 class SteerIP(NamedTuple):
@@ -91,11 +97,15 @@ class GatewaySnapshot:
     draining: bool = False
     # A node's IPv4 transit address -> its IPv6 one (nodes that have one): where IPv6 pods route back.
     node_transits6: Mapping[str, str] = field(default_factory=dict)
-    # pool id -> the CIDRs covering the addresses it can hand out (ipam.usable_prefixes): held as anyIP
-    pool_prefixes: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    # The region's IPv4 pools: CIDR -> the CIDRs covering the addresses it can hand out
+    # (ipam.usable_prefixes), all held as anyIP.
+    pool_prefixes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # The region's IPv6 pools: CIDR -> the CIDRs covering the addresses it can hand out
-    # (ipam6.usable_prefixes6); an IPv6 partner has no pool id of its own, its address says which pool.
+    # (ipam6.usable_prefixes6), all held as anyIP when the gateway carries IPv6.
     pool6_prefixes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The gateway has an IPv6 transit address: it carries IPv6 (nodes steer IPv6 to it) even while it
+    # holds no IPv6 address.
+    transit6: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,8 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
             via = snap.node_transits6.get(transit) if _is6(pod) else transit
             if via:
                 routes[pod] = via
+    # A drained gateway that holds no address keeps nothing of ours, its pools neither.
+    decommission = snap.draining and not addresses
     state = GatewayState.build(
         public_interface=snap.public_interface,
         addresses=addresses,
@@ -183,7 +195,7 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         return_routes=routes,
         # Every pod CIDR of the region, routed back or not (an IPv6 one of a node without IPv6 transit).
         guarded_sources=pods_all + list(snat),
-        pools=_anyip_pools(snap, held),
+        pools=set() if decommission else _anyip_pools(snap, held),
     )
     dedicated = {ip.app_id for ip in snap.ips if ip.dedicated}
     settles = [sync_id for sync_id, app_id in snap.pending if app_id in dedicated or app_id not in held_apps]
@@ -193,30 +205,27 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         live_ip_ids=live,
         removed_ip_ids=removed,
         apps={app_id for _, app_id in snap.pending} | {ip.app_id for ip in snap.ips},
-        decommission=snap.draining and not addresses,
+        decommission=decommission,
     )
 
 
 def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Network | IPv6Network]:
-    """The pools a gateway holds as anyIP: those of the addresses it holds (both families). An address its
-    pool does not cover (unknown pool, or excluded since it was handed out) is held as its own /32 or /128
-    prefix."""
-    pools: set[IPv4Network | IPv6Network] = set()
-    for pool_id in {ip.pool_id for ip in held}:
-        pools.update(ip_network(p) for p in snap.pool_prefixes.get(pool_id, ()))
+    """The prefixes a gateway holds as anyIP: every pool of its region, whatever it holds (a toggle never
+    adds or removes a pool route; the ARP guard keeps it to its own IPv4 addresses, proxy NDP entries to
+    its own IPv6 ones), the IPv6 pools only when it carries IPv6 (an IPv6 transit address, or an IPv6
+    partner held here). An address no pool covers (excluded since it was handed out, or its pool gone) is
+    held as its own /32 or /128 prefix."""
+    pools: set[IPv4Network | IPv6Network] = {ip_network(p) for prefixes in snap.pool_prefixes.values() for p in prefixes}
     # A bisection over the pools' bounds (10,000 addresses against dozens of pools); the texts are
-    # validated by the dataplane's validators, which the state's own validation then finds done.
+    # validated by the dataplane's cached validators, which the state's own validation then finds done.
     for address in uncovered([ipv4_address(ip.address) for ip in held], collapse_addresses(pools)):
         pools.add(ip_network(f"{address}/32"))
-    # IPv6: the region's pools that hold one of the partners here, then a /128 for any partner outside them.
-    held6 = [ip_address(ip.address6) for ip in held if ip.address6]
-    if held6:
-        for cidr, prefixes in snap.pool6_prefixes.items():
-            net = ip_network(cidr)
-            if uncovered(held6, [net], 6) != held6:
-                pools.update(ip_network(p) for p in prefixes)
-        for address6 in uncovered(held6, [p for p in pools if p.version == 6], 6):
-            pools.add(ip_network(f"{address6}/128"))
+    held6 = [valid_address(ip.address6) for ip in held if ip.address6]
+    if held6 or snap.transit6:
+        pools6 = {ip_network(p) for prefixes in snap.pool6_prefixes.values() for p in prefixes}
+        for address6 in uncovered(held6, collapse_addresses(pools6), 6):
+            pools6.add(ip_network(f"{address6}/128"))
+        pools |= pools6
     return pools
 
 

@@ -49,6 +49,7 @@ from .egress6 import (
     pool6_in_use,
 )
 from .events import event_record
+from .reconcile import reconcile_request
 
 __all__ = [
     "region_create",
@@ -158,6 +159,12 @@ def _check_pool_overlap(net: ipam.IPv4Network, *, exclude_pk: int | None = None)
         raise ValidationError({"cidr": f"{net} overlaps pool {other.name} ({other.cidr}); pools never overlap."})
 
 
+def _region_gateways_reconcile(region_id: int) -> None:
+    """A gateway holds every pool of its region (rules/desired.py): a pool created, deleted, or with a
+    changed exclusion list changes what each enabled gateway of the region must hold."""
+    reconcile_request(gateways=Gateway.objects.filter(region_id=region_id, enabled=True).values_list("pk", flat=True))
+
+
 def pool_create(
     *,
     region: Region,
@@ -168,7 +175,9 @@ def pool_create(
     actor: Any = None,
 ) -> IPPool:
     if ipam6.is_ipv6_text(cidr):
-        return pool6_create(region=region, name=name, cidr=cidr, excluded=excluded, description=description, actor=actor)
+        pool = pool6_create(region=region, name=name, cidr=cidr, excluded=excluded, description=description, actor=actor)
+        _region_gateways_reconcile(region.pk)
+        return pool
     try:
         net = ipam.parse_network(cidr, what="pool CIDR")
     except ipam.IPAMError as exc:
@@ -193,6 +202,7 @@ def pool_create(
         subject=pool.name,
         data={"after": {"cidr": pool.cidr, "excluded": pool.excluded, "region": region.slug}},
     )
+    _region_gateways_reconcile(region.pk)
     return pool
 
 
@@ -234,6 +244,8 @@ def pool_update(
         subject=pool.name,
         data={"before": before, "after": {"excluded": pool.excluded, "description": pool.description}},
     )
+    if pool.excluded != before["excluded"]:
+        _region_gateways_reconcile(pool.region_id)
     if pool.is_ipv6:
         # Addresses excluded no more may serve apps that were left IPv4-only when the pools ran out.
         pool.backfill6 = egress6_backfill(region=pool.region, actor=actor)  # type: ignore[attr-defined]
@@ -241,8 +253,15 @@ def pool_update(
 
 
 def pool_delete(*, pool: IPPool, actor: Any = None) -> None:
+    region_id = pool.region_id
     if pool.is_ipv6:
-        return pool6_delete(pool=pool, actor=actor)
+        pool6_delete(pool=pool, actor=actor)
+    else:
+        _pool4_delete(pool=pool, actor=actor)
+    _region_gateways_reconcile(region_id)
+
+
+def _pool4_delete(*, pool: IPPool, actor: Any = None) -> None:
     if pool.addresses.exclude(status=EgressIPStatus.FREE).exists():
         raise ConflictError(f"Pool {pool.name} still has assigned or quarantined addresses.")
     name, cidr = pool.name, pool.cidr
