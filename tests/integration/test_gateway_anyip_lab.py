@@ -81,6 +81,32 @@ def test_arp_is_answered_only_for_the_addresses_a_gateway_holds(lab, lab_world, 
     assert lab.seen_ip("shop-api") == shop.address and lab.seen_ip("billing") == billing.address
 
 
+def pool_routes(lab, gw: str) -> str:
+    """The gateway's anyIP routes (both families), as the kernel lists them."""
+    return "".join(lab.host_exec(gw, ["ip", family, "route", "show", "table", "local", "proto", "250"]).stdout
+                   for family in ("-4", "-6"))
+
+
+def test_the_pools_are_held_before_any_app_and_a_toggle_changes_no_pool_route(lab, lab_world, redis_server):
+    converge()  # no dedicated app yet: every gateway holds the region's pools all the same
+    gateways = list(Gateway.objects.all())
+    before = {gw.name: pool_routes(lab, gw.name) for gw in gateways}
+    for gw in gateways:
+        assert "dev lo" in before[gw.name] and ":" in before[gw.name], before[gw.name]  # IPv4 and IPv6 pools
+    # A gateway holding no address answers ARP for none of its pools' addresses.
+    free = [str(a) for a in list(EGRESS_POOL.hosts())[1:4]]
+    for address in free:
+        assert arp_answers(lab, address) == set(), address
+    shop = enable("shop-api")
+    assert {gw.name: pool_routes(lab, gw.name) for gw in gateways} == before
+    assert arp_answers(lab, shop.address) == {mac_of(lab, shop.gateway.name)}
+    services.egress_disable(app=App.objects.get(name="shop-api"))
+    results = converge()
+    assert not [r.summary for r in results if r and "pool route" in r.summary]
+    assert {gw.name: pool_routes(lab, gw.name) for gw in gateways} == before
+    assert arp_answers(lab, shop.address) == set()
+
+
 def test_a_moved_address_is_announced_to_the_router_at_once(lab, lab_world, redis_server):
     shop = enable("shop-api")
     gw = shop.gateway

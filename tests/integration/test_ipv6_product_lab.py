@@ -62,9 +62,10 @@ def node_own(node: str) -> tuple[str, str]:
     return str(HOST_PLAN[node].public), str(HOST_PLAN[node].public6)
 
 
-# A gateway holds each pool it has an address of as anyIP: local routes through lo covering the whole pool
-# (the /80's cover starts with ::1/128, ::2/127, ...). They say nothing about one address: which addresses
-# the gateway answers for is its proxy NDP entries (ARP guard for IPv4), checked below.
+# A gateway holds every pool of its region as anyIP, with or without addresses (they stay after the app is
+# gone): local routes through lo covering the whole pool (the /80's cover starts with ::1/128, ::2/127, ...).
+# They say nothing about one address: which addresses the gateway answers for is its proxy NDP entries (ARP
+# guard for IPv4), checked below.
 ANYIP_POOL_ROUTE = re.compile(r"^local \S+ dev lo table local proto 250 ")
 
 
