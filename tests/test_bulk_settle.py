@@ -444,3 +444,24 @@ def test_a_gateway_done_with_a_disable_does_not_ask_again_for_the_other_while_it
     type(gw2).objects.filter(pk=gw2.pk).update(lease_token="", lease_expires_at=None)
     assert verified(gw2, gateway_desired(gw2)) == 3
     assert statuses(apps) == {("shared", "disabled", "")}
+
+
+def test_a_host_key_mismatch_marks_a_burst_in_the_same_queries_for_10_or_120_apps(burst, requests, heard):
+    from egressportal.core.models import Gateway
+
+    gw1 = burst["gateways"][0]
+
+    def mismatch(n: int) -> list[str]:
+        apps = burst["make"](n)
+        enable(apps)
+        del heard[:]
+        Gateway.objects.filter(pk=gw1.pk).update(host_key_mismatch_at=None)  # each a first mismatch (one event)
+        host = Gateway.objects.get(pk=gw1.pk)
+        with CaptureQueriesContext(connection) as ctx:
+            hostsync.host_key_mismatch_record(host=host, app_ids={a.pk for a in apps}, presented_key="",
+                                              expected_fingerprint="SHA256:pinned", presented_fingerprint="SHA256:other")
+        assert {s for _, s, _ in statuses(apps)} == {"failed"}
+        assert heard == [[(a.pk, "assigning", "failed") for a in apps]], "every change announced once, in one send"
+        return [q["sql"] for q in ctx.captured_queries]
+
+    assert len(mismatch(120)) == len(mismatch(10))

@@ -91,7 +91,7 @@ class WorkerProcess:
         argv = [
             sys.executable, "-m", "celery", "-A", "workers.celery", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
-            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--queues", f"{WORKER_QUEUES},health",
+            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--queues", WORKER_QUEUES,
         ]
         if beat:
             argv += ["--beat", "--schedule", str(self.log.with_suffix(".beat"))]

@@ -506,10 +506,16 @@ def host_key_mismatch_record(
                 **_host_kw(host),
             )
         user_message = host_security_message(host_kind=host.kind, host_name=host.name)
-        for app in App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct():
-            if app.egress_message != user_message:
-                status = EgressStatus.DEGRADED if app.egress_status == EgressStatus.ASSIGNED else EgressStatus.FAILED
-                app_status_set(app, status, user_message, now)
+        # All the waiting apps in one write (one update per status, one announcement), whatever their number.
+        apps_status_set(
+            [
+                (app, EgressStatus.DEGRADED if app.egress_status == EgressStatus.ASSIGNED else EgressStatus.FAILED,
+                 user_message)
+                for app in App.objects.filter(pk__in=app_ids, host_syncs__isnull=False).distinct().order_by("pk")
+                if app.egress_message != user_message
+            ],
+            now,
+        )
     logger.error(
         "host key mismatch on %s %s: expected %s, presented %s",
         host.kind, host.name, expected_fingerprint, presented_fingerprint,
