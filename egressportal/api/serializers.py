@@ -33,6 +33,7 @@ from egressportal.tokens.models import ApiToken
 from .schema import ErrorDetailSerializer
 
 __all__ = [
+    "EGRESS",
     "ApiTokenSerializer",
     "AppSerializer",
     "AuditEventSerializer",
@@ -116,7 +117,9 @@ class EgressSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True)
 
 
-_EGRESS = EgressSerializer()
+# One serializer for every egress object (read-only, so sharing it is safe): a new one per answer deep-copies
+# its fields each time.
+EGRESS = EgressSerializer()
 
 
 class AddressSerializer(serializers.Serializer):
@@ -248,7 +251,7 @@ class AppSerializer(serializers.Serializer):
     def get_egress(self, app: App) -> dict[str, Any]:
         # One serializer for every app of a list: a new one per app deep-copies its fields each time
         # (half the time of a 50-app page went there). Read-only, so sharing it is safe.
-        return _EGRESS.to_representation(selectors.egress_summary(app))
+        return EGRESS.to_representation(selectors.egress_summary(app))
 
     @extend_schema_field(AppPlacementSerializer(many=True))
     def get_placements(self, app: App) -> list[dict[str, Any]]:

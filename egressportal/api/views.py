@@ -180,15 +180,21 @@ class AppViewSet(
     )
     @action(detail=True, methods=["get", "put"], url_path="egress", filter_backends=[], pagination_class=None)
     def egress(self, request: Request, pk: str | None = None) -> Response:
-        app = self.get_object()
+        # Only what the egress object shows (polled while a toggle settles): no placements, owner or region.
+        # The PUT's write reads and locks the app itself; here it is only who may, and the region's IPv6.
+        try:
+            app = selectors.app_egress_get(user=request.user, pk=pk, addresses=request.method == "GET")
+        except App.DoesNotExist:
+            raise NotFound() from None
         if request.method == "GET":
-            return Response(s.EgressSerializer(selectors.egress_summary(app)).data)
+            return Response(s.EGRESS.to_representation(selectors.egress_summary(app)))
         body = s.EgressRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        app, changed = services.egress_set(app=app, egress_type=body.validated_data["type"], actor=request.user)
-        app = self._fresh(app)
-        code = status.HTTP_202_ACCEPTED if changed and app.is_pending else status.HTTP_200_OK
-        return Response(s.EgressSerializer(selectors.egress_summary(app)).data, status=code)
+        # The answer comes from what the write holds (committed: the app as written, its assigned addresses).
+        written, changed = services.egress_set(app=app, egress_type=body.validated_data["type"], actor=request.user)
+        code = status.HTTP_202_ACCEPTED if changed and written.is_pending else status.HTTP_200_OK
+        summary = selectors.egress_summary(written, ipv6_available=app.region_ipv6)
+        return Response(s.EGRESS.to_representation(summary), status=code)
 
     @extend_schema(
         summary="Set the egress type of many apps in one request",

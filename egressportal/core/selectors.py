@@ -34,6 +34,7 @@ __all__ = [
     "PoolUtilization",
     "app_list",
     "app_get",
+    "app_egress_get",
     "app_events",
     "app_next_attempt_at",
     "reserved_by_app",
@@ -83,6 +84,16 @@ def _apps_for(user: Any) -> QuerySet[App]:
     return qs
 
 
+def _region_ipv6() -> Exists:
+    return Exists(IPPool.objects.filter(region=OuterRef("region"), family=IPFamily.IPV6))
+
+
+def _assigned_ips() -> Prefetch:
+    return Prefetch(
+        "egress_ips", queryset=EgressIP.objects.filter(status=EgressIPStatus.ASSIGNED).select_related("gateway")
+    )
+
+
 def app_list(
     *,
     user: Any,
@@ -92,14 +103,8 @@ def app_list(
 ) -> QuerySet[App]:
     """The apps ``user`` may see (their own; staff see all), with everything a
     list shows loaded in a constant number of queries."""
-    qs = _apps_for(user).select_related("region", "owner").annotate(
-        region_ipv6=Exists(IPPool.objects.filter(region=OuterRef("region"), family=IPFamily.IPV6))
-    ).prefetch_related(
-        Prefetch("placements", queryset=Placement.objects.select_related("node")),
-        Prefetch(
-            "egress_ips",
-            queryset=EgressIP.objects.filter(status=EgressIPStatus.ASSIGNED).select_related("gateway"),
-        ),
+    qs = _apps_for(user).select_related("region", "owner").annotate(region_ipv6=_region_ipv6()).prefetch_related(
+        Prefetch("placements", queryset=Placement.objects.select_related("node")), _assigned_ips()
     )
     if search:
         qs = qs.filter(Q(name__icontains=search))
@@ -118,6 +123,21 @@ def app_get(*, user: Any, pk: Any) -> App:
     except (TypeError, ValueError):
         raise App.DoesNotExist from None
     return app_list(user=user).get(pk=pk)
+
+
+def app_egress_get(*, user: Any, pk: Any, addresses: bool = True) -> App:
+    """One app as ``egress_summary`` needs it, and nothing more (the egress GET, polled while a toggle
+    settles, and the PUT): the app row with ``region_ipv6``, and with ``addresses`` its assigned addresses
+    and their gateways (two queries; ``app_get`` also joins the region and owner and reads the placements).
+    Someone else's app is App.DoesNotExist, as in ``app_get``."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise App.DoesNotExist from None
+    qs = _apps_for(user).annotate(region_ipv6=_region_ipv6())
+    if addresses:
+        qs = qs.prefetch_related(_assigned_ips())
+    return qs.get(pk=pk)
 
 
 # Per-host steps of a toggle ("Node node2 configured."): staff follow them; the
@@ -199,16 +219,17 @@ def app_has_ipv6(app: App) -> bool:
     return IPPool.objects.filter(region_id=app.region_id, family=IPFamily.IPV6).exists()
 
 
-def egress_summary(app: App) -> dict[str, Any]:
+def egress_summary(app: App, *, ipv6_available: bool | None = None) -> dict[str, Any]:
     """The egress object of the API (docs/ARCHITECTURE.md; type, status, ips, message, updated_at).
-    Uses prefetched egress_ips when present."""
+    Uses prefetched egress_ips when present (app_list, app_egress_get, or the addresses an egress write
+    left the app with: services.egress_set), and ``ipv6_available`` when the caller knows it already."""
     ips = [ip for ip in app.egress_ips.all() if ip.status == EgressIPStatus.ASSIGNED]
     ips.sort(key=lambda ip: (ip.role != "active", ip.address_int))
     carrying = _carrying_gateway(app, ips)
     return {
         "type": app.egress_type,
         "status": app.egress_status,
-        "ipv6_available": app_has_ipv6(app),
+        "ipv6_available": app_has_ipv6(app) if ipv6_available is None else ipv6_available,
         "ips": [
             {
                 "address": ip.address,

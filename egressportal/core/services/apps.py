@@ -76,8 +76,21 @@ def app_hosts_mark_pending(app: App, *, gateways: Sequence[Any] = (), nodes: Seq
     )
 
 
-def _app_gateway_ids(app: App) -> list[int]:
-    return list(EgressIP.objects.filter(app=app).exclude(gateway=None).values_list("gateway_id", flat=True))
+def _assigned_ips(app: App) -> list[EgressIP]:
+    """The app's assigned addresses with their gateways, in address order (an address with an app is
+    assigned and on a gateway: a constraint of the model)."""
+    return list(EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway"))
+
+
+def _holding(app: App, ips: Sequence[EgressIP]) -> App:
+    """``app`` with ``ips`` (its assigned addresses with their gateways, as this write leaves them) where
+    ``app.egress_ips.all()`` finds them, as ``selectors.app_list``'s prefetch puts them: the caller answers
+    from what the write holds instead of reading the app and its addresses again."""
+    cached = EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway")
+    cached._result_cache = list(ips)
+    cached._prefetch_done = True
+    app._prefetched_objects_cache = {**getattr(app, "_prefetched_objects_cache", {}), "egress_ips": cached}
+    return app
 
 
 def _placed_node_ids(app: App) -> list[int]:
@@ -92,6 +105,9 @@ def _bump(app: App, *, status: str, message: str, now: Any) -> None:
     app.egress_message = message
     app.egress_updated_at = now
     app.egress_requested_at = now
+    # The caller holds the app's row lock (every writer of the generation takes it first), so the value
+    # read under it plus one is what the increment writes: no read-back.
+    generation = app.egress_generation + 1
     app.egress_generation = F("egress_generation") + 1
     app.save(
         update_fields=[
@@ -99,7 +115,7 @@ def _bump(app: App, *, status: str, message: str, now: Any) -> None:
             "egress_requested_at", "egress_generation", "updated_at",
         ]
     )
-    app.refresh_from_db(fields=["egress_generation"])
+    app.egress_generation = generation
 
 
 def app_update(*, app: App, name: str | None = None, actor: Any = None) -> App:
@@ -156,15 +172,15 @@ def app_delete(*, app: App, actor: Any = None) -> bool:
 
 
 def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
-    """Ask for dedicated egress. Returns (app, changed). Allocation happens here,
-    so an exhausted pool or a region without gateways is refused before anything
-    half-happens (PoolExhausted / NoGatewaysAvailable, nothing is written)."""
+    """Ask for dedicated egress. Returns (app, changed), the app holding its assigned addresses (see
+    ``egress_set``). Allocation happens here, so an exhausted pool or a region without gateways is refused
+    before anything half-happens (PoolExhausted / NoGatewaysAvailable, nothing is written)."""
     with transaction.atomic():
         app = App.objects.select_for_update(of=("self",)).select_related("region").get(pk=app.pk)
         if app.delete_requested:
             raise ConflictError(BEING_DELETED)
         if app.is_dedicated and app.egress_status != EgressStatus.FAILED:
-            return app, False
+            return _holding(app, _assigned_ips(app)), False
         refusal = egress_enable_refusal(app)
         if refusal:
             raise ConflictError(refusal)
@@ -193,7 +209,7 @@ def egress_enable(*, app: App, actor: Any = None) -> tuple[App, bool]:
         )
         # Make before break: gateways first; they trigger the nodes when done.
         reconcile_request(gateways=gateways)
-    return app, True
+    return _holding(app, ips), True
 
 
 @dataclass
@@ -313,18 +329,20 @@ def _enabled_in_bulk(apps: list[App], served: dict[int, list[EgressIP]], *, acto
     reconcile_request(gateways=sorted(gateways))
 
 
-def _disable(app: App, *, actor: Any, reason: str) -> None:
+def _disable(app: App, *, actor: Any, reason: str) -> list[EgressIP]:
+    """Returns the app's addresses (still assigned: they go to quarantine once off every host)."""
     now = timezone.now()
     before = {"type": app.egress_type, "status": app.egress_status}
     app.egress_type = EgressType.SHARED
-    has_ips = app.egress_ips.exists()
+    ips = _assigned_ips(app)
+    has_ips = bool(ips)
     _bump(
         app,
         status=EgressStatus.RELEASING if has_ips else EgressStatus.DISABLED,
         message="Removing steering from nodes." if has_ips else "",
         now=now,
     )
-    gateways, nodes = _app_gateway_ids(app), _placed_node_ids(app)
+    gateways, nodes = [ip.gateway_id for ip in ips], _placed_node_ids(app)
     if has_ips:
         app_hosts_mark_pending(app, gateways=gateways, nodes=nodes)
     event_record(
@@ -340,19 +358,24 @@ def _disable(app: App, *, actor: Any, reason: str) -> None:
         reconcile_request(nodes=nodes)
     elif has_ips:
         reconcile_request(gateways=gateways)
+    return ips
 
 
 def egress_disable(*, app: App, actor: Any = None) -> tuple[App, bool]:
-    """Go back to shared egress. Returns (app, changed)."""
+    """Go back to shared egress. Returns (app, changed), the app holding its assigned addresses (see
+    ``egress_set``)."""
     with transaction.atomic():
         app = App.objects.select_for_update().get(pk=app.pk)
         if app.egress_type == EgressType.SHARED and app.egress_status != EgressStatus.FAILED:
-            return app, False
-        _disable(app, actor=actor, reason="Shared egress requested.")
-    return app, True
+            return _holding(app, _assigned_ips(app)), False
+        ips = _disable(app, actor=actor, reason="Shared egress requested.")
+    return _holding(app, ips), True
 
 
 def egress_set(*, app: App, egress_type: str, actor: Any = None) -> tuple[App, bool]:
+    """Dedicated or shared egress for ``app``. Returns (app, changed): the app as the write left it, its
+    assigned addresses (with their gateways) in ``app.egress_ips.all()``, read inside the write's
+    transaction, so an answer needs no second read (``selectors.egress_summary``)."""
     if egress_type not in (EgressType.DEDICATED, EgressType.SHARED):
         raise ValidationError({"type": f"Unknown egress type {egress_type!r}; use 'dedicated' or 'shared'."})
     action = egress_enable if egress_type == EgressType.DEDICATED else egress_disable

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, F, Q, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Count, F, Q, Value, When
 from django.utils import timezone
 
 from .. import ipam, ipam6
@@ -318,43 +318,51 @@ def _claimable(qs: Any) -> Any:
     return qs.select_for_update(skip_locked=True, of=("self",)) if ROW_LOCKS else qs
 
 
-def _own_address(*, app: App, pool: IPPool) -> EgressIP | None:
-    """An address this app (then this owner) held before, so allow-lists keep working."""
-    return (
+def _own_addresses(*, app: App, pool: IPPool, count: int) -> list[EgressIP]:
+    """Addresses this app (then this owner) held before, so allow-lists keep working: up to ``count``."""
+    return list(
         _claimable(EgressIP.objects.filter(pool=pool).filter(addresses_reusable_by(app)))
         .annotate(mine=Case(When(last_app=app, then=Value(0)), default=Value(1)))
-        .order_by("mine", "released_at")
-        .first()
+        .order_by("mine", "released_at")[:count]
     )
 
 
-def _free_address(pool: IPPool) -> EgressIP | None:
-    """The lowest free row nobody else is claiming right now."""
-    return _claimable(EgressIP.objects.filter(pool=pool, status=EgressIPStatus.FREE)).order_by("address_int").first()
+def _free_addresses(pool: IPPool, count: int, *, taken: Sequence[EgressIP] = ()) -> list[EgressIP]:
+    """The lowest free rows nobody else is claiming right now, but those this allocation has ``taken`` (it
+    holds their row locks, which SKIP LOCKED does not skip, and has not claimed them yet): up to ``count``."""
+    rows = EgressIP.objects.filter(pool=pool, status=EgressIPStatus.FREE)
+    if taken:
+        rows = rows.exclude(pk__in=[ip.pk for ip in taken])
+    return list(_claimable(rows).order_by("address_int")[:count])
 
 
-def _take_address(*, app: App, pool: IPPool, now: dt.datetime) -> EgressIP | None:
-    """Pick one address of ``pool`` for ``app`` (row-locked; the caller claims it).
+def _take_addresses(*, app: App, pool: IPPool, count: int, now: dt.datetime) -> list[EgressIP]:
+    """Pick up to ``count`` addresses of ``pool`` for ``app`` (row-locked; the caller claims them), best first.
 
-    Order of preference: an address this app (then this owner) held before; then a free row, lowest
-    first (rows are made ahead, so this is where never-used addresses are); then, with the pool's row
-    locked: more rows when the pool has addresses without one, else the quarantine that ended longest
-    ago. Another tenant's address in quarantine is never handed out."""
-    own = _own_address(app=app, pool=pool)
-    if own is not None:
-        return own
-    free = _free_address(pool)
-    if free is not None:
-        return free
+    Order of preference: addresses this app (then this owner) held before; then free rows, lowest first
+    (rows are made ahead, so this is where never-used addresses are); then, with the pool's row locked:
+    more rows when the pool has addresses without one, else the quarantines that ended longest ago.
+    Another tenant's address in quarantine is never handed out. The same addresses, in the same order,
+    as picking them one at a time (each claimed before the next is picked) gives, in a query per step
+    rather than per address."""
+    taken = _own_addresses(app=app, pool=pool, count=count)
+    if len(taken) < count:
+        taken += _free_addresses(pool, count - len(taken))
+    if len(taken) == count:
+        return taken
     # Slow path, once per POOL_ROWS_CHUNK allocations or when the pool is full: one extender at a time.
     _lock_pool(pool)
-    free = _free_address(pool)  # another allocation may have extended the pool while this one waited
-    if free is None and pool_rows_extend(pool=pool):
-        free = _free_address(pool)
-    if free is not None:
-        return free
-    # Out of quarantine (capacity.addresses_takeable says which), the one that ended longest ago.
-    return _claimable(EgressIP.objects.filter(pool=pool).filter(addresses_takeable(now))).order_by("released_at").first()
+    # Another allocation may have extended the pool while this one waited.
+    taken += _free_addresses(pool, count - len(taken), taken=taken)
+    if len(taken) < count and pool_rows_extend(pool=pool):
+        taken += _free_addresses(pool, count - len(taken), taken=taken)
+    if len(taken) < count:
+        # Out of quarantine (capacity.addresses_takeable says which), the one that ended longest ago first.
+        ended = EgressIP.objects.filter(pool=pool).filter(addresses_takeable(now))
+        if taken:
+            ended = ended.exclude(pk__in=[ip.pk for ip in taken])
+        taken += list(_claimable(ended).order_by("released_at")[: count - len(taken)])
+    return taken
 
 
 def _lock_pool(pool: IPPool) -> None:
@@ -365,30 +373,41 @@ def _lock_pool(pool: IPPool) -> None:
     IPPool.objects.select_for_update(of=("self",)).filter(pk=pool.pk).order_by().values_list("pk", flat=True).first()
 
 
-def _allocate_one(*, app: App, gateway: Gateway, role: str, pools: list[IPPool], now: dt.datetime) -> EgressIP | None:
-    for pool in pools:
-        ip = _take_address(app=app, pool=pool, now=now)
-        if ip is None:
-            continue
-        fields = {
-            "status": EgressIPStatus.ASSIGNED,
-            "app": app,
-            "gateway": gateway,
-            "role": role,
-            "programmed": False,
-            "assigned_at": now,
-            "released_at": None,
-            "last_app": app,
-            "last_owner_id": app.owner_id,
-        }
-        # The claim: only if the row is still as it was read (the last guard, with or without row locks).
-        claimed = EgressIP.objects.filter(pk=ip.pk, app__isnull=True, status=ip.status).update(**fields)
-        if not claimed:
-            raise IntegrityError(f"lost the race for {ip.address}")
-        for key, value in fields.items():
+def _claim(*, app: App, ips: Sequence[EgressIP], gateways: Sequence[Gateway], roles: Sequence[str],
+           now: dt.datetime) -> None:
+    """Assign ``ips[i]`` to ``app`` on ``gateways[i]`` as ``roles[i]``, in one UPDATE, only while every row
+    is still as it was read (the last guard, with or without row locks): IntegrityError otherwise."""
+    if not ips:
+        return
+    still = Q()
+    for ip in ips:
+        still |= Q(pk=ip.pk, status=ip.status)
+    common = {
+        "status": EgressIPStatus.ASSIGNED,
+        "app": app,
+        "programmed": False,
+        "assigned_at": now,
+        "released_at": None,
+        "last_app": app,
+        "last_owner_id": app.owner_id,
+    }
+    claimed = EgressIP.objects.filter(still, app__isnull=True).update(
+        gateway_id=Case(
+            *(When(pk=ip.pk, then=Value(g.pk)) for ip, g in zip(ips, gateways, strict=True)),
+            output_field=BigIntegerField(),
+        ),
+        role=Case(
+            *(When(pk=ip.pk, then=Value(r)) for ip, r in zip(ips, roles, strict=True)),
+            output_field=CharField(),
+        ),
+        **common,
+    )
+    if claimed != len(ips):
+        raise IntegrityError("lost the race for " + ", ".join(ip.address for ip in ips))
+    for ip, gateway, role in zip(ips, gateways, roles, strict=True):
+        for key, value in common.items():
             setattr(ip, key, value)
-        return ip
-    return None
+        ip.gateway, ip.role = gateway, role
 
 
 def _exhausted_message(region: Region, wanted: int) -> str:
@@ -441,16 +460,20 @@ def _allocate(*, app: App, wanted: int, now: dt.datetime) -> list[EgressIP]:
     target = min(wanted, len({ip.gateway_id for ip in held} | {g.pk for g in gateways}))
     used_gateways = {ip.gateway_id for ip in held}
     free_gateways = [g for g in gateways if g.pk not in used_gateways]
-    pools = list(IPPool.objects.filter(region=app.region, family=IPFamily.IPV4).order_by("pk"))
     has_active = any(ip.role == EgressIPRole.ACTIVE for ip in held)
+    chosen = free_gateways[: max(0, target - len(held))]
     new: list[EgressIP] = []
-    for gateway in free_gateways[: max(0, target - len(held))]:
-        role = EgressIPRole.STANDBY if has_active else EgressIPRole.ACTIVE
-        ip = _allocate_one(app=app, gateway=gateway, role=role, pools=pools, now=now)
-        if ip is None:
+    if chosen:
+        # Each pool in turn (lowest pk first) gives what it can of what is still missing.
+        for pool in IPPool.objects.filter(region=app.region, family=IPFamily.IPV4).order_by("pk"):
+            new += _take_addresses(app=app, pool=pool, count=len(chosen) - len(new), now=now)
+            if len(new) == len(chosen):
+                break
+        if len(new) < len(chosen):
             raise PoolExhausted(_exhausted_message(app.region, target - len(held)))
-        has_active = True
-        new.append(ip)
+        # The first address is the active one unless the app holds one already; the others are standbys.
+        roles = [EgressIPRole.STANDBY if has_active or n else EgressIPRole.ACTIVE for n in range(len(new))]
+        _claim(app=app, ips=new, gateways=chosen, roles=roles, now=now)
     if not held and not new:
         raise NoGatewaysAvailable(f"Region {app.region.slug} has no gateway that can take new addresses.")
     return held + new
