@@ -5,8 +5,8 @@ The guards (services/network.py): each allocation row-locks the free row it read
 (FOR UPDATE SKIP LOCKED, ``ROW_LOCKS``) and claims it with a conditional UPDATE (only
 while the row is still as it was read). Either alone keeps every address single-owner;
 how these tests were seen to fail: with ``ROW_LOCKS = False`` and the claim made
-unconditional (``EgressIP.objects.filter(pk=ip.pk).update(**fields)`` in
-``_allocate_one``), the first test goes red: many threads read the same lowest free row
+unconditional (``EgressIP.objects.filter(pk__in=[ip.pk for ip in ips])`` in ``_claim``, which
+claims all of an allocation's addresses in one UPDATE), the first test goes red: many threads read the same lowest free row
 and all "win" it, so more enables succeed than the pool has addresses (seen: 200 enables
 answered ok for 26 assigned rows)."""
 
