@@ -271,8 +271,10 @@ def _reconcile(host: Gateway | Node, model: type[Gateway] | type[Node], token: s
     return _finish(host, plan, change, started)
 
 
-def _plan(host: Gateway | Node, actual: Any, desired: Any) -> dp.Plan:
-    return dp.plan_gateway(actual, desired) if isinstance(host, Gateway) else dp.plan_node(actual, desired)
+def _plan(host: Gateway | Node, actual: Any, desired: Any, *, incremental: bool = False) -> dp.Plan:
+    if isinstance(host, Gateway):
+        return dp.plan_gateway(actual, desired, incremental=incremental)
+    return dp.plan_node(actual, desired, incremental=incremental)
 
 
 def _converge(
@@ -290,7 +292,9 @@ def _converge(
     from what it reported and apply once more. Without a verified state, read first (two execs)."""
     known = verified_recall(host)
     actual = known if known is not None else host_read_actual(session, host)
-    change = _plan(host, actual, desired)
+    # From a verified state the tables are what the renderer wrote: only their elements change. A host read
+    # (first contact, or the repair below) is written whole: a broken rule parses as an empty table.
+    change = _plan(host, actual, desired, incremental=known is not None)
     if known is None and change.is_empty:
         return change  # just read: nothing to verify
     if not change.is_empty and not _lease_renew(model, host.pk, token):

@@ -6,7 +6,9 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network
 from shlex import quote as shlex_quote
+from typing import Any
 
 from . import validate as v
 from .model import (
@@ -147,11 +149,40 @@ def _elements(items: Sequence[str], indent: str) -> list[str]:
     return [f"{indent}elements = {{ {body} }}"]
 
 
-def _set_block(kind: str, name: str, type_line: str, interval: bool, items: Sequence[str]) -> list[str]:
-    lines = [f"  {kind} {name} {{", f"    type {type_line}"]
-    if interval:
+def _key_text(key: IPNetwork | IPAddress) -> str:
+    return _net(key) if isinstance(key, (IPv4Network, IPv6Network)) else _addr(key)
+
+
+def _element(key: IPNetwork | IPAddress, value: IPAddress | int | None) -> str:
+    """One element as nft writes it: a set's key, a map's ``key : address``, or a slot's verdict."""
+    if value is None:
+        return _key_text(key)
+    if isinstance(value, int):
+        return f"{_key_text(key)} : goto mark_slot_{v.slot(value)}"
+    return f"{_key_text(key)} : {_addr(value)}"
+
+
+def _texts(elements: Mapping[Any, Any]) -> list[str]:
+    return [_element(k, x) for k, x in elements.items()]
+
+
+@dataclass(frozen=True)
+class _Set:
+    """One set or map of a product table: its declaration and its elements ``{key: value}`` (a set's values
+    are None), in the order rendered. The whole table and its element changes both come from these."""
+
+    kind: str  # "set" or "map"
+    name: str
+    type_line: str
+    interval: bool
+    elements: Mapping[Any, Any]
+
+
+def _set_block(s: _Set) -> list[str]:
+    lines = [f"  {s.kind} {s.name} {{", f"    type {s.type_line}"]
+    if s.interval:
         lines.append("    flags interval")
-    lines += _elements(items, "    ")
+    lines += _elements(_texts(s.elements), "    ")
     lines.append("  }")
     return lines
 
@@ -164,23 +195,26 @@ def _replace_table(body: list[str], table: str = _TABLE) -> str:
     )
 
 
-def _gateway_table(state: GatewayState, fam: _Family) -> str:
-    iface = v.interface_name(state.public_interface)
-    snat = [(k, x) for k, x in state.snat.items() if k.version == fam.version]
-    t, p = fam.nft_type, fam.proto
-    body: list[str] = []
-    body += _set_block("map", "snat_by_source", f"{t} : {t}", True, [f"{_net(k)} : {_addr(x)}" for k, x in snat])
-    # Same keys as the map: lets the forward chain ask "has a mapping?" with a plain set lookup.
-    body += _set_block("set", "mapped_sources", t, True, [_net(k) for k, _ in snat])
+def _gateway_sets(state: GatewayState, fam: _Family) -> list[_Set]:
+    t = fam.nft_type
+    snat = {k: x for k, x in state.snat.items() if k.version == fam.version}
+    sets = [
+        _Set("map", "snat_by_source", f"{t} : {t}", True, snat),
+        # Same keys as the map: lets the forward chain ask "has a mapping?" with a plain set lookup.
+        _Set("set", "mapped_sources", t, True, dict.fromkeys(snat)),
+    ]
     if fam.version == 6:
         # Records which addresses on the interface are ours, so a reconcile can read back what it added.
-        # (IPv4 ones are recorded in the ARP guard: see _gateway_arp_table.)
-        body += _set_block(
-            "set", "egress_addresses", t, False, [_addr(a) for a in by_family(state.addresses, fam.version)]
-        )
-    body += _set_block(
-        "set", "guarded_sources", t, True, [_net(n) for n in by_family(state.guarded_sources, fam.version)]
-    )
+        # (IPv4 ones are recorded in the ARP guard: see _arp_sets.)
+        sets.append(_Set("set", "egress_addresses", t, False, dict.fromkeys(by_family(state.addresses, 6))))
+    sets.append(_Set("set", "guarded_sources", t, True, dict.fromkeys(by_family(state.guarded_sources, fam.version))))
+    return sets
+
+
+def _gateway_table(state: GatewayState, fam: _Family) -> str:
+    iface = v.interface_name(state.public_interface)
+    p = fam.proto
+    body: list[str] = [line for s in _gateway_sets(state, fam) for line in _set_block(s)]
     body += [
         "  chain postrouting {",
         f"    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;",
@@ -206,13 +240,19 @@ def render_gateway_nft(state: GatewayState, *, drop_ipv6: bool = False) -> str:
     return script + _drop_table6() if drop_ipv6 else script
 
 
-def _gateway_arp_table(state: GatewayState) -> str:
+def _arp_sets(state: GatewayState) -> list[_Set]:
     # The pools are local routes, so the kernel would answer ARP for every address of them, also those
     # another gateway on the segment holds: only this gateway's addresses are answered.
-    body = _set_block("set", "pool_prefixes", "ipv4_addr", True, [_net(n) for n in by_family(state.pools, 4)])
-    # Also the record of which IPv4 addresses are ours (read back by a reconcile).
     ours = sorted((a for a in state.addresses if a.version == 4), key=int)  # key=int: 10,000 sort fast
-    body += _set_block("set", "egress_addresses", "ipv4_addr", False, [_addr(a) for a in ours])
+    return [
+        _Set("set", "pool_prefixes", "ipv4_addr", True, dict.fromkeys(by_family(state.pools, 4))),
+        # Also the record of which IPv4 addresses are ours (read back by a reconcile).
+        _Set("set", "egress_addresses", "ipv4_addr", False, dict.fromkeys(ours)),
+    ]
+
+
+def _gateway_arp_table(state: GatewayState) -> str:
+    body = [line for s in _arp_sets(state) for line in _set_block(s)]
     body += [
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
@@ -230,26 +270,32 @@ def render_node_nft(state: NodeState, *, drop_ipv6: bool = False) -> str:
     return script + _drop_table6() if drop_ipv6 else script
 
 
+def _node_sets(state: NodeState, fam: _Family) -> list[_Set]:
+    # mark_by_source: a source's slot, rendered as the verdict "goto mark_slot_N" (see _node_table).
+    t = fam.nft_type
+    steering = {k: s for k, s in state.steering.items() if k.version == fam.version}
+    return [
+        _Set("map", "mark_by_source", f"{t} : verdict", True, steering),
+        _Set("set", "internal", t, True, dict.fromkeys(by_family(state.internal, fam.version))),
+    ]
+
+
+def _slot_rule(s: int) -> str:
+    return f"meta mark set meta mark & 0x{KEEP_MASK:08x} | 0x{slot_mark(s):08x}"
+
+
 def _node_table(state: NodeState, fam: _Family) -> str:
     # nft (1.0.6 at least) cannot OR a map lookup into a masked mark ("Right hand side of binary operation
     # must be constant"). Rather than overwrite the whole mark (clobbering kube-proxy/CNI bits), the map
     # is a verdict map to one tiny chain per slot that sets only our bits: still one O(1) lookup per
     # packet, whatever the number of apps.
     # Chains only for slots in use, so adding a standby gateway touches ip rules/routes but not nft.
-    steering = [(k, s) for k, s in state.steering.items() if k.version == fam.version]
-    slots = sorted({s for _, s in steering})
-    t, p = fam.nft_type, fam.proto
-    body: list[str] = []
-    body += _set_block(
-        "map", "mark_by_source", f"{t} : verdict", True, [f"{_net(k)} : goto mark_slot_{v.slot(s)}" for k, s in steering]
-    )
-    body += _set_block("set", "internal", t, True, [_net(n) for n in by_family(state.internal, fam.version)])
+    sets = _node_sets(state, fam)
+    slots = sorted(set(sets[0].elements.values()))
+    p = fam.proto
+    body: list[str] = [line for s in sets for line in _set_block(s)]
     for s in slots:
-        body += [
-            f"  chain mark_slot_{v.slot(s)} {{",
-            f"    meta mark set meta mark & 0x{KEEP_MASK:08x} | 0x{slot_mark(s):08x}",
-            "  }",
-        ]
+        body += [f"  chain mark_slot_{v.slot(s)} {{", f"    {_slot_rule(s)}", "  }"]
     body += [
         "  chain prerouting {",
         # mangle: before the routing decision that the ip rules act on.
@@ -258,6 +304,94 @@ def _node_table(state: NodeState, fam: _Family) -> str:
         "  }",
     ]
     return _replace_table(body, fam.table)
+
+
+# --- element changes: the steady state's nft transaction -------------------------------------------------
+# A table that the renderer wrote for a known state (a state the previous reconcile verified) needs only the
+# elements that differ: a transaction that adds a few elements costs the kernel a fraction of one that
+# replaces a table of thousands (docs/ARCHITECTURE.md, "The reconcile loop"). Anything else (a table that
+# appears or goes, another interface) is written whole, as without a known state.
+
+_ABSENT = object()
+_ITEM_SEPARATOR = ",\n    "
+
+
+def _element_changes(table: str, have: list[_Set], want: list[_Set]) -> tuple[list[str], list[str]]:
+    """The statements that turn the sets and maps ``have`` into ``want`` (the same declarations): deletes and
+    adds. A map key whose value changes is deleted and added again: nft refuses to add a key that is there
+    with another value, and has no way to change it in place. No statement for no element (nft rejects
+    "{ }").
+
+    Adds are the set declared again with the new elements (``add set T S { type ...; elements = {...}; }``):
+    a declaration that matches changes nothing, one on a missing table fails. ``add element`` would do the
+    same, but nft 1.0.6 first lists every element of every set for it (65-150 ms at 10,000 entries)."""
+    deletes: list[str] = []
+    adds: list[str] = []
+    for old, new in zip(have, want, strict=True):
+        gone = [_key_text(k) for k, x in old.elements.items() if new.elements.get(k, _ABSENT) != x]
+        added = [_element(k, x) for k, x in new.elements.items() if old.elements.get(k, _ABSENT) != x]
+        if gone:
+            deletes.append(f"delete element {table} {new.name} {{ {_ITEM_SEPARATOR.join(gone)} }}")
+        if added:
+            flags = " flags interval;" if new.interval else ""
+            adds.append(
+                f"add {new.kind} {table} {new.name} {{ type {new.type_line};{flags}\n"
+                f"    elements = {{ {_ITEM_SEPARATOR.join(added)} }}; }}"
+            )
+    return deletes, adds
+
+
+def _script(lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _gateway_nft_changes(actual: GatewayState, desired: GatewayState) -> str:
+    """One nft script (one transaction) that turns the tables render_gateway_nft wrote for ``actual`` into
+    those it writes for ``desired`` (the same interface): per table the deletes, then the adds; the IPv6
+    table written whole when it appears, deleted when it goes. Empty when no element differs."""
+    had6, want6 = gateway_has_ipv6(actual), gateway_has_ipv6(desired)
+    tables = [
+        (_TABLE, _gateway_sets(actual, _V4), _gateway_sets(desired, _V4)),
+        (_ARP_TABLE, _arp_sets(actual), _arp_sets(desired)),
+    ]
+    if had6 and want6:
+        tables.append((_TABLE6, _gateway_sets(actual, _V6), _gateway_sets(desired, _V6)))
+    lines: list[str] = []
+    for table, have, want in tables:
+        deletes, adds = _element_changes(table, have, want)
+        lines += deletes + adds
+    if want6 and not had6:
+        return _script(lines) + _gateway_table(desired, _V6)
+    return _script(lines) + (_drop_table6() if had6 and not want6 else "")
+
+
+def _node_table_changes(actual: NodeState, desired: NodeState, fam: _Family) -> list[str]:
+    # A slot chain is added before the elements that jump to it, and goes after the last of them (flushed
+    # first: a kernel may refuse to delete a chain that still holds a rule).
+    have, want = _node_sets(actual, fam), _node_sets(desired, fam)
+    have_slots = set(have[0].elements.values())  # mark_by_source
+    want_slots = set(want[0].elements.values())
+    deletes, adds = _element_changes(fam.table, have, want)
+    new_chains: list[str] = []
+    for s in sorted(want_slots - have_slots):
+        chain = f"{fam.table} mark_slot_{v.slot(s)}"
+        new_chains += [f"add chain {chain}", f"add rule {chain} {_slot_rule(s)}"]
+    unused: list[str] = []
+    for s in sorted(have_slots - want_slots):
+        chain = f"{fam.table} mark_slot_{v.slot(s)}"
+        unused += [f"flush chain {chain}", f"delete chain {chain}"]
+    return deletes + new_chains + adds + unused
+
+
+def _node_nft_changes(actual: NodeState, desired: NodeState) -> str:
+    """Like _gateway_nft_changes, for the tables render_node_nft writes."""
+    had6, want6 = node_has_ipv6(actual), node_has_ipv6(desired)
+    lines = _node_table_changes(actual, desired, _V4)
+    if had6 and want6:
+        lines += _node_table_changes(actual, desired, _V6)
+    if want6 and not had6:
+        return _script(lines) + _node_table(desired, _V6)
+    return _script(lines) + (_drop_table6() if had6 and not want6 else "")
 
 
 def ip_batch_script(cmds: Iterable[Sequence[str]]) -> str:
@@ -481,6 +615,25 @@ def _nft_view(state: GatewayState | None) -> tuple[object, ...] | None:
     return (state.public_interface, state.addresses, state.snat, state.guarded_sources, pools4)
 
 
+def _gateway_nft(
+    actual: GatewayState | None, desired: GatewayState, *, drop_ipv6: bool, incremental: bool
+) -> str | None:
+    """The nft script from the tables written for ``actual`` to those for ``desired``: None when they are the
+    same; with ``incremental`` (``actual`` is known to be what the renderer wrote) only the elements that
+    differ, unless the interface changed or ``actual`` holds the old layout (its ip table records /32s);
+    else the tables written whole."""
+    if _nft_view(actual) == _nft_view(desired):
+        return None
+    if (
+        incremental
+        and actual is not None
+        and actual.public_interface == desired.public_interface
+        and not actual.legacy_addresses
+    ):
+        return _gateway_nft_changes(actual, desired) or None
+    return render_gateway_nft(desired, drop_ipv6=drop_ipv6)
+
+
 def announce_argv(public_interface: str, addresses: Iterable[IPAddress]) -> tuple[str, ...]:
     """The announcement step for ``addresses``: a gratuitous ARP for the IPv4 ones, an unsolicited neighbour
     advertisement for the IPv6 ones (at most ANNOUNCE_MAX of each family, lowest first)."""
@@ -493,7 +646,11 @@ def announce_argv(public_interface: str, addresses: Iterable[IPAddress]) -> tupl
     return ("sh", "-c", ANNOUNCE_SCRIPT, "announce", NA_SENDER, v.interface_name(public_interface), *chosen)
 
 
-def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
+def plan_gateway(actual: GatewayState | None, desired: GatewayState, *, incremental: bool = False) -> Plan:
+    """What turns the gateway from ``actual`` into ``desired``. ``incremental``: ``actual`` is a state the
+    host was verified to hold, so its tables are exactly what the renderer wrote for it and the nft steps
+    may change elements only (see _gateway_nft). Never for a state parsed from the host: a table with a
+    broken rule parses as empty, and only a rewrite repairs it."""
     if desired.legacy_addresses:
         raise v.DataplaneValueError("a desired gateway state holds no address as a /32 or /128 (old layout)")
     outside6 = uncovered(desired.addresses, desired.pools, 6)
@@ -518,7 +675,7 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
             legacy_addresses=stale,
         )
     had_ipv6 = actual is not None and gateway_has_ipv6(actual)
-    nft = None if _nft_view(actual) == _nft_view(want_nft) else render_gateway_nft(want_nft, drop_ipv6=had_ipv6)
+    nft = _gateway_nft(actual, want_nft, drop_ipv6=had_ipv6, incremental=incremental)
     have_routes = actual.return_routes if actual else {}
     have_snat = actual.snat if actual else {}
     migrated = actual.legacy_addresses & desired.addresses if actual else frozenset()
@@ -526,7 +683,7 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         *_count(len(desired.addresses - have_addrs), "address", "+"),
         *_count(len(have_addrs - desired.addresses), "address", "-"),
         *_count(len(desired.pools - have_pools), "pool route", "+"),
-        *_count(len(stale_pools), "pool route", "-"),
+        *_count(len(have_pools - desired.pools), "pool route", "-"),
         *(
             f"{n} /{32 if version == 4 else 128} address{'' if n == 1 else 'es'} moved to pool routes"
             for version in (4, 6)
@@ -546,7 +703,7 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
         changes.append("nft table rewritten")
     # Once post_ip removed them, the record is rewritten without the stale addresses and pools.
     post_nft = (
-        render_gateway_nft(desired, drop_ipv6=had_ipv6 or gateway_has_ipv6(want_nft))
+        _gateway_nft(want_nft, desired, drop_ipv6=had_ipv6 or gateway_has_ipv6(want_nft), incremental=incremental)
         if stale or stale_pools
         else None
     )
@@ -566,13 +723,20 @@ def plan_gateway(actual: GatewayState | None, desired: GatewayState) -> Plan:
     )
 
 
-def plan_node(actual: NodeState | None, desired: NodeState) -> Plan:
+def plan_node(actual: NodeState | None, desired: NodeState, *, incremental: bool = False) -> Plan:
+    """Like plan_gateway; with ``incremental`` the nft step changes elements, and adds or deletes the slot
+    chains they jump to, instead of rewriting the tables."""
     pre, post = _node_ip(actual, desired)
     pre6, post6 = _node_ip(actual, desired, 6)
     nft_view = (actual.steering, actual.internal) if actual else None
     want = (desired.steering, desired.internal)
     had_ipv6 = actual is not None and node_has_ipv6(actual)
-    nft = None if nft_view == want else render_node_nft(desired, drop_ipv6=had_ipv6)
+    if nft_view == want:
+        nft = None
+    elif incremental and actual is not None:
+        nft = _node_nft_changes(actual, desired) or None
+    else:
+        nft = render_node_nft(desired, drop_ipv6=had_ipv6)
     changes: list[str] = []
     for noun, have_gw, want_gw in (
         ("gateway", actual.gateways if actual else {}, desired.gateways),
