@@ -177,3 +177,27 @@ def test_a_gateways_snapshot_costs_the_same_queries_whatever_it_holds(infra, mak
         services.egress_enable(app=make_app(bob, f"theirs-{i}", cidrs=[f"198.18.{192 + i // 16}.{16 * (i % 16)}/28"]))
     assert len(gateway_desired(gw).state.addresses) > 20
     assert queries() == few
+
+
+def test_a_node_steers_by_its_gateways_health_and_never_to_a_disabled_one(infra, make_app, alice):
+    node_a, _ = infra["nodes"]
+    app = make_app(alice, "mine", cidrs=["198.18.128.16/28"])
+    services.egress_enable(app=app)
+    EgressIP.objects.filter(status="assigned").update(programmed=True)
+    HostSync.objects.all().delete()
+    active = EgressIP.objects.select_related("gateway").get(app=app, role="active").gateway
+    standby = EgressIP.objects.select_related("gateway").get(app=app, role="standby").gateway
+    source = IPv4Network("198.18.128.16/28")
+
+    def steered() -> tuple[int | None, str | None]:
+        plan = node_desired(node_a)
+        return plan.state.steering.get(source), plan.steered.get(app.pk)
+
+    assert steered() == (active.slot, active.name)
+    type(active).objects.filter(pk=active.pk).update(health="unhealthy")  # failover to the healthy standby
+    assert steered() == (standby.slot, standby.name)
+    type(standby).objects.filter(pk=standby.pk).update(health="unhealthy")  # both down: the active one
+    assert steered() == (active.slot, active.name)
+    type(active).objects.filter(pk=active.pk).update(enabled=False)  # a disabled gateway is never steered to
+    assert steered() == (standby.slot, standby.name)
+    assert active.slot not in node_desired(node_a).state.gateways

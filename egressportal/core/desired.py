@@ -117,40 +117,44 @@ def gateway_snapshot(gateway: Gateway) -> GatewaySnapshot:
 
 def node_snapshot(node: Node) -> NodeSnapshot:
     pending = list(HostSync.objects.filter(node=node).values_list("id", "app_id"))
+    # The region's hosts, each read once: enabled gateways steer and carry the addresses read below; the
+    # transit addresses of all (enabled or not) and the pods of enabled nodes are never steered.
     region_gateways = list(
-        Gateway.objects.filter(region_id=node.region_id, enabled=True).values_list(
-            "slot", "transit_address", "transit_address6"
+        Gateway.objects.filter(region_id=node.region_id).values_list(
+            "pk", "enabled", "slot", "transit_address", "transit_address6", "health", "name"
         )
     )
-    gateways = {slot: transit for slot, transit, _ in region_gateways}
+    region_nodes = list(
+        Node.objects.filter(region_id=node.region_id).values_list("enabled", "pod_cidrs", "transit_address", "transit_address6")
+    )
+    enabled = {pk: (slot, name, health == HealthStatus.UNHEALTHY) for pk, on, slot, _, _, health, name in region_gateways if on}
     # Only what runs here, plus the apps this node owes a reconcile (one that moved away settles by being
     # steered no more): the snapshot, and so the reconcile, does not grow with apps on other nodes.
-    placed = _by_app(Placement.objects.filter(node=node).values_list("app_id", "cidr"))
+    placed = _by_app(Placement.objects.filter(node=node).order_by().values_list("app_id", "cidr"))
     rows = EgressIP.objects.filter(
         Q(app_id__in=Placement.objects.filter(node=node).values("app_id")) | Q(app_id__in={a for _, a in pending}),
         status=EgressIPStatus.ASSIGNED,
         app__egress_type=EgressType.DEDICATED,
-        gateway__enabled=True,
-    ).values_list(
-        "app_id", "role", "programmed", "gateway__health", "gateway__slot", "gateway__name", "address6", "programmed6"
-    )
+        gateway_id__in=list(enabled),
+    ).values_list("app_id", "role", "programmed", "gateway_id", "address6", "programmed6")
+    # Thousands of rows, a few dozen distinct addresses as a node sees them (role, live, gateway, partner
+    # state): one SteerIP each, shared by the apps.
+    seen: dict[tuple[str, bool, int, bool, bool], SteerIP] = {}
     app_ips: dict[int, list[SteerIP]] = defaultdict(list)
-    for app_id, role, programmed, health, slot, name, address6, programmed6 in rows:
-        app_ips[app_id].append(
-            SteerIP(
-                role == EgressIPRole.ACTIVE, programmed, health == HealthStatus.UNHEALTHY, slot, name,
-                address6 is not None, address6 is not None and not programmed6,
+    for app_id, role, programmed, gateway_id, address6, programmed6 in rows:
+        key = (role, programmed, gateway_id, address6 is not None, programmed6)
+        steer = seen.get(key)
+        if steer is None:
+            slot, name, unhealthy = enabled[gateway_id]
+            has6 = address6 is not None
+            steer = seen[key] = SteerIP(
+                role == EgressIPRole.ACTIVE, programmed, unhealthy, slot, name, has6, has6 and not programmed6
             )
-        )
-    pod_cidrs = [
-        cidr
-        for pods in Node.objects.filter(region_id=node.region_id, enabled=True).values_list("pod_cidrs", flat=True)
-        for cidr in pods or []
-    ]
+        app_ips[app_id].append(steer)
     transits = [
         address
-        for model in (Gateway, Node)
-        for pair in model.objects.filter(region_id=node.region_id).values_list("transit_address", "transit_address6")
+        for hosts in ([g[3:5] for g in region_gateways], [n[2:4] for n in region_nodes])
+        for pair in hosts
         for address in pair
         if address
     ]
@@ -159,12 +163,12 @@ def node_snapshot(node: Node) -> NodeSnapshot:
     return NodeSnapshot(
         pending=pending,
         pending_dedicated=frozenset(dedicated),
-        gateways=gateways,
+        gateways={slot: transit for _, on, slot, transit, _, _, _ in region_gateways if on},
         app_ips=app_ips,
         app_cidrs=placed,
-        region_pod_cidrs=pod_cidrs,
+        region_pod_cidrs=[cidr for on, pods, _, _ in region_nodes if on for cidr in pods or []],
         region_transit_addresses=transits,
-        gateways6={slot: transit6 for slot, _, transit6 in region_gateways if transit6},
+        gateways6={slot: transit6 for _, on, slot, _, transit6, _, _ in region_gateways if on and transit6},
     )
 
 

@@ -38,11 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, collapse_addresses, ip_network
 from typing import NamedTuple
 
 from ...dataplane import GatewayState, NodeState, ipv4_address, uncovered
 from ...dataplane import ip_address as valid_address
+
+IPAddress = IPv4Address | IPv6Address
 
 __all__ = [
     "GatewayIP",
@@ -156,28 +158,32 @@ def _is6(cidr: str) -> bool:
 
 
 def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
-    addresses: list[str] = []
-    snat: dict[str, str] = {}
+    # The addresses go to the state as the dataplane's validators return them (cached per text): typed
+    # values, which the state takes as they are, instead of 10,000 texts it would look up again.
+    held4: list[IPv4Address] = []
+    held6: list[IPAddress] = []
+    snat: dict[str, IPAddress] = {}
     live: list[int] = []
     removed: list[int] = []
     held_apps: set[int] = set()
-    held: list[GatewayIP] = []
     for ip in snap.ips:
         # Make before break, disabling side: the address stays while a node may still steer to it.
         if ip.dedicated or ip.app_id in snap.apps_pending_on_nodes:
-            held.append(ip)
-            addresses.append(ip.address)
-            if ip.address6:
-                addresses.append(ip.address6)
+            address = ipv4_address(ip.address)
+            held4.append(address)
+            address6 = valid_address(ip.address6) if ip.address6 else None
+            if address6 is not None:
+                held6.append(address6)
             live.append(ip.ip_id)
             held_apps.add(ip.app_id)
             for cidr in snap.app_cidrs.get(ip.app_id, ()):
                 if not _is6(cidr):
-                    snat[cidr] = ip.address
-                elif ip.address6:
-                    snat[cidr] = ip.address6
+                    snat[cidr] = address
+                elif address6 is not None:
+                    snat[cidr] = address6
         else:
             removed.append(ip.ip_id)
+    addresses = [*held4, *held6]
     routes: dict[str, str] = {}
     pods_all: list[str] = []
     for transit, pods in snap.region_nodes:
@@ -195,7 +201,7 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
         return_routes=routes,
         # Every pod CIDR of the region, routed back or not (an IPv6 one of a node without IPv6 transit).
         guarded_sources=pods_all + list(snat),
-        pools=set() if decommission else _anyip_pools(snap, held),
+        pools=set() if decommission else _anyip_pools(snap, held4, held6),
     )
     dedicated = {ip.app_id for ip in snap.ips if ip.dedicated}
     settles = [sync_id for sync_id, app_id in snap.pending if app_id in dedicated or app_id not in held_apps]
@@ -209,18 +215,18 @@ def gateway_plan(snap: GatewaySnapshot) -> GatewayPlan:
     )
 
 
-def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Network | IPv6Network]:
+def _anyip_pools(
+    snap: GatewaySnapshot, held4: Sequence[IPv4Address], held6: Sequence[IPAddress]
+) -> set[IPv4Network | IPv6Network]:
     """The prefixes a gateway holds as anyIP: every pool of its region, whatever it holds (a toggle never
     adds or removes a pool route; the ARP guard keeps it to its own IPv4 addresses, proxy NDP entries to
     its own IPv6 ones), the IPv6 pools only when it carries IPv6 (an IPv6 transit address, or an IPv6
     partner held here). An address no pool covers (excluded since it was handed out, or its pool gone) is
     held as its own /32 or /128 prefix."""
     pools: set[IPv4Network | IPv6Network] = {ip_network(p) for prefixes in snap.pool_prefixes.values() for p in prefixes}
-    # A bisection over the pools' bounds (10,000 addresses against dozens of pools); the texts are
-    # validated by the dataplane's cached validators, which the state's own validation then finds done.
-    for address in uncovered([ipv4_address(ip.address) for ip in held], collapse_addresses(pools)):
+    # A bisection over the pools' bounds (10,000 addresses against dozens of pools).
+    for address in uncovered(held4, collapse_addresses(pools)):
         pools.add(ip_network(f"{address}/32"))
-    held6 = [valid_address(ip.address6) for ip in held if ip.address6]
     if held6 or snap.transit6:
         pools6 = {ip_network(p) for prefixes in snap.pool6_prefixes.values() for p in prefixes}
         for address6 in uncovered(held6, collapse_addresses(pools6), 6):
@@ -229,25 +235,34 @@ def _anyip_pools(snap: GatewaySnapshot, held: Sequence[GatewayIP]) -> set[IPv4Ne
     return pools
 
 
+def _preference(ip: SteerIP) -> tuple[bool, int]:
+    return not ip.active, ip.slot
+
+
+def _first_usable(ordered: Sequence[SteerIP]) -> tuple[int, str] | None:
+    # ``ordered`` by preference: the first whose gateway is not unhealthy, else the first anyway.
+    for ip in ordered:
+        if not ip.gateway_unhealthy:
+            return ip.slot, ip.gateway
+    return (ordered[0].slot, ordered[0].gateway) if ordered else None
+
+
 def steering_choice(ips: Iterable[SteerIP]) -> tuple[int, str] | None:
     """The gateway (slot, name) an app's traffic goes to: the active address's gateway while it is not
     unhealthy, else a healthy standby's, else the active one anyway (failing over to a dead gateway
     helps nobody). Only programmed (live) addresses count: a node never steers to an address its
     gateway does not hold yet."""
-    live = sorted((ip for ip in ips if ip.programmed), key=lambda ip: (not ip.active, ip.slot))
-    if not live:
-        return None
-    for ip in live:
-        if not ip.gateway_unhealthy:
-            return ip.slot, ip.gateway
-    return live[0].slot, live[0].gateway
+    return _first_usable(sorted((ip for ip in ips if ip.programmed), key=_preference))
 
 
 def node_plan(snap: NodeSnapshot) -> NodePlan:
     steering: dict[str, int] = {}
     steered: dict[int, str] = {}
     for app_id, ips in snap.app_ips.items():
-        choice = steering_choice(ips)
+        # Sorted once: the choice among the live addresses and the one the app will get once all are live
+        # (a stable sort, so filtering the sorted list is sorting the filtered one).
+        ordered = sorted(ips, key=_preference)
+        choice = _first_usable([ip for ip in ordered if ip.programmed])
         if choice is None:
             continue
         # While the preferred gateway is still being configured, traffic may already use another live
@@ -258,7 +273,7 @@ def node_plan(snap: NodeSnapshot) -> NodePlan:
         v6 = carries6 and any(not ip.v6_pending for ip in there)
         # A partner its gateway does not hold yet: the node owes the app its IPv6 steering still.
         owes6 = carries6 and any(ip.v6_pending for ip in there)
-        if choice == steering_choice(ip._replace(programmed=True) for ip in ips) and not owes6:
+        if choice == _first_usable(ordered) and not owes6:
             steered[app_id] = choice[1]
         for cidr in snap.app_cidrs.get(app_id, ()):
             if v6 or not _is6(cidr):
