@@ -7,7 +7,7 @@ render. Equality of two states means "no change needed".
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import MISSING, dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeVar
@@ -68,18 +68,39 @@ def slot_mark(slot: int) -> int:
     return v.slot(slot) << MARK_SHIFT
 
 
+class _SortedItems(ItemsView):  # type: ignore[type-arg]
+    # The pairs in their stored order, without a lookup per key (hashing 10,000 ipaddress keys in Python).
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return iter(self._mapping._items)  # type: ignore[attr-defined]
+
+
+class _SortedValues(ValuesView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Any]:
+        return (x for _, x in self._mapping._items)  # type: ignore[attr-defined]
+
+
 class FrozenMap(Mapping[K, V]):
     """An immutable, hashable mapping with sorted iteration (deterministic rendering)."""
 
-    __slots__ = ("_items", "_dict")
+    __slots__ = ("_items", "_lookup")
 
     def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        d = dict(pairs)
-        if len(d) != len(pairs):
+        keys = [family_key(k) for k, _ in pairs]
+        order = sorted(range(len(pairs)), key=keys.__getitem__)
+        # Two keys are equal exactly when their family keys are (the key types a state holds: ipaddress
+        # values, ints, texts), and equal keys sort next to each other: duplicates are found without
+        # hashing every key.
+        if any(keys[a] == keys[b] for a, b in zip(order, order[1:], strict=False)):
             raise v.DataplaneValueError("duplicate keys")
-        self._items: tuple[tuple[K, V], ...] = tuple(sorted(d.items(), key=lambda kv: family_key(kv[0])))
-        self._dict = d  # the same pairs (lookups only; iteration follows _items)
+        self._items: tuple[tuple[K, V], ...] = tuple(pairs[i] for i in order)
+        self._lookup: dict[K, V] | None = None  # built on the first lookup (iteration follows _items)
+
+    @property
+    def _dict(self) -> dict[K, V]:
+        if self._lookup is None:
+            self._lookup = dict(self._items)
+        return self._lookup
 
     def __getitem__(self, key: K) -> V:
         return self._dict[key]
@@ -89,6 +110,12 @@ class FrozenMap(Mapping[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def items(self) -> ItemsView[K, V]:
+        return _SortedItems(self)
+
+    def values(self) -> ValuesView[V]:
+        return _SortedValues(self)
 
     def __hash__(self) -> int:
         return hash(self._items)
@@ -142,6 +169,9 @@ def _network(value: Any) -> IPNetwork:
 
 
 def _span(net: IPNetwork) -> tuple[int, int]:
+    if type(net) is IPv4Network:  # ipaddress's own fields: its int()/prefixlen are Python calls
+        start = net.network_address._ip
+        return start, start + (1 << (32 - net._prefixlen)) - 1
     start = int(net.network_address)
     return start, start + (1 << (net.max_prefixlen - net.prefixlen)) - 1
 
@@ -172,6 +202,18 @@ def _collapse(nets: list[IPNetwork]) -> list[IPNetwork]:
 
 def _pairs(value: Any) -> Iterable[tuple[Any, Any]]:
     return value.items() if isinstance(value, Mapping) else value
+
+
+def _typed_set(values: Any, cls: type) -> bool:
+    """Whether ``values`` is a set or frozenset of ``cls`` objects only (valid by construction: a frozenset
+    of them is made from the set's stored hashes, without hashing every element again in Python)."""
+    return type(values) in (frozenset, set) and (not values or set(map(type, values)) == {cls})
+
+
+def _addresses(values: Iterable[Any]) -> frozenset[IPAddress]:
+    if _typed_set(values, IPv4Address):
+        return frozenset(values)  # the same object when it is one already
+    return frozenset([_address(a) for a in values])
 
 
 def _networks(values: Iterable[Any]) -> frozenset[IPNetwork]:
@@ -209,14 +251,20 @@ def uncovered(addresses: Iterable[IPAddress], prefixes: Iterable[IPNetwork], ver
     """The addresses of one family (4 or 6) that lie in none of ``prefixes`` (disjoint per family, as
     collapsed): a bisection over the prefixes' integer bounds, so 10,000 addresses against dozens of
     prefixes stay cheap."""
-    bounds = sorted((int(p.network_address), int(p.broadcast_address)) for p in prefixes if p.version == version)
+    bounds = sorted(_span(p) for p in prefixes if p.version == version)
     starts = [lo for lo, _ in bounds]
     out = []
     for a in addresses:
-        if a.version != version:
+        if type(a) is IPv4Address:  # ipaddress's own field (version and int() are Python calls)
+            if version != 4:
+                continue
+            n = a._ip
+        elif a.version != version:
             continue
-        i = bisect_right(starts, int(a)) - 1
-        if i < 0 or int(a) > bounds[i][1]:
+        else:
+            n = int(a)
+        i = bisect_right(starts, n) - 1
+        if i < 0 or n > bounds[i][1]:
             out.append(a)
     return out
 
@@ -251,18 +299,25 @@ class GatewayState:
 
     def __post_init__(self) -> None:
         _set(self, "public_interface", v.interface_name(self.public_interface))
-        addresses = frozenset(_address(a) for a in self.addresses)
+        addresses = _addresses(self.addresses)
         pools = _networks(self.pools)
-        legacy = frozenset(_address(a) for a in self.legacy_addresses)
+        legacy = _addresses(self.legacy_addresses)
         if not legacy <= addresses:
             raise v.DataplaneValueError("a legacy /32 address must be one of the gateway's addresses")
-        outside = uncovered(addresses - legacy, pools)
+        outside = uncovered(addresses - legacy if legacy else addresses, pools)
         if outside:
             raise v.DataplaneValueError(f"address {min(outside)} lies in none of this gateway's pools")
         snat = FrozenMap((_network(k), _address(x)) for k, x in _pairs(self.snat))
         _disjoint_keys(snat, "SNAT source CIDRs")
+        # IPv4 targets are looked up by integer (an IPv4Address equals exactly the IPv4Address of the same
+        # integer; ipaddress hashes in Python).
+        held4 = {a._ip for a in addresses if type(a) is IPv4Address}
         for source, target in snat.items():
-            _same_family(source, target, "SNAT")
+            if type(source) is IPv4Network and type(target) is IPv4Address:
+                if target._ip in held4:
+                    continue
+            else:
+                _same_family(source, target, "SNAT")
             if target not in addresses:
                 raise v.DataplaneValueError(
                     f"SNAT {source} -> {target}: {target} is not one of this gateway's addresses"
@@ -293,7 +348,7 @@ class GatewayState:
 
         ``pools=None``: each address is its own pool (a /32 or /128 local route), for callers that know no
         pool."""
-        addresses = frozenset(_address(a) for a in addresses)
+        addresses = _addresses(addresses)
         if pools is None:
             pools = {v.ip_network(a) for a in addresses}
         return cls(
@@ -359,7 +414,31 @@ def _ipv6_or_unrouted(value: object) -> IPv6Address:
 _STATE_KINDS: dict[str, type[GatewayState] | type[NodeState]] = {"gateway": GatewayState, "node": NodeState}
 
 
+# Texts of IPv4 values by their integers (str() of an ipaddress value is several Python calls; a changed
+# state of 10,000 addresses is encoded on every toggle, mostly the same values as the time before).
+_TEXTS_MAX = 1 << 17
+_address_texts: dict[int, str] = {}
+_network_texts: dict[tuple[int, int], str] = {}
+
+
 def _plain(value: object) -> object:
+    cls = type(value)
+    if cls is IPv4Address:
+        n = value._ip  # type: ignore[attr-defined]
+        text = _address_texts.get(n)
+        if text is None:
+            if len(_address_texts) >= _TEXTS_MAX:
+                _address_texts.clear()
+            text = _address_texts[n] = str(value)
+        return text
+    if cls is IPv4Network:
+        key = (value.network_address._ip, value._prefixlen)  # type: ignore[attr-defined]
+        text = _network_texts.get(key)
+        if text is None:
+            if len(_network_texts) >= _TEXTS_MAX:
+                _network_texts.clear()
+            text = _network_texts[key] = str(value)
+        return text
     return value if isinstance(value, (int, str)) else str(value)
 
 
@@ -373,7 +452,7 @@ def state_to_doc(state: GatewayState | NodeState) -> dict[str, Any]:
         elif isinstance(value, Mapping):
             doc[f.name] = [[_plain(k), _plain(x)] for k, x in value.items()]
         elif isinstance(value, frozenset):
-            doc[f.name] = sorted(str(x) for x in value)
+            doc[f.name] = sorted([str(_plain(x)) for x in value])
         else:
             raise TypeError(f"cannot store {f.name} of type {type(value).__name__}")
     return doc

@@ -77,7 +77,17 @@ def _reject_ipv6(value: object, what: str) -> None:
         raise DataplaneValueError(f"invalid {what} {value!r}: IPv6 is not supported")
 
 
+# The common cases first, by exact type (a str subclass, or anything else, takes the general path): an
+# IPv4Address/IPv4Network is returned as it is and a plain text without ":" goes straight to its cached
+# validation, as the general path does with them; a reconcile of 1,000 addresses validates ~6,000 values.
+
+
 def ipv4_address(value: object) -> IPv4Address:
+    cls = type(value)
+    if cls is IPv4Address:
+        return value  # type: ignore[return-value]
+    if cls is str and ":" not in value:  # type: ignore[operator]
+        return _ipv4_address_text(value)  # type: ignore[arg-type]
     _reject_ipv6(value, "IPv4 address")
     if isinstance(value, IPv4Address):
         return value
@@ -96,6 +106,11 @@ def _ipv4_address_text(text: str) -> IPv4Address:
 
 def ipv4_network(value: object) -> IPv4Network:
     """A strict IPv4 network: ``198.18.20.1/24`` (host bits set) is an error, not silently ``198.18.20.0/24``."""
+    cls = type(value)
+    if cls is IPv4Network:
+        return value  # type: ignore[return-value]
+    if cls is str and ":" not in value:  # type: ignore[operator]
+        return _ipv4_network_text(value)  # type: ignore[arg-type]
     _reject_ipv6(value, "IPv4 network")
     if isinstance(value, IPv4Network):
         return value
@@ -202,10 +217,20 @@ def _is_ipv6(value: object) -> bool:
 
 def ip_address(value: object) -> IPv4Address | IPv6Address:
     """Either family, each validated as strictly as ``ipv4_address``/``ipv6_address``."""
+    cls = type(value)
+    if cls is IPv4Address:
+        return value  # type: ignore[return-value]
+    if cls is str and ":" not in value:  # type: ignore[operator]
+        return _ipv4_address_text(value)  # type: ignore[arg-type]
     return ipv6_address(value) if _is_ipv6(value) else ipv4_address(value)
 
 
 def ip_network(value: object) -> IPv4Network | IPv6Network:
+    cls = type(value)
+    if cls is IPv4Network:
+        return value  # type: ignore[return-value]
+    if cls is str and ":" not in value:  # type: ignore[operator]
+        return _ipv4_network_text(value)  # type: ignore[arg-type]
     return ipv6_network(value) if _is_ipv6(value) else ipv4_network(value)
 
 
