@@ -160,12 +160,9 @@ def by_family(values: Iterable[Any], version: int) -> list[Any]:
 # IPv4Network object is valid by construction (v.ipv4_address/v.ipv4_network return it as is). Text (from
 # the database, a user, a host) and IPv6 objects (which must also lie outside the reserved ranges) are
 # always validated; see docs/ARCHITECTURE.md, "Validation once, at the boundary".
-def _address(value: Any) -> IPAddress:
-    return value if type(value) is IPv4Address else v.ip_address(value)
-
-
-def _network(value: Any) -> IPNetwork:
-    return value if type(value) is IPv4Network else v.ip_network(value)
+# v.ip_address/v.ip_network take those first, by exact type.
+_address = v.ip_address
+_network = v.ip_network
 
 
 def _span(net: IPNetwork) -> tuple[int, int]:
@@ -213,15 +210,16 @@ def _typed_set(values: Any, cls: type) -> bool:
 def _addresses(values: Iterable[Any]) -> frozenset[IPAddress]:
     if _typed_set(values, IPv4Address):
         return frozenset(values)  # the same object when it is one already
-    return frozenset([_address(a) for a in values])
+    return frozenset(map(_address, values))
 
 
 def _networks(values: Iterable[Any]) -> frozenset[IPNetwork]:
     # Interval sets reject overlapping elements; collapsing also makes "198.18.20.0/25 + 198.18.20.128/25" and
     # "198.18.20.0/24" the same state, which is what the kernel sees. Collapsed per family.
-    nets = [_network(x) for x in values]
+    nets = list(map(_network, values))  # IPv4Network or IPv6Network objects only
     return frozenset(
-        [*_collapse([n for n in nets if n.version == 4]), *_collapse([n for n in nets if n.version == 6])]
+        [*_collapse([n for n in nets if type(n) is IPv4Network]),
+         *_collapse([n for n in nets if type(n) is not IPv4Network])]
     )
 
 
@@ -307,7 +305,7 @@ class GatewayState:
         outside = uncovered(addresses - legacy if legacy else addresses, pools)
         if outside:
             raise v.DataplaneValueError(f"address {min(outside)} lies in none of this gateway's pools")
-        snat = FrozenMap((_network(k), _address(x)) for k, x in _pairs(self.snat))
+        snat = FrozenMap([(_network(k), _address(x)) for k, x in _pairs(self.snat)])
         _disjoint_keys(snat, "SNAT source CIDRs")
         # IPv4 targets are looked up by integer (an IPv4Address equals exactly the IPv4Address of the same
         # integer; ipaddress hashes in Python).
@@ -322,7 +320,7 @@ class GatewayState:
                 raise v.DataplaneValueError(
                     f"SNAT {source} -> {target}: {target} is not one of this gateway's addresses"
                 )
-        routes = FrozenMap((_network(k), _address(x)) for k, x in _pairs(self.return_routes))
+        routes = FrozenMap([(_network(k), _address(x)) for k, x in _pairs(self.return_routes)])
         for net, via in routes.items():
             _same_family(net, via, "return route")
         _set(self, "addresses", addresses)

@@ -318,7 +318,14 @@ def _set_nets(table: _Table, name: str, fam: _Family = _V4) -> frozenset[IPNetwo
     elems = table.elements(name, "set", fam.nft_type, None)
     if elems is None:
         return None
-    return frozenset(n for e in elems for n in _nets(e, f"nft set {name}", fam))
+    what = f"nft set {name}"
+    nets: list[IPNetwork] = []
+    for e in elems:
+        if type(e) is str:  # an address or CIDR (most elements): one network, as _nets gives it
+            nets.append(_checked(fam.network, e, what))
+        else:
+            nets += _nets(e, what, fam)
+    return frozenset(nets)
 
 
 def _set_addresses(table: _Table, name: str, memo: dict[str, IPv4Address]) -> set[IPv4Address]:
@@ -341,11 +348,15 @@ def _map_pairs(table: _Table, name: str, data_type: str, fam: _Family = _V4) -> 
     if elems is None:
         return None
     pairs = []
+    what = f"nft map {name} key"
     for e in elems:
+        if type(e) is list and len(e) == 2 and type(e[0]) is str:  # [text, value]: most elements, as below
+            pairs.append((_checked(fam.network, e[0], what), e[1]))
+            continue
         pair = _list(_unwrap(e), f"nft map {name} element")
         if len(pair) != 2:
             raise DataplaneParseError(f"nft map {name}: bad element {e!r}")
-        pairs += [(n, pair[1]) for n in _nets(pair[0], f"nft map {name} key", fam)]
+        pairs += [(n, pair[1]) for n in _nets(pair[0], what, fam)]
     return pairs
 
 

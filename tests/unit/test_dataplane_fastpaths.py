@@ -3,6 +3,7 @@ never cached), typed IPv4 values taken as they are, sorting and collapsing on in
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Mapping
@@ -12,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from egressportal.dataplane import GatewayState, NodeState
+from egressportal.dataplane import GatewayState, NodeState, parse_gateway
 from egressportal.dataplane import model as m
 from egressportal.dataplane import validate as v
+from tests.unit import test_dataplane as td
 
 
 def _random_nets(rng: random.Random, n: int, version: int = 4) -> list:
@@ -376,3 +378,38 @@ def test_a_set_with_one_value_not_valid_by_construction_is_validated_whole(hosti
         with pytest.raises(v.DataplaneValueError):
             GatewayState.build(public_interface="eth0", addresses=[IPv4Address("203.0.113.10")],
                                legacy_addresses=addresses, pools=["203.0.113.0/24"])
+
+
+def _wrapped(elem):
+    # nft's form of an element with a timeout or counter: never a plain text or pair, so it takes the
+    # parser's general path.
+    return {"elem": {"val": elem, "counter": {"packets": 0, "bytes": 0}}}
+
+
+def _anyip_nft(keys, targets, guarded, wrap):
+    doc = json.loads(td.GW_ANYIP_NFT_JSON)
+    for item in doc["nftables"]:
+        body = item.get("map") or item.get("set") or {}
+        elems = {"snat_by_source": [[k, x] for k, x in zip(keys, targets, strict=False)], "mapped_sources": list(keys),
+                 "guarded_sources": list(guarded)}.get(body.get("name"))
+        if elems is not None:
+            body["elem"] = [_wrapped(e) for e in elems] if wrap else elems
+    return json.dumps(doc)
+
+
+_key_texts = st.one_of(
+    st.builds(lambda n: str(IPv4Address(0xC6130100 + n)), st.integers(0, 40)),
+    st.builds(lambda n, p: f"{IPv4Address(0xC6130100 + n)}/{p}", st.integers(0, 40), st.sampled_from([30, 31, 32])),
+    _texts,
+)
+
+
+@_settings
+@given(st.lists(_key_texts, max_size=12), st.lists(st.sampled_from(["203.0.113.10", "203.0.113.11", "203.0.113.12",
+       "x"]), min_size=12, max_size=12), st.lists(_key_texts, max_size=4))
+def test_plain_nft_elements_parse_as_the_general_path_parses_them(keys, targets, guarded):
+    def parse(wrap):
+        return _outcome(lambda nft: parse_gateway(nft, td.GW_ANYIP_ADDR_JSON, td.GW_ANYIP_ROUTES_JSON, "eth0",
+                                                  arp_json=td.GW_ANYIP_ARP_JSON), _anyip_nft(keys, targets, guarded, wrap))
+
+    assert parse(False) == parse(True)
