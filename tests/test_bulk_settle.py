@@ -465,3 +465,55 @@ def test_a_host_key_mismatch_marks_a_burst_in_the_same_queries_for_10_or_120_app
         return [q["sql"] for q in ctx.captured_queries]
 
     assert len(mismatch(120)) == len(mismatch(10))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_node_settle_and_a_placements_report_of_that_node_do_not_deadlock(burst):
+    """A placements report locks the node's row, then renews sync rows of the node; a node's settle takes
+    the node's row before its sync rows too. In the other order (sync rows deleted, then the node's row
+    updated) the two waited for each other: PostgreSQL's "deadlock detected"."""
+    import time
+
+    from django.db import transaction
+
+    from egressportal.core.models import Node
+
+    gw1, gw2 = burst["gateways"]
+    node = burst["nodes"][0]
+    apps = burst["make"](5)
+    enable(apps)
+    for host in (gw1, gw2):
+        verified(host, gateway_desired(host))
+    plan = node_desired(node)
+    errors: list[BaseException] = []
+    report_holds_the_node = threading.Event()
+
+    def report() -> None:  # what node_placements_set does, with a pause while it holds the node's row
+        try:
+            with transaction.atomic():
+                Node.objects.select_for_update(of=("self",)).get(pk=node.pk)
+                report_holds_the_node.set()
+                time.sleep(1.5)  # the settle reaches its first lock we hold meanwhile
+                HostSync.objects.filter(node=node).delete()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def settle() -> None:
+        try:
+            report_holds_the_node.wait(10)
+            verified(node, plan)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=job) for job in (report, settle)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not HostSync.objects.filter(node=node).exists()

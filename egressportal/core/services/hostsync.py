@@ -91,11 +91,8 @@ def host_reconcile_succeeded(
         settling = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
         locked = _apps_locked(flips.apps | settling)
         _programmed_write(flips)
-        # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
-        # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile. Read again
-        # under the locks: a row can only have gone since, so these apps are among the locked ones.
-        settled_apps = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
-        HostSync.objects.filter(pk__in=plan.settles).delete()
+        # The host's row before its sync rows, as a placements report takes them (the node's row, then the
+        # syncs it renews): the other way round, each waited for the other ("deadlock detected").
         fields = {
             "last_reconciled_at": now,
             "last_reconcile_duration": duration,
@@ -104,9 +101,16 @@ def host_reconcile_succeeded(
             "reconcile_retry_at": None,
             "last_seen_at": now,
         }
-        events: list[Event] = []
         if changed:
             fields["reconcile_count"] = F("reconcile_count") + 1
+        type(host).objects.filter(pk=host.pk).update(**fields)
+        # Only the rows this reconcile read before its state: a toggle since then renewed its row (a new
+        # id, services/reconcile.py host_syncs_renew), which stays for the next reconcile. Read again
+        # under the locks: a row can only have gone since, so these apps are among the locked ones.
+        settled_apps = set(HostSync.objects.filter(pk__in=plan.settles).values_list("app_id", flat=True))
+        HostSync.objects.filter(pk__in=plan.settles).delete()
+        events: list[Event] = []
+        if changed:
             events.append(event_build(
                 kind=f"{host.kind}.reconciled",
                 message=f"{host.name}: {summary} in {duration * 1000:.0f} ms.",
@@ -114,7 +118,6 @@ def host_reconcile_succeeded(
                 data={"duration_ms": round(duration * 1000, 1), "changes": list(changes)},
                 **_host_kw(host),
             ))
-        type(host).objects.filter(pk=host.pk).update(**fields)
         apps = [app for app in locked if app.pk in settled_apps]  # locked above, in pk order
         events += [
             event_build(
