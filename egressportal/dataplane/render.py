@@ -629,9 +629,16 @@ def _gateway_nft(
         and actual is not None
         and actual.public_interface == desired.public_interface
         and not actual.legacy_addresses
+        and _nft_written(actual)
     ):
         return _gateway_nft_changes(actual, desired) or None
     return render_gateway_nft(desired, drop_ipv6=drop_ipv6)
+
+
+def _nft_written(state: GatewayState) -> bool:
+    # A state with nothing in nft may never have had its tables written (a first reconcile that wanted
+    # nothing there writes nothing): element changes would fail on the missing tables, a rewrite is tiny.
+    return bool(state.addresses or state.snat or state.guarded_sources or by_family(state.pools, 4))
 
 
 def announce_argv(public_interface: str, addresses: Iterable[IPAddress]) -> tuple[str, ...]:
@@ -733,7 +740,8 @@ def plan_node(actual: NodeState | None, desired: NodeState, *, incremental: bool
     had_ipv6 = actual is not None and node_has_ipv6(actual)
     if nft_view == want:
         nft = None
-    elif incremental and actual is not None:
+    elif incremental and actual is not None and (actual.steering or actual.internal):
+        # (Nothing in nft: its tables may never have been written; see _nft_written.)
         nft = _node_nft_changes(actual, desired) or None
     else:
         nft = render_node_nft(desired, drop_ipv6=had_ipv6)
