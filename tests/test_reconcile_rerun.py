@@ -182,3 +182,50 @@ def test_a_sweep_task_that_finds_the_host_held_is_done(flags, task, make_gateway
     Gateway.objects.filter(pk=gw.pk).update(lease_token="held", lease_expires_at=wr.timezone.now() + wr.dt.timedelta(seconds=60))
     assert task.run("gateway", gw.pk, lane=LANE_SWEEP) is None
     assert not flags.keys
+
+
+def test_the_user_lane_marker_is_cleared_with_the_lease_in_one_statement_or_alone_when_busy(
+    flags, runs, make_gateway, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    gw = make_gateway()
+    now = wr.timezone.now()
+    Gateway.objects.filter(pk=gw.pk).update(reconcile_queued_at=now)
+    with CaptureQueriesContext(connection) as ctx:
+        wr.host_reconcile(kind="gateway", pk=gw.pk)
+    assert Gateway.objects.get(pk=gw.pk).reconcile_queued_at is None
+    updates = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE")]
+    assert "reconcile_queued_at" in updates[0] and "lease_token" in updates[0], updates[0]
+    # Busy: the marker is cleared all the same (a new request must send a new message).
+    Gateway.objects.filter(pk=gw.pk).update(reconcile_queued_at=now, lease_token="held",
+                                            lease_expires_at=now + wr.dt.timedelta(seconds=60))
+    _request_while_held("gateway", gw.pk)
+    assert Gateway.objects.get(pk=gw.pk).reconcile_queued_at is None
+    # The sweep lane leaves the user lane's marker alone.
+    Gateway.objects.filter(pk=gw.pk).update(reconcile_queued_at=now, lease_token="", lease_expires_at=None)
+    wr.host_reconcile(kind="gateway", pk=gw.pk, lane=LANE_SWEEP)
+    assert Gateway.objects.get(pk=gw.pk).reconcile_queued_at == now
+
+
+def test_a_fresh_lease_is_renewed_without_a_query_an_old_one_with_one(make_gateway, monkeypatch, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    gw = make_gateway()
+    clock = [1000.0]
+    monkeypatch.setattr(wr.time, "monotonic", lambda: clock[0])
+    token = wr._lease_acquire(Gateway, gw.pk)
+    with CaptureQueriesContext(connection) as ctx:
+        assert wr._lease_renew(Gateway, gw.pk, token)
+    assert len(ctx.captured_queries) == 0
+    clock[0] += settings.EGRESS_LEASE_SECONDS / 2 + 0.1
+    with CaptureQueriesContext(connection) as ctx:
+        assert wr._lease_renew(Gateway, gw.pk, token)
+    assert len(ctx.captured_queries) == 1
+    Gateway.objects.filter(pk=gw.pk).update(lease_token="someone-else")  # lost it (expired and taken)
+    clock[0] += settings.EGRESS_LEASE_SECONDS / 2 + 0.1
+    assert not wr._lease_renew(Gateway, gw.pk, token)
+    wr._lease_release(Gateway, gw.pk, token)
+    assert token not in wr._lease_taken

@@ -37,6 +37,7 @@ from egressportal.core.services.hostsync import (
     host_reconcile_succeeded,
 )
 from egressportal.core.services.reconcile import (
+    reconcile_lane_marker_cleared,
     reconcile_lane_started,
     reconcile_rerun_pending,
     reconcile_rerun_request,
@@ -74,21 +75,38 @@ def _lease_seconds() -> float:
     return settings.EGRESS_LEASE_SECONDS
 
 
-def _lease_acquire(model: type[Gateway] | type[Node], pk: int) -> str | None:
+# When this process took or last renewed each lease it holds (monotonic seconds, by token): a lease
+# younger than half its term is ours for certain (nobody takes an unexpired lease), so a renewal then
+# costs no query.
+_lease_taken: dict[str, float] = {}
+
+
+def _lease_acquire(model: type[Gateway] | type[Node], pk: int, **also: Any) -> str | None:
+    """Take the host's lease; ``also``: other fields of the host's row to write in the same statement."""
     token = secrets.token_hex(16)
     now = timezone.now()
     got = model.objects.filter(pk=pk).filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)).update(
-        lease_token=token, lease_expires_at=now + dt.timedelta(seconds=_lease_seconds())
+        lease_token=token, lease_expires_at=now + dt.timedelta(seconds=_lease_seconds()), **also
     )
-    return token if got else None
+    if not got:
+        return None
+    _lease_taken[token] = time.monotonic()
+    return token
 
 
 def _lease_renew(model: type[Gateway] | type[Node], pk: int, token: str) -> bool:
+    taken = _lease_taken.get(token)
+    if taken is not None and time.monotonic() - taken < _lease_seconds() / 2:
+        return True
     expires = timezone.now() + dt.timedelta(seconds=_lease_seconds())
-    return bool(model.objects.filter(pk=pk, lease_token=token).update(lease_expires_at=expires))
+    renewed = bool(model.objects.filter(pk=pk, lease_token=token).update(lease_expires_at=expires))
+    if renewed:
+        _lease_taken[token] = time.monotonic()
+    return renewed
 
 
 def _lease_release(model: type[Gateway] | type[Node], pk: int, token: str) -> None:
+    _lease_taken.pop(token, None)
     model.objects.filter(pk=pk, lease_token=token).update(lease_token="", lease_expires_at=None)
 
 
@@ -212,14 +230,19 @@ def host_reconcile(*, kind: str, pk: int, lane: str = LANE_USER) -> ReconcileRes
     holder runs once more, at once, so the request waits for one reconcile instead of a retry. The
     holder takes the flag before each run and looks at it once the lease is released."""
     model = host_model(kind)
-    # From here on, a new request of this lane must enqueue a new task: this one may
-    # already have read the state it will apply.
-    reconcile_lane_started(kind=kind, pk=pk, lane=lane)
+    # From here on, a new request of this lane must enqueue a new task: this one may already have read
+    # the state it will apply. The user lane's marker is a field of the host's row: cleared with the
+    # lease taken, in one statement (or alone when the lease is held).
+    marker = reconcile_lane_marker_cleared(lane=lane)
+    if not marker:
+        reconcile_lane_started(kind=kind, pk=pk, lane=lane)
     result: ReconcileResult | None = None
     runs = 0
     while True:
-        token = _lease_acquire(model, pk)
+        token = _lease_acquire(model, pk, **(marker if not runs else {}))
         if token is None:
+            if marker and not runs:
+                reconcile_lane_started(kind=kind, pk=pk, lane=lane)
             if runs:
                 return result  # another worker took the host after us: it reads newer state than any request
             if not model.objects.filter(pk=pk).exists():

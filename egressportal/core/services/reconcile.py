@@ -44,6 +44,7 @@ __all__ = [
     "RECONCILE_TASK",
     "host_syncs_renew",
     "reconcile_dispatch",
+    "reconcile_lane_marker_cleared",
     "reconcile_lane_started",
     "reconcile_mark_queued",
     "reconcile_request",
@@ -145,6 +146,12 @@ def reconcile_sweep_dispatch(targets: Iterable[tuple[str, int]]) -> int:
                 client.delete(marker)
             logger.warning("could not enqueue the sweep's reconcile of %s %s: %s", kind, pk, exc)
     return sent
+
+
+def reconcile_lane_marker_cleared(*, lane: str) -> dict[str, None]:
+    """The host-row fields that ``reconcile_lane_started`` clears for ``lane`` ({} for the sweep lane, whose
+    marker is in Redis), for a worker that writes them with its lease in one statement."""
+    return {"reconcile_queued_at": None} if lane == LANE_USER else {}
 
 
 def reconcile_lane_started(*, kind: str, pk: int, lane: str) -> None:
