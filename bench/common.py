@@ -316,6 +316,17 @@ class BenchEnv:
         self._drop_database()
 
 
+def analyze() -> None:
+    """Refresh the database's planner statistics after a bulk setup, as autovacuum does on its own within a
+    minute or so of a bulk change. Measured right after bulk inserts without it, PostgreSQL planned the
+    gateway's placements lookup through the wrong index (the placements' exclusion constraint, 0.15 ms per
+    app: 150 ms of a 1,000-address gateway's desired state instead of 15 ms)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Seconds one call takes."""
     started = time.perf_counter()

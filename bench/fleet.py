@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (
     RESULTS,
     BenchEnv,
+    analyze,
     bulk_apps,
     last_pod_cidr4,
     log,
@@ -431,6 +432,7 @@ def run_phase(kind: str) -> dict:
             traffic += list(TRAFFIC_APPS)
             out["bursts"] = bursts(env)
             out["dedicated"] = App.objects.filter(egress_type="dedicated").count()
+        analyze()  # the bulk setup above, as autovacuum would have seen it by now (common.analyze)
         time.sleep(2)
         out["toggles"] = toggles(env)
         out["sweeps"] = sweeps(env)
