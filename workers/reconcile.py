@@ -188,8 +188,9 @@ def host_read_actual(session: SSHSession, host: Gateway | Node) -> dp.GatewaySta
 
 
 def _apply(session: SSHSession, plan: dp.Plan) -> None:
-    # One command per step (the sudo path): the sudo rules allow no shell, so no gratuitous ARP.
-    for argv, stdin in replace(plan, announce=()).steps():
+    # One command per step (the sudo path): the sudo rules allow no shell, so no gratuitous ARP (the
+    # announcement is never one of the plan's steps).
+    for argv, stdin in plan.steps():
         session.run(argv, stdin=stdin)
 
 

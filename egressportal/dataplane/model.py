@@ -419,24 +419,22 @@ _address_texts: dict[int, str] = {}
 _network_texts: dict[tuple[int, int], str] = {}
 
 
+def _cached_text(cache: dict[Any, str], key: Any, value: object) -> str:
+    text = cache.get(key)
+    if text is None:
+        if len(cache) >= _TEXTS_MAX:
+            cache.clear()
+        text = cache[key] = str(value)
+    return text
+
+
 def _plain(value: object) -> object:
     cls = type(value)
     if cls is IPv4Address:
-        n = value._ip  # type: ignore[attr-defined]
-        text = _address_texts.get(n)
-        if text is None:
-            if len(_address_texts) >= _TEXTS_MAX:
-                _address_texts.clear()
-            text = _address_texts[n] = str(value)
-        return text
+        return _cached_text(_address_texts, value._ip, value)  # type: ignore[attr-defined]
     if cls is IPv4Network:
         key = (value.network_address._ip, value._prefixlen)  # type: ignore[attr-defined]
-        text = _network_texts.get(key)
-        if text is None:
-            if len(_network_texts) >= _TEXTS_MAX:
-                _network_texts.clear()
-            text = _network_texts[key] = str(value)
-        return text
+        return _cached_text(_network_texts, key, value)
     return value if isinstance(value, (int, str)) else str(value)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from ..capacity import BEING_DELETED, egress_enable_refusal
@@ -76,17 +76,21 @@ def app_hosts_mark_pending(app: App, *, gateways: Sequence[Any] = (), nodes: Seq
     )
 
 
+def _assigned(app: App) -> QuerySet[EgressIP]:
+    return EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway")
+
+
 def _assigned_ips(app: App) -> list[EgressIP]:
     """The app's assigned addresses with their gateways, in address order (an address with an app is
     assigned and on a gateway: a constraint of the model)."""
-    return list(EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway"))
+    return list(_assigned(app))
 
 
 def _holding(app: App, ips: Sequence[EgressIP]) -> App:
     """``app`` with ``ips`` (its assigned addresses with their gateways, as this write leaves them) where
     ``app.egress_ips.all()`` finds them, as ``selectors.app_list``'s prefetch puts them: the caller answers
     from what the write holds instead of reading the app and its addresses again."""
-    cached = EgressIP.objects.filter(app=app, status=EgressIPStatus.ASSIGNED).select_related("gateway")
+    cached = _assigned(app)
     cached._result_cache = list(ips)
     cached._prefetch_done = True
     app._prefetched_objects_cache = {**getattr(app, "_prefetched_objects_cache", {}), "egress_ips": cached}
